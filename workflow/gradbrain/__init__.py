@@ -1,0 +1,3 @@
+"""gradbrain: forward activations and backpropagated gradients of vision models, mapped onto fMRI and MEG."""
+
+__version__ = "0.1.0"

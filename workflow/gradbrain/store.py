@@ -1,0 +1,73 @@
+"""Zarr I/O shared by every stage: string arrays, atomic group writes, reading groups back as dicts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+from zarr.dtype import VariableLengthUTF8
+
+warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
+
+
+def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple | None = None) -> zarr.Array:
+    """Write ``data`` as ``group[name]``; unicode arrays are stored as variable-length UTF-8."""
+    data = np.asarray(data)
+    if data.dtype.kind in "USO":
+        arr = group.create_array(name, shape=data.shape, dtype=VariableLengthUTF8(), overwrite=True)
+        arr[...] = data.astype(str)
+        return arr
+    arr = group.create_array(
+        name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto", overwrite=True
+    )
+    arr[...] = data
+    return arr
+
+
+def read_array(group: zarr.Group, name: str) -> np.ndarray:
+    """Read ``group[name]`` into memory (strings as a numpy unicode array)."""
+    values = group[name][...]
+    if values.dtype == object or values.dtype.kind == "T":
+        return np.asarray(values, dtype=str)
+    return np.asarray(values)
+
+
+@contextmanager
+def atomic_group(path: str | os.PathLike) -> Iterator[zarr.Group]:
+    """Open a group at ``<path>.tmp``, yield it, and move it to ``path`` only if the block succeeds.
+
+    A failure leaves no partial output behind, as the design asks.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield zarr.open_group(str(tmp), mode="w")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def open_group(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
+    """Open a zarr group, with an error naming the file and the rule that makes it when it is missing."""
+    if mode == "r" and not Path(path).exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: run the workflow stage that writes it (snakemake {path})"
+        )
+    return zarr.open_group(str(path), mode=mode)
+
+
+def attrs(group: zarr.Group) -> dict[str, Any]:
+    """The group's attributes as a plain dict."""
+    return dict(group.attrs)
