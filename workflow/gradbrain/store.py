@@ -34,7 +34,7 @@ def read_array(group: zarr.Group, name: str) -> np.ndarray:
     """Read ``group[name]`` into memory (strings as a numpy unicode array)."""
     values = group[name][...]
     if values.dtype == object or values.dtype.kind == "T":
-        return np.asarray(values, dtype=str)
+        return np.array([str(v) for v in values.ravel()]).reshape(values.shape)
     return np.asarray(values)
 
 
