@@ -25,8 +25,17 @@ SHARED0 = np.array([3, 8, 15, 22])
 VISUAL = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
 FACES = {1: "OFA", 2: "FFA-1", 3: "FFA-2", 4: "mTL-faces", 5: "aTL-faces"}
 VISUAL_VOXELS = {
-    (1, 1, 0): 1, (1, 2, 0): 1, (2, 1, 0): 2, (2, 1, 1): 2, (1, 3, 1): 3, (0, 4, 2): 7,  # lh (i < 3)
-    (4, 1, 0): 1, (4, 2, 0): 2, (5, 1, 1): 2, (3, 3, 1): 4, (4, 4, 3): 5,  # rh
+    (1, 1, 0): 1,
+    (1, 2, 0): 1,
+    (2, 1, 0): 2,
+    (2, 1, 1): 2,
+    (1, 3, 1): 3,
+    (0, 4, 2): 7,  # lh (i < 3)
+    (4, 1, 0): 1,
+    (4, 2, 0): 2,
+    (5, 1, 1): 2,
+    (3, 3, 1): 4,
+    (4, 4, 3): 5,  # rh
 }
 FACE_VOXELS = {(0, 4, 2): 2, (1, 4, 3): 2, (3, 0, 3): 1}
 CONSTANT_VOXEL = (1, 4, 3)  # constant in session 2, so it must be excluded
@@ -85,7 +94,10 @@ def tree(tmp_path_factory) -> tuple[Path, dict]:
 def loaded(tree) -> dict:
     root, _ = tree
     messages: list[str] = []
-    out = {fmt: nsd.load_subject(root, 1, N_SES, ROIS, fmt=fmt, log=messages.append) for fmt in ("nii.gz", "hdf5")}
+    out = {
+        fmt: nsd.load_subject(root, 1, N_SES, ROIS, fmt=fmt, log=messages.append)
+        for fmt in ("nii.gz", "hdf5")
+    }
     out["messages"] = messages
     return out
 
@@ -219,7 +231,10 @@ def test_coordinates_noise_ceiling_and_distance(tree, loaded):
     root, _ = tree
     vox = loaded["nii.gz"].voxels
     ijk = vox[["i", "j", "k"]].to_numpy()
-    np.testing.assert_allclose(vox[["x_mm", "y_mm", "z_mm"]].to_numpy(), 1.8 * ijk + [-5.0, -4.0, -3.0])
+    # the NIfTI header stores the affine as float32
+    np.testing.assert_allclose(
+        vox[["x_mm", "y_mm", "z_mm"]].to_numpy(), 1.8 * ijk + [-5.0, -4.0, -3.0], atol=1e-5
+    )
     ncsnr = nib.load(nsd.ncsnr_path(root, 1)).get_fdata()
     np.testing.assert_allclose(vox["ncsnr"], ncsnr[tuple(ijk.T)], rtol=1e-6)
     inv = np.mean(1.0 / loaded["nii.gz"].n_repeats)
@@ -229,7 +244,7 @@ def test_coordinates_noise_ceiling_and_distance(tree, loaded):
         centre = 1.8 * np.mean(voxels, axis=0) + [-5.0, -4.0, -3.0]
         rows = vox["hemi"] == hemi
         expected = np.linalg.norm(vox.loc[rows, ["x_mm", "y_mm", "z_mm"]].to_numpy() - centre, axis=1)
-        np.testing.assert_allclose(vox.loc[rows, "distance_v1"], expected)
+        np.testing.assert_allclose(vox.loc[rows, "distance_v1"], expected, atol=1e-5)
 
 
 def test_noise_ceiling_hand_values():
@@ -247,10 +262,15 @@ def test_hdf5_and_nifti_agree(loaded):
     pd.testing.assert_frame_equal(a.voxels, b.voxels)
 
 
-def test_strict_requires_750_trials(tree):
+def test_strict_checks_grid_and_750_trials(tree, monkeypatch):
     root, _ = tree
-    with pytest.raises(ValueError, match="750"):
+    with pytest.raises(ValueError, match=r"func1pt8mm grid is \(81, 104, 83\)"):
         nsd.load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
+    monkeypatch.setitem(nsd.FUNC1PT8MM_GRID, 1, GRID)
+    with pytest.raises(ValueError, match="750 trials"):
+        nsd.load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
+    with pytest.raises(ValueError, match="completed 40 sessions"):
+        nsd.load_subject(root, 1, 41, ROIS, strict=True, log=lambda m: None)
 
 
 @pytest.mark.parametrize("fmt", ["nii.gz", "hdf5"])
@@ -319,9 +339,18 @@ def test_fsaverage_space(tmp_path):
     img = nib.load(nsd.fsaverage_betas_path(tmp_path, 1, 1, "lh"))
     assert img.shape == (n_vert, 1, 1, T) and img.get_data_dtype() == np.dtype(">f4")
 
-    target = nsd.load_subject(tmp_path, 1, N_SES, {"prf-visualrois": "all"}, space="fsaverage", log=lambda m: None)
+    target = nsd.load_subject(
+        tmp_path, 1, N_SES, {"prf-visualrois": "all"}, space="fsaverage", log=lambda m: None
+    )
     vox = target.voxels
-    assert list(zip(vox["hemi"], vox["i"])) == [("lh", 0), ("lh", 1), ("lh", 5), ("rh", 2), ("rh", 3), ("rh", 4)]
+    assert list(zip(vox["hemi"], vox["i"])) == [
+        ("lh", 0),
+        ("lh", 1),
+        ("lh", 5),
+        ("rh", 2),
+        ("rh", 3),
+        ("rh", 4),
+    ]
     assert list(vox["roi"]) == ["V1", "V1", "hV4", "V1", "V1", "V2"]
     design = nsd.read_expdesign(tmp_path)
     mo, si = design["masterordering"], design["subjectim"]

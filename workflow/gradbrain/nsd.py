@@ -236,8 +236,13 @@ def required_files(
     files = [expdesign_path(root)]
     if space == "fsaverage":
         for hemi in HEMIS:
-            files += [fsaverage_betas_path(root, subject, s, hemi, beta_version) for s in range(1, n_sessions + 1)]
-            files += [fsaverage_ncsnr_path(root, subject, hemi, beta_version), fsaverage_surface_path(root, hemi)]
+            files += [
+                fsaverage_betas_path(root, subject, s, hemi, beta_version) for s in range(1, n_sessions + 1)
+            ]
+            files += [
+                fsaverage_ncsnr_path(root, subject, hemi, beta_version),
+                fsaverage_surface_path(root, hemi),
+            ]
             files += [fsaverage_label_path(root, a, hemi) for a in atlases]
         files += [ctab_path(root, None, a) for a in atlases]
     else:
@@ -274,7 +279,9 @@ def write_expdesign(
         if arr.size and arr.min() < 1:
             raise ValueError(f"{name} holds 1-based indices; found a value < 1")
     if mo.size and mo.max() > si.shape[1]:
-        raise ValueError(f"masterordering refers to image {int(mo.max())} but subjectim has {si.shape[1]} columns")
+        raise ValueError(
+            f"masterordering refers to image {int(mo.max())} but subjectim has {si.shape[1]} columns"
+        )
     path = _mkparent(expdesign_path(root))
     scipy.io.savemat(path, {"masterordering": mo, "subjectim": si, "sharedix": sh})
     return path
@@ -467,7 +474,10 @@ def write_betas_session_fsaverage(
     ``psc`` maps 'lh'/'rh' to (V, T) arrays.
     """
     return [
-        _save_mgh(fsaverage_betas_path(root, subject, session, hemi, beta_version), np.asarray(psc[hemi], np.float32))
+        _save_mgh(
+            fsaverage_betas_path(root, subject, session, hemi, beta_version),
+            np.asarray(psc[hemi], np.float32),
+        )
         for hemi in HEMIS
     ]
 
@@ -477,7 +487,9 @@ def write_ncsnr_fsaverage(
 ) -> list[Path]:
     """Write ``{lh,rh}.ncsnr.mgh`` from 'lh'/'rh' -> (V,) float arrays (data-formats.md 1.8)."""
     return [
-        _save_mgh(fsaverage_ncsnr_path(root, subject, hemi, beta_version), np.asarray(ncsnr[hemi], np.float32))
+        _save_mgh(
+            fsaverage_ncsnr_path(root, subject, hemi, beta_version), np.asarray(ncsnr[hemi], np.float32)
+        )
         for hemi in HEMIS
     ]
 
@@ -515,7 +527,9 @@ def _require(path: Path, what: str, hint: str) -> Path:
 
 def read_expdesign(root: PathLike) -> dict[str, np.ndarray]:
     """``masterordering`` (N,), ``subjectim`` (8, M) and ``sharedix`` (K,) as int arrays, still 1-based (data-formats.md 1.3)."""
-    path = _require(expdesign_path(root), "NSD design file", "Download nsddata/experiments/nsd/nsd_expdesign.mat.")
+    path = _require(
+        expdesign_path(root), "NSD design file", "Download nsddata/experiments/nsd/nsd_expdesign.mat."
+    )
     try:
         d = scipy.io.loadmat(path)
     except _READ_ERRORS as exc:
@@ -527,7 +541,9 @@ def read_expdesign(root: PathLike) -> dict[str, np.ndarray]:
     }
 
 
-def _trial_table(design: Mapping[str, np.ndarray], subject: int, n_sessions: int, trials_per_session: int) -> pd.DataFrame:
+def _trial_table(
+    design: Mapping[str, np.ndarray], subject: int, n_sessions: int, trials_per_session: int
+) -> pd.DataFrame:
     _subj(subject)
     mo = design["masterordering"]
     n = int(n_sessions) * int(trials_per_session)
@@ -579,7 +595,9 @@ def read_images(root: PathLike, nsd_ids: Sequence[int] | np.ndarray) -> np.ndarr
     h5py fancy indexing needs strictly increasing indices, so rows are read sorted and unique, then mapped back
     (data-formats.md 1.6).
     """
-    path = _require(stimuli_path(root), "NSD image file", "Download nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5.")
+    path = _require(
+        stimuli_path(root), "NSD image file", "Download nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5."
+    )
     ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
     try:
         with h5py.File(path, "r") as f:
@@ -666,7 +684,9 @@ def _read_mgh(path: Path, what: str, hint: str) -> np.ndarray:
     try:
         data = np.asarray(nib.load(path).dataobj)
     except _READ_ERRORS as exc:
-        raise NSDFileError(f"cannot read {what} {path}: {exc}. The file is truncated or corrupt; download it again") from exc
+        raise NSDFileError(
+            f"cannot read {what} {path}: {exc}. The file is truncated or corrupt; download it again"
+        ) from exc
     return data.reshape(data.shape[0], *data.shape[3:])
 
 
@@ -713,8 +733,10 @@ def _surface_atlas(root: PathLike, atlas: str) -> _Atlas:
     }
     combined = np.concatenate([hemi["lh"], hemi["rh"]])
     n = len(hemi["lh"])
-    masked = {"lh": np.concatenate([hemi["lh"], np.zeros(len(hemi["rh"]), int)]),
-              "rh": np.concatenate([np.zeros(n, int), hemi["rh"]])}
+    masked = {
+        "lh": np.concatenate([hemi["lh"], np.zeros(len(hemi["rh"]), int)]),
+        "rh": np.concatenate([np.zeros(n, int), hemi["rh"]]),
+    }
     ctab = ctab_path(root, None, atlas)
     return _Atlas(atlas, combined, masked, read_ctab(ctab), files + [ctab], n_lh=n)
 
@@ -777,7 +799,9 @@ def _select(
     return flat_idx, table
 
 
-def _v1_centroids(atlas: _Atlas | None, coords_of: Callable[[np.ndarray], np.ndarray], missing_hint: str) -> dict[str, np.ndarray]:
+def _v1_centroids(
+    atlas: _Atlas | None, coords_of: Callable[[np.ndarray], np.ndarray], missing_hint: str
+) -> dict[str, np.ndarray]:
     """Centroid (mm) of V1 (V1v + V1d of prf-visualrois) per hemisphere."""
     if atlas is None:
         raise ValueError(missing_hint)
@@ -808,19 +832,25 @@ def _check_trials(path: Path, n_trials: int, expected: int) -> None:
         raise ValueError(f"{path} has {n_trials} trials, expected {expected} (750 in real NSD sessions)")
 
 
-def _session_nifti(path: Path, subject: int, session: int, ijk: tuple[np.ndarray, ...], grid: tuple, n_trials: int) -> np.ndarray:
+def _session_nifti(
+    path: Path, subject: int, session: int, ijk: tuple[np.ndarray, ...], grid: tuple, n_trials: int
+) -> np.ndarray:
     """(T, n_voxels) int16 betas of the selected voxels from a NIfTI (X, Y, Z, T); one session in memory at a time."""
     _require(path, f"betas of session {session}", _missing_session_hint(subject, session))
     try:
         img = nib.load(path)
     except _READ_ERRORS as exc:
-        raise NSDFileError(f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again") from exc
+        raise NSDFileError(
+            f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again"
+        ) from exc
     if tuple(img.shape[:3]) != grid or len(img.shape) != 4:
         raise ValueError(f"{path} has shape {img.shape}; expected {grid} + (trials,) to match the ROI files")
     _check_trials(path, img.shape[3], n_trials)
     slope, inter = img.header.get_slope_inter()
     if not ((slope is None and inter is None) or (slope == 1 and inter == 0)):
-        raise ValueError(f"{path} has scl_slope/inter ({slope}, {inter}); NSD betas are unscaled int16 (PSC x 300)")
+        raise ValueError(
+            f"{path} has scl_slope/inter ({slope}, {inter}); NSD betas are unscaled int16 (PSC x 300)"
+        )
     try:
         raw = np.asarray(img.dataobj)
     except _READ_ERRORS as exc:
@@ -832,7 +862,9 @@ def _session_nifti(path: Path, subject: int, session: int, ijk: tuple[np.ndarray
     return raw[ijk].T
 
 
-def _session_hdf5(path: Path, subject: int, session: int, ijk: tuple[np.ndarray, ...], grid: tuple, n_trials: int) -> np.ndarray:
+def _session_hdf5(
+    path: Path, subject: int, session: int, ijk: tuple[np.ndarray, ...], grid: tuple, n_trials: int
+) -> np.ndarray:
     """(T, n_voxels) int16 betas from dataset ``betas`` (T, Z, Y, X), read one z-plane box at a time."""
     _require(path, f"betas of session {session}", _missing_session_hint(subject, session))
     i, j, k = ijk
@@ -853,7 +885,9 @@ def _session_hdf5(path: Path, subject: int, session: int, ijk: tuple[np.ndarray,
                 box = ds[:, int(z), j0:j1, i0:i1]
                 out[:, sel] = box[:, j[sel] - j0, i[sel] - i0]
     except (OSError, KeyError) as exc:
-        raise NSDFileError(f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again") from exc
+        raise NSDFileError(
+            f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again"
+        ) from exc
     return out
 
 
@@ -863,7 +897,9 @@ def _session_mgh(
     """(T, n_vertices) float32 PSC from ``{lh,rh}.betas_sessionNN.mgh`` (already PSC, not x300)."""
     parts = []
     for hemi in HEMIS:
-        data = _read_mgh(paths[hemi], f"{hemi} betas of session {session}", _missing_session_hint(subject, session))
+        data = _read_mgh(
+            paths[hemi], f"{hemi} betas of session {session}", _missing_session_hint(subject, session)
+        )
         if data.ndim != 2:
             raise ValueError(f"{paths[hemi]} has shape {data.shape}; expected (V, 1, 1, trials)")
         _check_trials(paths[hemi], data.shape[1], n_trials)
@@ -932,7 +968,9 @@ def load_subject(
     if space == "fsaverage":
         table, reader, ncsnr, n_trials = _fsaverage_selection(root, subject, rois, beta_version, log)
     else:
-        table, reader, ncsnr, n_trials = _volume_selection(root, subject, rois, fmt, space, beta_version, strict, log)
+        table, reader, ncsnr, n_trials = _volume_selection(
+            root, subject, rois, fmt, space, beta_version, strict, log
+        )
     tps = int(trials_per_session or n_trials)
     if strict and tps != TRIALS_PER_SESSION:
         raise ValueError(f"strict mode: sessions must have {TRIALS_PER_SESSION} trials, the betas have {tps}")
@@ -1012,9 +1050,13 @@ def _volume_selection(
     grid = atlases[0].combined.shape
     for atlas in atlases[1:]:
         if atlas.combined.shape != grid:
-            raise ValueError(f"{atlas.files[0]} has shape {atlas.combined.shape} but {atlases[0].files[0]} has {grid}")
+            raise ValueError(
+                f"{atlas.files[0]} has shape {atlas.combined.shape} but {atlases[0].files[0]} has {grid}"
+            )
     if strict and space == "func1pt8mm" and grid != FUNC1PT8MM_GRID[subject]:
-        raise ValueError(f"{atlases[0].files[0]} has grid {grid}; subject {subject}'s func1pt8mm grid is {FUNC1PT8MM_GRID[subject]}")
+        raise ValueError(
+            f"{atlases[0].files[0]} has grid {grid}; subject {subject}'s func1pt8mm grid is {FUNC1PT8MM_GRID[subject]}"
+        )
     affine = affines[0]
 
     flat_idx, table = _select(atlases, rois, log)
@@ -1036,15 +1078,21 @@ def _volume_selection(
     if visual is None and v1_path.exists():
         visual, _ = _volume_atlas(root, subject, "prf-visualrois", space)
         if visual.combined.shape != grid:
-            raise ValueError(f"{v1_path} has shape {visual.combined.shape} but {atlases[0].files[0]} has {grid}")
+            raise ValueError(
+                f"{v1_path} has shape {visual.combined.shape} but {atlases[0].files[0]} has {grid}"
+            )
     centroids = _v1_centroids(
-        visual, lambda flat: nib.affines.apply_affine(affine, np.column_stack(np.unravel_index(flat, grid))), hint
+        visual,
+        lambda flat: nib.affines.apply_affine(affine, np.column_stack(np.unravel_index(flat, grid))),
+        hint,
     )
     table["distance_v1"] = _distance_v1(table, centroids, hint)
 
     nc_file = ncsnr_path(root, subject, space, beta_version)
     nc, _, _ = _read_nifti(
-        nc_file, "noise-ceiling SNR", f"Download nsddata_betas/ppdata/subj{subject:02d}/{space}/{beta_version}/ncsnr.nii.gz."
+        nc_file,
+        "noise-ceiling SNR",
+        f"Download nsddata_betas/ppdata/subj{subject:02d}/{space}/{beta_version}/ncsnr.nii.gz.",
     )
     nc = np.asarray(nc, dtype=np.float64)
     if nc.ndim == 4 and nc.shape[3] == 1:
@@ -1058,7 +1106,9 @@ def _volume_selection(
     read = _session_nifti if fmt == "nii.gz" else _session_hdf5
 
     def _volume_reader(session: int, tps: int) -> np.ndarray:
-        raw = read(betas_path(root, subject, session, fmt, space, beta_version), subject, session, ijk, grid, tps)
+        raw = read(
+            betas_path(root, subject, session, fmt, space, beta_version), subject, session, ijk, grid, tps
+        )
         return raw.astype(np.float32) / np.float32(_PSC_SCALE)
 
     return table, _volume_reader, nc[ijk], n_trials
@@ -1073,7 +1123,9 @@ def _trial_count(path: Path, fmt: str) -> int:
         with h5py.File(path, "r") as f:
             return int(f["betas"].shape[0])
     except (*_READ_ERRORS, KeyError) as exc:
-        raise NSDFileError(f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again") from exc
+        raise NSDFileError(
+            f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again"
+        ) from exc
 
 
 def _fsaverage_selection(
@@ -1091,7 +1143,11 @@ def _fsaverage_selection(
     flat_idx, table = _select(atlases, rois, log)
     coords = []
     for hemi in HEMIS:
-        path = _require(fsaverage_surface_path(root, hemi), "fsaverage surface", "Download nsddata/freesurfer/fsaverage/surf.")
+        path = _require(
+            fsaverage_surface_path(root, hemi),
+            "fsaverage surface",
+            "Download nsddata/freesurfer/fsaverage/surf.",
+        )
         try:
             xyz, _ = nib.freesurfer.read_geometry(path)
         except _READ_ERRORS as exc:
@@ -1124,18 +1180,25 @@ def _fsaverage_selection(
     vertices = {"lh": vertex[hemi_of == "lh"], "rh": vertex[hemi_of == "rh"]}
     nc = np.concatenate(
         [
-            _read_mgh(fsaverage_ncsnr_path(root, subject, h, beta_version), f"{h} noise-ceiling SNR",
-                      "Download the fsaverage ncsnr.mgh files.").reshape(-1)[vertices[h]]
+            _read_mgh(
+                fsaverage_ncsnr_path(root, subject, h, beta_version),
+                f"{h} noise-ceiling SNR",
+                "Download the fsaverage ncsnr.mgh files.",
+            ).reshape(-1)[vertices[h]]
             for h in HEMIS
         ]
     )
     first = _require(
-        fsaverage_betas_path(root, subject, 1, "lh", beta_version), "lh betas of session 1", _missing_session_hint(subject, 1)
+        fsaverage_betas_path(root, subject, 1, "lh", beta_version),
+        "lh betas of session 1",
+        _missing_session_hint(subject, 1),
     )
     try:
         n_trials = int(nib.load(first).shape[-1])
     except _READ_ERRORS as exc:
-        raise NSDFileError(f"cannot read betas {first}: {exc}. The file is truncated or corrupt; download it again") from exc
+        raise NSDFileError(
+            f"cannot read betas {first}: {exc}. The file is truncated or corrupt; download it again"
+        ) from exc
 
     def _mgh_reader(session: int, tps: int) -> np.ndarray:
         paths = {h: fsaverage_betas_path(root, subject, session, h, beta_version) for h in HEMIS}
