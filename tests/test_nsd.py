@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -24,18 +23,18 @@ AFFINE = np.array([[1.8, 0, 0, -5.0], [0, 1.8, 0, -4.0], [0, 0, 1.8, -3.0], [0, 
 SHARED0 = np.array([3, 8, 15, 22])
 VISUAL = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
 FACES = {1: "OFA", 2: "FFA-1", 3: "FFA-2", 4: "mTL-faces", 5: "aTL-faces"}
-VISUAL_VOXELS = {
+VISUAL_VOXELS = {  # left hemisphere for i < 3, right for i >= 3
     (1, 1, 0): 1,
     (1, 2, 0): 1,
     (2, 1, 0): 2,
     (2, 1, 1): 2,
     (1, 3, 1): 3,
-    (0, 4, 2): 7,  # lh (i < 3)
+    (0, 4, 2): 7,
     (4, 1, 0): 1,
     (4, 2, 0): 2,
     (5, 1, 1): 2,
     (3, 3, 1): 4,
-    (4, 4, 3): 5,  # rh
+    (4, 4, 3): 5,
 }
 FACE_VOXELS = {(0, 4, 2): 2, (1, 4, 3): 2, (3, 0, 3): 1}
 CONSTANT_VOXEL = (1, 4, 3)  # constant in session 2, so it must be excluded

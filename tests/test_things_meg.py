@@ -13,6 +13,7 @@ import pytest
 
 from gradbrain import things_meg as tm
 
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "things-meg"
 needs_real = pytest.mark.skipif(
     not REAL.is_dir(), reason=f"real THINGS-MEG metadata not present at {REAL} (only in the development checkout)"
@@ -260,8 +261,13 @@ def test_real_event_sequence_maps_to_event_values(tmp_path):
     # Reproduce the known quirk: things_image_nr disagrees with the events for test trials.
     quirky = np.where(ev["trial_type"].eq("test"), value + 1, value).astype(float)
     md = tm.metadata_frame(
-        ev["trial_type"], paths, 1, ev["run_nr"], things_image_nr=quirky,
-        things_category_nr=ev["things_category_nr"], onset=ev["onset"],
+        ev["trial_type"],
+        paths,
+        1,
+        ev["run_nr"],
+        things_image_nr=quirky,
+        things_category_nr=ev["things_category_nr"],
+        onset=ev["onset"],
     )
     data = np.broadcast_to(np.where(catch, 0, value).astype(np.float32)[:, None, None], (len(ev), 2, 4))
     first = tm.write_epochs(tmp_path, 1, data, md, tm.channel_names(2), values=value)

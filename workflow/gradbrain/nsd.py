@@ -34,6 +34,7 @@ __all__ = [
     "COMPLETED_SESSIONS",
     "FMRITargets",
     "FUNC1PT8MM_GRID",
+    "HEMIS",
     "NSDFileError",
     "TRIALS_PER_SESSION",
     "betas_path",
@@ -97,6 +98,20 @@ FSAVERAGE_VERTICES = 163842
 
 HEMIS = ("lh", "rh")
 _REP_COLUMNS = 3
+_VOXEL_COLUMNS = [
+    "i",
+    "j",
+    "k",
+    "x_mm",
+    "y_mm",
+    "z_mm",
+    "hemi",
+    "roi",
+    "atlas",
+    "ncsnr",
+    "noise_ceiling",
+    "distance_v1",
+]
 _INT16 = np.iinfo(np.int16)
 _PSC_SCALE = 300.0
 _VISUAL_HALVES = re.compile(r"^(V[123])[vd]$")
@@ -316,12 +331,12 @@ def write_stim_info(
     ``subjectK`` marks the images assigned to subject K and ``subjectK_repR`` holds the 1-based trial numbers of
     its shows within the first ``n_sessions[K] * trials_per_session`` trials (0 when not shown). Subjects not in
     ``n_sessions`` get 0s. ``shared1000`` comes from ``sharedix`` (1-based) or, when it is not given, from the
-    images present in every row of ``subjectim``. COCO columns hold synthetic placeholders.
+    images present in every filled (all > 0) row of ``subjectim``. COCO columns hold synthetic placeholders.
     """
     si = np.asarray(subjectim).astype(int)
     ids = np.arange(n_images)
     if sharedix is None:
-        shared0 = set.intersection(*(set(row - 1) for row in si))
+        shared0 = set.intersection(*(set(row - 1) for row in si if (row > 0).all()))
     else:
         shared0 = set(np.asarray(sharedix).ravel().astype(int) - 1)
     df = pd.DataFrame(
@@ -950,16 +965,17 @@ def load_subject(
     Voxels NaN or constant in any session are dropped and counted through ``log``.
 
     ``voxels`` has columns i, j, k (array indices; for fsaverage i is the vertex and j = k = 0), x_mm, y_mm, z_mm
-    (NIfTI affine of the ROI files, or the fsaverage white surface), hemi, roi, atlas (first requested atlas
-    that labels the voxel), memberships (all ``atlas/roi`` labels, ';'-joined), ncsnr, noise_ceiling (percent,
-    using the repeat counts of all returned images, see :func:`noise_ceiling`) and distance_v1 (mm from the V1
-    centroid of the same hemisphere). ``shared`` marks the shared1000 images (``sharedix``).
+    (NIfTI affine of the ROI files, or the fsaverage white surface), hemi (from the lh./rh. ROI files), roi and
+    atlas (the first requested atlas that labels the voxel), ncsnr, noise_ceiling (percent, using the repeat
+    counts of all returned images; recompute for a test subset with :func:`noise_ceiling`), distance_v1 (mm from
+    the V1 centroid of the same hemisphere) and memberships (every ``atlas/roi`` label, ';'-joined).
+    ``shared`` marks the shared1000 images (``sharedix``).
 
     ``space="fsaverage"`` reads ``{lh,rh}.betas_sessionNN.mgh`` whatever ``fmt`` says. ``trials_per_session``
     defaults to the trial axis of the files (real data: 750); ``strict=True`` requires 750 trials, at most the
     sessions the subject completed, and the subject's real func1pt8mm grid.
     """
-    log = log or _LOG.info
+    log = log or _LOG.warning
     design = read_expdesign(root)
     if strict and n_sessions > COMPLETED_SESSIONS[subject]:
         raise ValueError(
@@ -1006,6 +1022,7 @@ def load_subject(
     table["noise_ceiling"] = noise_ceiling(table["ncsnr"].to_numpy(), n_repeats)
     keep = ~bad
     shared = np.isin(nsd_ids, design["sharedix"] - 1)
+    table = table[[*_VOXEL_COLUMNS, "memberships"]]
     return FMRITargets(
         Y=np.ascontiguousarray(Y[:, keep]),
         nsd_ids=nsd_ids,
@@ -1042,11 +1059,9 @@ def _volume_selection(
     """Voxel table, a per-session reader, ncsnr at the voxels, and the trial count of session 1 (volume spaces)."""
     if not rois:
         raise ValueError("rois is empty: give at least one atlas -> ROI names")
-    atlases, affines = [], []
-    for name in rois:
-        atlas, affine = _volume_atlas(root, subject, name, space)
-        atlases.append(atlas)
-        affines.append(affine)
+    loaded = [_volume_atlas(root, subject, name, space) for name in rois]
+    atlases = [atlas for atlas, _ in loaded]
+    affine = loaded[0][1]
     grid = atlases[0].combined.shape
     for atlas in atlases[1:]:
         if atlas.combined.shape != grid:
@@ -1057,7 +1072,6 @@ def _volume_selection(
         raise ValueError(
             f"{atlases[0].files[0]} has grid {grid}; subject {subject}'s func1pt8mm grid is {FUNC1PT8MM_GRID[subject]}"
         )
-    affine = affines[0]
 
     flat_idx, table = _select(atlases, rois, log)
     ijk = np.unravel_index(flat_idx, grid)

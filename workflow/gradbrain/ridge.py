@@ -85,9 +85,13 @@ class Ops:
         return self.torch.as_tensor(idx, device=self.device) if self.is_torch else idx
 
     def svd(self, x: Any) -> tuple[Any, Any, Any]:
-        if self.is_torch:
-            return self.torch.linalg.svd(x, full_matrices=False)
-        return np.linalg.svd(x, full_matrices=False)
+        """Thin SVD; a tall matrix (rows >= 2 columns) is first reduced by QR, which LAPACK's drivers do slower."""
+        linalg = self.torch.linalg if self.is_torch else np.linalg
+        if x.shape[0] >= 2 * x.shape[1]:
+            Q, R = linalg.qr(x)
+            Ur, s, Vt = linalg.svd(R)
+            return Q @ Ur, s, Vt
+        return linalg.svd(x, full_matrices=False)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
         dtype = self.dtype if dtype is None else dtype
@@ -209,7 +213,7 @@ class SVDGCV:
                     ops.torch.matmul(U, M, out=R)
                 else:
                     ops.torch.addmm(residual, U, M, out=R)
-                R.square_()
+                R.mul_(R)
             else:
                 np.matmul(U, M, out=R)
                 if residual is not None:

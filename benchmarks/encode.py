@@ -1,0 +1,205 @@
+"""Benchmark of the encoding solver against scikit-learn and himalaya inside the same outer K-fold loop.
+
+Times, on one synthetic problem: ``gradbrain.encoding.cross_validated_scores`` (torch on --device, and numpy), a
+scikit-learn loop (StandardScaler + ``RidgeCV(alpha_per_target=True)``, efficient LOO, the reference), and a
+himalaya loop (``himalaya.ridge.RidgeCV``, numpy backend, and torch_cuda when CUDA is available). Every loop
+standardises, fits, predicts and scores Pearson r per target on each outer fold. It prints seconds, speed-ups over
+scikit-learn, and the agreement of predictions (fold 0), chosen alphas and r with scikit-learn; it writes
+``benchmarks/out/encode.json``.
+
+himalaya chooses alphas by an inner 5-fold split instead of leave-one-out, so its predictions agree with the others
+only where both criteria pick the same alpha; its numbers are a timing comparison, not an equality check.
+
+Defaults: n=2000, p=256, t=2000 on the CPU (seconds); n=9000, p=1024, t=15000 on CUDA (the performance anchor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.preprocessing import StandardScaler
+
+from gradbrain.encoding import cross_validated_scores, make_folds, standardise
+from gradbrain.ridge import fit_predict_gcv, pearson_columns
+
+OUT = Path(__file__).resolve().parent / "out" / "encode.json"
+
+
+def make_problem(n: int, p: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correlated features and targets whose signal-to-noise ratio varies over the targets (float32)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, p // 4 + 1), dtype=np.float32)
+    X = latent @ rng.standard_normal((latent.shape[1], p), dtype=np.float32) + rng.standard_normal(
+        (n, p), dtype=np.float32
+    )
+    W = rng.standard_normal((p, t), dtype=np.float32) / np.sqrt(p)
+    snr = np.logspace(-2, 0.5, t, dtype=np.float32)
+    Y = (X @ W) * snr / np.sqrt(p // 4 + 2) + rng.standard_normal((n, t), dtype=np.float32)
+    return X, Y
+
+
+def timed(fn: Callable[[], Any], sync: bool = False) -> tuple[float, Any]:
+    if sync:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if sync:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def sklearn_loop(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray) -> dict[str, Any]:
+    """Reference: StandardScaler + RidgeCV(alpha_per_target=True) (efficient LOO) per outer fold."""
+    r_folds, first = [], None
+    for label in np.unique(folds):
+        test = folds == label
+        scaler = StandardScaler().fit(X[~test])
+        model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(scaler.transform(X[~test]), Y[~test])
+        pred = model.predict(scaler.transform(X[test]))
+        r_folds.append(pearson_columns(pred, Y[test]))
+        if first is None:
+            first = (pred, model.alpha_)
+    return {"r": np.mean(r_folds, 0), "pred0": first[0], "alpha0": first[1]}
+
+
+def himalaya_loop(
+    X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray, backend_name: str
+) -> dict[str, Any]:
+    """himalaya RidgeCV (alpha per target by inner 5-fold CV, intercept fitted) per outer fold."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV as HimalayaRidgeCV
+
+    backend = set_backend(backend_name)
+    try:
+        r_folds, first = [], None
+        for label in np.unique(folds):
+            test = folds == label
+            X_train, X_test = standardise(X[~test], X[test])
+            model = HimalayaRidgeCV(alphas=alphas, fit_intercept=True, cv=5)
+            model.fit(backend.asarray(X_train), backend.asarray(Y[~test]))
+            pred = backend.to_numpy(model.predict(backend.asarray(X_test)))
+            r_folds.append(pearson_columns(pred, Y[test]))
+            if first is None:
+                first = (pred, backend.to_numpy(model.best_alphas_))
+        return {"r": np.mean(r_folds, 0), "pred0": first[0], "alpha0": first[1]}
+    finally:
+        set_backend("numpy")
+
+
+def ours(X, Y, folds, alphas, backend: str, device: str, dtype: str) -> dict[str, Any]:
+    """gradbrain's cross-validated scores; fold-0 predictions for the agreement check come from a separate call."""
+    r, _, _ = cross_validated_scores(X, Y, folds, alphas, backend=backend, device=device, dtype=dtype)
+    return {"r": r}
+
+
+def fold0_predictions(X, Y, folds, alphas, backend: str, device: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    test = folds == np.unique(folds)[0]
+    X_train, X_test = standardise(X[~test], X[test])
+    return fit_predict_gcv(X_train, Y[~test], X_test, alphas, backend=backend, device=device, dtype=dtype)
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=9000 if cuda else 2000, help="images")
+    parser.add_argument("--p", type=int, default=1024 if cuda else 256, help="features")
+    parser.add_argument("--t", type=int, default=15000 if cuda else 2000, help="targets")
+    parser.add_argument("--folds", type=int, default=5, help="outer folds")
+    parser.add_argument("--alphas", type=int, default=10, help="alphas, log-spaced over 1..1e8")
+    parser.add_argument("--device", default="cuda" if cuda else "cpu", help="torch device of our solver")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="our compute dtype")
+    parser.add_argument("--skip", nargs="*", default=[], help="solvers to skip: numpy sklearn himalaya")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    wall_start = time.perf_counter()
+    X, Y = make_problem(args.n, args.p, args.t)
+    folds = make_folds(args.n, args.folds, seed=0)
+    alphas = np.logspace(0, 8, args.alphas)
+    on_cuda = str(args.device).startswith("cuda")
+    print(f"n={args.n} p={args.p} t={args.t} folds={args.folds} alphas={args.alphas} device={args.device} "
+          f"dtype={args.dtype} torch_threads={torch.get_num_threads()}")
+
+    Xw, Yw = make_problem(64, 8, 8, seed=1)
+    fw = make_folds(64, args.folds)
+    ours(Xw, Yw, fw, alphas, "torch", args.device, args.dtype)
+
+    solvers: dict[str, Callable[[], dict[str, Any]]] = {
+        f"gradbrain_torch_{args.device}": lambda: ours(X, Y, folds, alphas, "torch", args.device, args.dtype),
+    }
+    if "numpy" not in args.skip:
+        solvers["gradbrain_numpy"] = lambda: ours(X, Y, folds, alphas, "numpy", "cpu", args.dtype)
+    if "sklearn" not in args.skip:
+        solvers["sklearn_RidgeCV"] = lambda: sklearn_loop(X, Y, folds, alphas)
+    if "himalaya" not in args.skip:
+        solvers["himalaya_numpy"] = lambda: himalaya_loop(X, Y, folds, alphas, "numpy")
+        if cuda:
+            himalaya_loop(Xw, Yw, fw, alphas, "torch_cuda")
+            solvers["himalaya_torch_cuda"] = lambda: himalaya_loop(X, Y, folds, alphas, "torch_cuda")
+
+    seconds, results = {}, {}
+    for name, fn in solvers.items():
+        seconds[name], results[name] = timed(fn, sync=cuda)
+        print(f"{name:>28s}: {seconds[name]:8.2f} s")
+
+    speedup = {}
+    if "sklearn_RidgeCV" in seconds:
+        print("speed-up over scikit-learn (its seconds / solver's seconds):")
+        for name, sec in seconds.items():
+            speedup[name] = seconds["sklearn_RidgeCV"] / sec
+            print(f"{name:>28s}: {speedup[name]:8.2f} x")
+
+    agreement: dict[str, dict[str, float]] = {}
+    if "sklearn_RidgeCV" in results:
+        ref = results["sklearn_RidgeCV"]
+        scale = float(np.abs(ref["pred0"]).max())
+        fold0 = {
+            name: fold0_predictions(X, Y, folds, alphas, backend, device, args.dtype)
+            for name, backend, device in [
+                (f"gradbrain_torch_{args.device}", "torch", args.device),
+                ("gradbrain_numpy", "numpy", "cpu"),
+            ]
+            if name in results
+        }
+        for name, res in results.items():
+            if name == "sklearn_RidgeCV":
+                continue
+            pred0, alpha0 = fold0[name] if name in fold0 else (res["pred0"], res["alpha0"])
+            agreement[name] = {
+                "fold0_pred_max_rel_diff": float(np.abs(pred0 - ref["pred0"]).max() / scale),
+                "fold0_alpha_agreement": float(np.mean(np.isclose(alpha0, ref["alpha0"], rtol=1e-4))),
+                "r_max_abs_diff": float(np.abs(res["r"] - ref["r"]).max()),
+            }
+        print("agreement with scikit-learn (fold-0 predictions relative to their max, alphas, fold-mean r):")
+        for name, values in agreement.items():
+            print(f"{name:>28s}: pred {values['fold0_pred_max_rel_diff']:.2e}  "
+                  f"alpha {values['fold0_alpha_agreement']:.4f}  r {values['r_max_abs_diff']:.2e}")
+        print(f"mean r (scikit-learn): {ref['r'].mean():.4f}")
+
+    wall = time.perf_counter() - wall_start
+    print(f"wall time of the whole run: {wall:.1f} s")
+    report = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "device": torch.cuda.get_device_name() if on_cuda else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+        "seconds": seconds,
+        "speedup_vs_sklearn": speedup,
+        "agreement_vs_sklearn": agreement,
+        "wall_seconds": wall,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
