@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from gradbrain.encoding import cross_validated_scores, make_folds, standardise
 from gradbrain.ridge import fit_predict_gcv, pearson_columns
@@ -68,6 +69,14 @@ def sklearn_loop(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.nda
         if first is None:
             first = (pred, model.alpha_)
     return {"r": np.mean(r_folds, 0), "pred0": first[0], "alpha0": first[1]}
+
+
+def sklearn_fold0(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray) -> dict[str, Any]:
+    """scikit-learn's fold-0 predictions and alphas alone (for the float64 equality check)."""
+    test = folds == np.unique(folds)[0]
+    scaler = StandardScaler().fit(X[~test])
+    model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(scaler.transform(X[~test]), Y[~test])
+    return {"pred0": model.predict(scaler.transform(X[test])), "alpha0": model.alpha_}
 
 
 def himalaya_loop(
@@ -116,9 +125,15 @@ def main() -> None:
     parser.add_argument("--alphas", type=int, default=10, help="alphas, log-spaced over 1..1e8")
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="torch device of our solver")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="our compute dtype")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and the BLAS libraries (default: theirs); 1 steadies timings on a "
+                             "CPU shared with other jobs, where spinning BLAS threads slow down by 10x or more")
     parser.add_argument("--skip", nargs="*", default=[], help="solvers to skip: numpy sklearn himalaya")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
 
     wall_start = time.perf_counter()
     X, Y = make_problem(args.n, args.p, args.t)
@@ -157,31 +172,48 @@ def main() -> None:
             speedup[name] = seconds["sklearn_RidgeCV"] / sec
             print(f"{name:>28s}: {speedup[name]:8.2f} x")
 
-    agreement: dict[str, dict[str, float]] = {}
+    agreement: dict[str, dict[str, float | None]] = {}
     if "sklearn_RidgeCV" in results:
         ref = results["sklearn_RidgeCV"]
         scale = float(np.abs(ref["pred0"]).max())
-        fold0 = {
-            name: fold0_predictions(X, Y, folds, alphas, backend, device, args.dtype)
-            for name, backend, device in [
-                (f"gradbrain_torch_{args.device}", "torch", args.device),
-                ("gradbrain_numpy", "numpy", "cpu"),
+        ours_fold0 = {
+            name: (backend, device, dtype)
+            for name, backend, device, dtype in [
+                (f"gradbrain_torch_{args.device}", "torch", args.device, args.dtype),
+                ("gradbrain_numpy", "numpy", "cpu", args.dtype),
+                (f"gradbrain_torch_{args.device}_float64", "torch", args.device, "float64"),
+                ("gradbrain_numpy_float64", "numpy", "cpu", "float64"),
             ]
-            if name in results
+            if name.removesuffix("_float64") in results
         }
-        for name, res in results.items():
-            if name == "sklearn_RidgeCV":
-                continue
-            pred0, alpha0 = fold0[name] if name in fold0 else (res["pred0"], res["alpha0"])
+        X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+        ref64 = sklearn_fold0(X64, Y64, folds, alphas)
+        for name in [*ours_fold0, *[k for k in results if k not in ours_fold0 and k != "sklearn_RidgeCV"]]:
+            reference = ref
+            if name.endswith("_float64"):
+                pred0, alpha0 = fold0_predictions(X64, Y64, folds, alphas, *ours_fold0[name])
+                reference = ref64
+            elif name in ours_fold0:
+                pred0, alpha0 = fold0_predictions(X, Y, folds, alphas, *ours_fold0[name])
+            else:
+                pred0, alpha0 = results[name]["pred0"], results[name]["alpha0"]
+            res = results.get(name)
+            same = np.isclose(alpha0, reference["alpha0"], rtol=1e-4)
+            diff = np.abs(pred0 - reference["pred0"]) / scale
             agreement[name] = {
-                "fold0_pred_max_rel_diff": float(np.abs(pred0 - ref["pred0"]).max() / scale),
-                "fold0_alpha_agreement": float(np.mean(np.isclose(alpha0, ref["alpha0"], rtol=1e-4))),
-                "r_max_abs_diff": float(np.abs(res["r"] - ref["r"]).max()),
+                "fold0_pred_max_rel_diff": float(diff.max()),
+                "fold0_pred_max_rel_diff_same_alpha": float(diff[:, same].max()) if same.any() else float("nan"),
+                "fold0_alpha_agreement": float(same.mean()),
+                "r_max_abs_diff": float(np.abs(res["r"] - ref["r"]).max()) if res else None,
             }
-        print("agreement with scikit-learn (fold-0 predictions relative to their max, alphas, fold-mean r):")
+        print("agreement with scikit-learn: fold-0 predictions (max difference / max |prediction|, over all targets and"
+              " over targets with the same alpha), share of equal alphas, max difference of fold-mean r;"
+              " *_float64: float64 data and solver against scikit-learn on the same float64 data")
         for name, values in agreement.items():
-            print(f"{name:>28s}: pred {values['fold0_pred_max_rel_diff']:.2e}  "
-                  f"alpha {values['fold0_alpha_agreement']:.4f}  r {values['r_max_abs_diff']:.2e}")
+            r_diff = values["r_max_abs_diff"]
+            print(f"{name:>28s}: pred {values['fold0_pred_max_rel_diff']:.2e} "
+                  f"(same alpha {values['fold0_pred_max_rel_diff_same_alpha']:.2e})  "
+                  f"alpha {values['fold0_alpha_agreement']:.4f}  r " + ("-" if r_diff is None else f"{r_diff:.2e}"))
         print(f"mean r (scikit-learn): {ref['r'].mean():.4f}")
 
     wall = time.perf_counter() - wall_start

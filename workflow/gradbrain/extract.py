@@ -256,3 +256,22 @@ def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict
     if layer is not None:
         return np.asarray(group[kind][layer][...], dtype=np.float32)
     return {name: np.asarray(group[kind][name][...], dtype=np.float32) for name in group.attrs["layers"]}
+
+
+def extract_arrays(
+    model: LoadedModel, objective: Callable, images: np.ndarray, batch_size: int = 100, device: str = "cpu"
+) -> dict[str, list[np.ndarray]]:
+    """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
+    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
+    data = ImageBatches(lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing,
+                        batch_size)
+    capture = Capture(model.sampled_blocks)
+    try:
+        for b in range(len(data)):
+            x, idx = data[b]
+            for kind, values in zip(KINDS, extract_batch(model, objective, x.to(device), idx, capture)):
+                for buf, v in zip(out[kind], values):
+                    buf.append(v.float().cpu().numpy())
+    finally:
+        capture.remove()
+    return {kind: [np.concatenate(b) for b in bufs] for kind, bufs in out.items()}

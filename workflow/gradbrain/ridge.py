@@ -85,12 +85,17 @@ class Ops:
         return self.torch.as_tensor(idx, device=self.device) if self.is_torch else idx
 
     def svd(self, x: Any) -> tuple[Any, Any, Any]:
-        """Thin SVD; a tall matrix (rows >= 2 columns) is first reduced by QR, which LAPACK's drivers do slower."""
+        """Thin SVD; a tall (wide) matrix is first reduced by QR (of its transpose), faster than the SVD drivers."""
         linalg = self.torch.linalg if self.is_torch else np.linalg
-        if x.shape[0] >= 2 * x.shape[1]:
+        rows, cols = x.shape
+        if rows >= 2 * cols:
             Q, R = linalg.qr(x)
             Ur, s, Vt = linalg.svd(R)
             return Q @ Ur, s, Vt
+        if cols >= 2 * rows:
+            Q, R = linalg.qr(x.T)
+            U, s, Vr = linalg.svd(R.T)
+            return U, s, Vr @ Q.T
         return linalg.svd(x, full_matrices=False)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
@@ -154,24 +159,18 @@ class SVDGCV:
         self.n_train = n
         x_mean = Xtr.mean(0)
         Xc = Xtr - x_mean
-        if n <= p:
-            U, s, Vt = self._svd_without_constant(Xc)
-            self.perp = False
-            base = None
-        else:
-            U, s, Vt = ops.svd(Xc)
-            self.perp = True
-            U64 = ops.asarray(U, ops.float64)
-            base = 1.0 - 1.0 / n - (U64 * U64).sum(1)
+        self.perp = n > p
+        U, s, Vt = ops.svd(Xc) if self.perp else self._svd_without_constant(Xc)
         self.U = U
         self.test_proj = (Xte - x_mean) @ Vt.T
         s64 = ops.to_numpy(s).astype(np.float64)
         s2 = s64**2
         q = self.alphas[None, :] / (s2[:, None] + self.alphas[None, :])
-        U64 = ops.asarray(U, ops.float64)
-        leverage = (U64 * U64) @ ops.asarray(q, ops.float64)
-        if base is not None:
-            leverage = leverage + base[:, None]
+        U2 = ops.asarray(U, ops.float64) ** 2
+        leverage = U2 @ ops.asarray(q, ops.float64)
+        if self.perp:
+            leverage += (1.0 - 1.0 / n - U2.sum(1))[:, None]
+        del U2
         self.inv_d2 = ops.asarray((1.0 / leverage**2).T)
         self.q = ops.asarray(q)
         self.shrink = ops.asarray(s64[:, None] / (s2[:, None] + self.alphas[None, :]))
@@ -195,6 +194,8 @@ class SVDGCV:
     def fit_predict(self, Y_train: Any) -> tuple[Any, Any]:
         """Test predictions (backend array, n_test x batch) and chosen alpha indices for a batch of targets."""
         ops = self.ops
+        if Y_train.ndim != 2 or Y_train.shape[0] != self.n_train:
+            raise ValueError(f"Y_train must be ({self.n_train}, n_targets), got {tuple(Y_train.shape)}")
         y_mean = Y_train.mean(0)
         Yc = Y_train - y_mean
         U = self.U
