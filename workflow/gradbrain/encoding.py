@@ -82,6 +82,49 @@ def _modal_alpha(alpha_index: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     return alphas[counts.argmax(0)]
 
 
+class CrossValidatedRidge:
+    """The outer folds of one X: standardisation and one SVD per fold, reused for any number of target sets."""
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        folds: np.ndarray,
+        alphas: Any = DEFAULT_ALPHAS,
+        *,
+        backend: str = "torch",
+        device: str = "cpu",
+        dtype: str = "float32",
+        target_batch: int | None = None,
+    ) -> None:
+        X, folds = np.asarray(X), np.asarray(folds)
+        if folds.shape != (X.shape[0],):
+            raise ValueError(f"rows differ: X {X.shape}, folds {folds.shape}")
+        self.ops = Ops(backend, device, dtype)
+        self.models, self.train_rows, self.test_rows = _fold_models(X, folds, alphas, self.ops)
+        self.alphas = self.models[0].alphas
+        self.target_batch = target_batch
+        self.n_rows = X.shape[0]
+        self.nbytes = sum(int(m.U.numel() * m.U.element_size()) if self.ops.is_torch else m.U.nbytes
+                          for m in self.models)
+
+    def score(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(r (t,), alpha (t,), r_folds (K, t))`` for the columns of ``Y`` (n, t)."""
+        ops, n_targets = self.ops, Y.shape[1]
+        if Y.shape[0] != self.n_rows:
+            raise ValueError(f"Y has {Y.shape[0]} rows, X {self.n_rows}")
+        batch = self.target_batch or auto_target_batch(Y.shape[0], n_targets, ops)
+        r_folds = np.empty((len(self.models), n_targets), dtype=np.float64)
+        alpha_index = np.empty((len(self.models), n_targets), dtype=np.int64)
+        for start in range(0, n_targets, batch):
+            cols = slice(start, min(start + batch, n_targets))
+            Y_batch = ops.asarray(Y[:, cols])
+            for k, (model, train, test) in enumerate(zip(self.models, self.train_rows, self.test_rows)):
+                pred, idx = model.fit_predict(Y_batch[train])
+                r_folds[k, cols] = ops.to_numpy(pearson_columns(pred, Y_batch[test]))
+                alpha_index[k, cols] = ops.to_numpy(idx)
+        return r_folds.mean(0), _modal_alpha(alpha_index, self.alphas), r_folds
+
+
 def cross_validated_scores(
     X: np.ndarray,
     Y: np.ndarray,
@@ -99,25 +142,10 @@ def cross_validated_scores(
     ``(r (t,), alpha (t,), r_folds (K, t))``: r is the mean over folds of the per-fold Pearson r, alpha the grid
     value chosen in most folds (ties: the earlier grid value).
     """
-    X = np.asarray(X)
-    folds = np.asarray(folds)
-    if X.shape[0] != Y.shape[0] or folds.shape != (X.shape[0],):
-        raise ValueError(f"rows differ: X {X.shape}, Y {Y.shape}, folds {folds.shape}")
-    ops = Ops(backend, device, dtype)
-    models, train_rows, test_rows = _fold_models(X, folds, alphas, ops)
-    alphas = models[0].alphas
-    n_targets = Y.shape[1]
-    batch = target_batch or auto_target_batch(Y.shape[0], n_targets, ops)
-    r_folds = np.empty((len(models), n_targets), dtype=np.float64)
-    alpha_index = np.empty((len(models), n_targets), dtype=np.int64)
-    for start in range(0, n_targets, batch):
-        cols = slice(start, min(start + batch, n_targets))
-        Y_batch = ops.asarray(Y[:, cols])
-        for k, (model, train, test) in enumerate(zip(models, train_rows, test_rows)):
-            pred, idx = model.fit_predict(Y_batch[train])
-            r_folds[k, cols] = ops.to_numpy(pearson_columns(pred, Y_batch[test]))
-            alpha_index[k, cols] = ops.to_numpy(idx)
-    return r_folds.mean(0), _modal_alpha(alpha_index, alphas), r_folds
+    if np.asarray(X).shape[0] != Y.shape[0]:
+        raise ValueError(f"rows differ: X {np.asarray(X).shape}, Y {Y.shape}")
+    cv = CrossValidatedRidge(X, folds, alphas, backend=backend, device=device, dtype=dtype, target_batch=target_batch)
+    return cv.score(Y)
 
 
 def heldout_scores(

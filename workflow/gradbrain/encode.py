@@ -1,0 +1,110 @@
+"""encode_fmri / encode_meg: Pearson r per (kind, layer, target) for one subject and model.
+
+Writes results/encoding/{dataset}/{model}/sub-{subject}.zarr: r/<kind> and alpha/<kind> (n_layers, n_targets), the
+held-out r when the brain store has a test split, and the layer identifiability of each kind (attrs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .encoding import CrossValidatedRidge, heldout_scores, make_folds
+from .hierarchy import best_layers
+from .identifiability import linear_cka, planted_targets, recovery
+
+log = logging.getLogger(__name__)
+
+
+def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
+    """The ridge alpha grid from the config (default: 10 values log-spaced over 1..1e8)."""
+    a = cfg.get("alphas", {"start": 0, "stop": 8, "num": 10})
+    if isinstance(a, list):
+        return np.asarray(a, dtype=float)
+    return np.logspace(float(a["start"]), float(a["stop"]), int(a["num"]))
+
+
+def align(feature_ids: np.ndarray, brain_ids: np.ndarray, features_path: str) -> np.ndarray:
+    """Row of each brain stimulus in the features store; a missing stimulus is an error naming both files."""
+    lookup = {s: i for i, s in enumerate(feature_ids)}
+    missing = [s for s in brain_ids if s not in lookup]
+    if missing:
+        raise KeyError(
+            f"{features_path} lacks {len(missing)} stimuli of the brain data (e.g. {missing[:3]}); "
+            "re-run extract_features for this dataset (delete the features store) so it covers every subject"
+        )
+    return np.array([lookup[s] for s in brain_ids])
+
+
+def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: dict[str, Any]) -> Path:
+    """Cross-validated ridge from every layer of both kinds onto one subject's targets."""
+    t0 = time.time()
+    brain = store.open_group(brain_path)
+    feats = store.open_group(features_path)
+    Y = np.asarray(brain["Y"][...], dtype=np.float32)
+    split = store.read_array(brain, "split")
+    rows = align(store.read_array(feats, "stimulus_id"), store.read_array(brain, "stimulus_id"), features_path)
+    train, test = split == "train", split == "test"
+    folds = make_folds(int(train.sum()), int(cfg["folds"]), int(cfg["seed"]))
+    alphas = alpha_grid(cfg)
+    solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
+    layers, depths = list(feats.attrs["layers"]), np.asarray(feats.attrs["relative_depths"])
+    kinds = [k for k in feats.attrs["kinds"] if k in cfg.get("kinds", feats.attrs["kinds"])]
+    with store.atomic_group(out) as group:
+        for kind in kinds:
+            X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
+            r_all, alpha_all, r_test, fits = [], [], [], []
+            budget = float(cfg.get("cache_gb", 2.0)) * 2**30
+            for name, X in zip(layers, X_layers):
+                cv = CrossValidatedRidge(X[train], folds, alphas, **solver)
+                r, alpha, _ = cv.score(Y[train])
+                r_all.append(r)
+                alpha_all.append(alpha)
+                budget -= cv.nbytes
+                fits.append(cv if budget > 0 else None)  # kept for the identifiability pass while memory allows
+                if test.any():
+                    r_test.append(heldout_scores(X[train], Y[train], X[test], Y[test], alphas, **solver)[0])
+                log.info("%s %s: median r %.3f, max r %.3f", kind, name, np.median(r), np.max(r))
+            r_all = np.stack(r_all).astype(np.float32)
+            store.write_array(group, f"r/{kind}", r_all)
+            store.write_array(group, f"alpha/{kind}", np.stack(alpha_all).astype(np.float32))
+            if r_test:
+                store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
+            train_layers = [X[train] for X in X_layers]
+            fits = [cv or CrossValidatedRidge(X, folds, alphas, **solver) for cv, X in zip(fits, train_layers)]
+            group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, fits, depths, r_all, cfg)
+        group.attrs.update(
+            {
+                "layers": layers,
+                "relative_depths": depths.tolist(),
+                "kinds": kinds,
+                "n_train": int(train.sum()),
+                "n_test": int(test.sum()),
+                "folds": int(cfg["folds"]),
+                "alphas": alphas.tolist(),
+                "objective": feats.attrs["objective"],
+                "pooling": feats.attrs["pooling"],
+                "weights_id": feats.attrs["weights_id"],
+                "modality": brain.attrs["modality"],
+                "seconds": time.time() - t0,
+            }
+        )
+    return Path(out)
+
+
+def _identifiability(X_layers, fits, depths, r_all, cfg) -> dict[str, Any]:
+    """Planted-layer recovery at the typical best r of the significant real targets, and linear CKA."""
+    best = best_layers(r_all, depths, X_layers[0].shape[0])
+    observed = best.best_r[best.significant]
+    target_r = float(np.median(observed)) if len(observed) else 0.1
+    Y, planted = planted_targets(X_layers, target_r, int(cfg.get("identifiability_targets", 16)), int(cfg["seed"]))
+    r = np.stack([cv.score(Y)[0] for cv in fits])
+    result = recovery(r, planted, depths, target_r)
+    result["cka"] = np.round(linear_cka(X_layers), 4).tolist()
+    result["n_significant"] = int(best.significant.sum())
+    return result

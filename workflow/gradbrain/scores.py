@@ -1,0 +1,232 @@
+"""The hierarchy stage: tidy tables of every per-subject metric, the group tests and the figure data.
+
+results/hierarchy/scores.csv  dataset, model, subject, kind, metric, value (one row per number)
+results/hierarchy/tests.csv   dataset, model, kind, metric, n_subjects, mean, sem, statistic, p, p_fdr
+results/hierarchy/profiles.csv, latencies.csv, best_layers.csv   what the figures draw (no refits in the report)
+results/hierarchy/verdicts.csv   for planted studies: each expected organisation and whether it was recovered
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import hierarchy as H
+from . import stats, store
+
+log = logging.getLogger(__name__)
+BASE_KIND = "activations"
+MAIN_METRICS = (
+    "spatial_score", "spatial_score_spearman", "spatial_score_roi", "voxel_agreement", "spatial_divergence",
+    "temporal_score", "temporal_divergence", "after_forward_fraction", "layer_identifiability",
+)  # fmt: skip
+
+
+@dataclass
+class Fit:
+    """One encoding store with its dataset, model and subject, and the brain store it was fitted to."""
+
+    dataset: str
+    model: str
+    subject: str
+    encoding: str
+    brain: str
+
+
+class Rows:
+    """Collects (dataset, model, subject, kind, metric, value) rows."""
+
+    def __init__(self, fit: Fit):
+        self.fit, self.rows = fit, []
+
+    def add(self, kind: str, metric: str, value: float) -> None:
+        self.rows.append((self.fit.dataset, self.fit.model, self.fit.subject, kind, metric, float(value)))
+
+
+def _load(fit: Fit) -> tuple[Any, Any, np.ndarray, list[str]]:
+    enc, brain = store.open_group(fit.encoding), store.open_group(fit.brain)
+    return enc, brain, np.asarray(enc.attrs["relative_depths"]), list(enc.attrs["kinds"])
+
+
+def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
+    """Spatial score (Pearson, Spearman, ROI-level), voxel agreement and spatial divergence of one subject."""
+    enc, brain, depths, kinds = _load(fit)
+    tg = brain["targets"]
+    h = np.asarray(tg["distance_v1"][...], dtype=float)
+    roi, hemi = store.read_array(tg, "roi"), store.read_array(tg, "hemi")
+    n, alpha = int(enc.attrs["n_train"]), float(cfg["fdr_alpha"])
+    n_perm, n_boot, seed = int(cfg["permutations"]), int(cfg["bootstraps"]), int(cfg["seed"])
+    perms = stats.layer_permutations(len(depths), n_perm, seed)
+    rows, r, best = Rows(fit), {}, {}
+    for kind in kinds:
+        r[kind] = np.asarray(enc[f"r/{kind}"][...], dtype=float)
+        b = best[kind] = H.best_layers(r[kind], depths, n, alpha)
+        sig = b.significant
+        s = H.spatial_score(b.best_depth[sig], h[sig])
+        rows.add(kind, "spatial_score", s)
+        rows.add(kind, "spatial_score_p", stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
+        lo, hi = stats.bootstrap_ci(lambda i: H.spatial_score(b.best_depth[sig][i], h[sig][i]), int(sig.sum()),
+                                    n_boot, seed)
+        rows.add(kind, "spatial_score_ci_low", lo)
+        rows.add(kind, "spatial_score_ci_high", hi)
+        rows.add(kind, "spatial_score_spearman", H.spatial_score_spearman(b.best_depth[sig], h[sig]))
+        rows.add(kind, "spatial_score_roi", H.spatial_score_roi(b.best_depth[sig], h[sig], roi[sig]))
+        rows.add(kind, "n_significant", sig.sum())
+        rows.add(kind, "best_r_median", np.median(b.best_r))
+        _identifiability_rows(rows, enc, kind)
+        for layer, depth, values in zip(enc.attrs["layers"], depths, r[kind]):
+            for name in np.unique(roi):
+                extra["profiles"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, "roi", name,
+                                          float(values[roi == name].mean())))
+        extra["best_layers"].append(pd.DataFrame({
+            "dataset": fit.dataset, "model": fit.model, "subject": fit.subject, "kind": kind,
+            "target": np.arange(len(h)), "roi": roi, "hemi": hemi, "distance_v1": h,
+            "best_depth": b.best_depth, "best_r": b.best_r, "significant": b.significant,
+        }))  # fmt: skip
+    for kind in kinds:
+        if kind == BASE_KIND or BASE_KIND not in kinds:
+            continue
+        a, g = best[BASE_KIND], best[kind]
+        both = a.significant & g.significant
+        agree = stats.pearson(a.best_depth[both], g.best_depth[both])
+        rows.add(kind, "voxel_agreement", agree)
+        rows.add(kind, "voxel_agreement_p",
+                 stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
+        rows.add(kind, "n_significant_both", both.sum())
+
+        def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
+            ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
+            return H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]) - H.spatial_score(
+                bg.best_depth[bg.significant], h[bg.significant]
+            )
+
+        d = divergence(r[BASE_KIND], r[kind])
+        rows.add(kind, "spatial_divergence", d)
+        null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(n_perm, 200), seed)
+        rows.add(kind, "spatial_divergence_p", stats.permutation_p(d, null))
+    return rows.rows
+
+
+def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
+    """Temporal score, temporal divergence and after-forward fraction of one subject."""
+    enc, brain, depths, kinds = _load(fit)
+    n_ch, n_t = int(brain.attrs["n_channels"]), int(brain.attrs["n_times"])
+    times = np.asarray(brain["targets"]["time"][...], dtype=float)
+    frac, seed = float(cfg["peak_fraction"]), int(cfg["seed"])
+    perms = stats.layer_permutations(len(depths), int(cfg["permutations"]), seed)
+    rows, lat, curves_of = Rows(fit), {}, {}
+    for kind in kinds:
+        r = np.asarray(enc[f"r/{kind}"][...], dtype=float)
+        curves = curves_of[kind] = H.meg_curves(r, n_ch, n_t)
+        lat[kind] = H.peak_latencies(curves, times, frac)
+        t = H.temporal_score(depths, lat[kind])
+        rows.add(kind, "temporal_score", t)
+        rows.add(kind, "temporal_score_p", stats.permutation_p(t, H.temporal_null(depths, lat[kind], perms)))
+        per_sensor = r.reshape(len(depths), n_t, n_ch)
+        lo, hi = stats.bootstrap_ci(
+            lambda i: H.temporal_score(depths, H.peak_latencies(per_sensor[:, :, i].mean(-1), times, frac)),
+            n_ch, int(cfg["bootstraps"]), seed,
+        )
+        rows.add(kind, "temporal_score_ci_low", lo)
+        rows.add(kind, "temporal_score_ci_high", hi)
+        rows.add(kind, "peak_r", curves.max())
+        _identifiability_rows(rows, enc, kind)
+        for layer, depth, curve, tk in zip(enc.attrs["layers"], depths, curves, lat[kind]):
+            extra["latencies"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, tk))
+            for time, value in zip(times, curve):
+                extra["profiles"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, "time", time,
+                                          value))
+    for kind in kinds:
+        if kind == BASE_KIND or BASE_KIND not in kinds:
+            continue
+        t_a, t_g = H.temporal_score(depths, lat[BASE_KIND]), H.temporal_score(depths, lat[kind])
+        d = t_g + t_a
+        rows.add(kind, "temporal_divergence", d)
+        null = t_a + H.temporal_null(depths, lat[kind], perms)
+        rows.add(kind, "temporal_divergence_p", stats.permutation_p(d, null))
+        rows.add(kind, "after_forward_fraction", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+    return rows.rows
+
+
+def _identifiability_rows(rows: Rows, enc, kind: str) -> None:
+    ident = enc.attrs.get(f"identifiability_{kind}")
+    if ident:
+        rows.add(kind, "layer_identifiability", ident["layer_identifiability"])
+        rows.add(kind, "identifiability_target_r", ident["target_r"])
+
+
+def group_tests(scores: pd.DataFrame) -> pd.DataFrame:
+    """Wilcoxon signed-rank across subjects for every (dataset, model, kind, metric), BH-FDR over the table."""
+    main = scores[scores.metric.isin(MAIN_METRICS)]
+    out = []
+    for (dataset, model, kind, metric), frame in main.groupby(["dataset", "model", "kind", "metric"], sort=True):
+        out.append({"dataset": dataset, "model": model, "kind": kind, "metric": metric,
+                    **stats.group_test(frame.value.to_numpy())})
+    tests = pd.DataFrame(out, columns=["dataset", "model", "kind", "metric", "n_subjects", "mean", "sem",
+                                       "statistic", "p"])
+    tests["p_fdr"] = stats.fdr(tests.p.to_numpy()) if len(tests) else []
+    return tests
+
+
+EXPECTATIONS = {  # the planted organisation of each scenario, as per-subject thresholds (issue 2's acceptance)
+    "backprop": [
+        ("activations", "spatial_score", ">=", 0.5),
+        ("gradients", "spatial_score", ">=", 0.5),
+        ("gradients", "voxel_agreement", ">=", 0.5),
+        ("activations", "temporal_score", ">=", 0.8),
+        ("gradients", "temporal_score", "<=", -0.8),
+        ("gradients", "after_forward_fraction", ">=", 0.9),
+    ],
+    "misaligned": [
+        ("gradients", "spatial_divergence", ">=", 0.4),
+        ("gradients", "temporal_divergence", ">=", 1.0),
+    ],
+    "forward_only": [("activations", "spatial_score", ">=", 0.5), ("activations", "temporal_score", ">=", 0.8)],
+}
+
+
+def verdicts(scores: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
+    """Each planted expectation per (dataset, model, subject) and whether the pipeline recovered it."""
+    out = []
+    for dataset, scenario in scenarios.items():
+        for kind, metric, op, threshold in EXPECTATIONS.get(scenario, []):
+            sel = scores[(scores.dataset == dataset) & (scores.kind == kind) & (scores.metric == metric)]
+            for row in sel.itertuples():
+                ok = row.value >= threshold if op == ">=" else row.value <= threshold
+                out.append({"dataset": dataset, "scenario": scenario, "model": row.model, "subject": row.subject,
+                            "kind": kind, "metric": metric, "expected": f"{op} {threshold}", "value": row.value,
+                            "recovered": bool(ok)})
+    return pd.DataFrame(out, columns=["dataset", "scenario", "model", "subject", "kind", "metric", "expected",
+                                      "value", "recovered"])
+
+
+def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, str], outdir: str | Path) -> None:
+    """Compute every table of the hierarchy stage and write them to ``outdir``."""
+    outdir = Path(outdir)
+    extra: dict[str, list] = {"profiles": [], "latencies": [], "best_layers": []}
+    rows = []
+    for fit in fits:
+        modality = store.open_group(fit.brain).attrs["modality"]
+        rows += (fmri_metrics if modality == "fmri" else meg_metrics)(fit, cfg, extra)
+        log.info("%s %s sub-%s done", fit.dataset, fit.model, fit.subject)
+    scores = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
+    tables = {
+        "scores.csv": scores,
+        "tests.csv": group_tests(scores),
+        "verdicts.csv": verdicts(scores, scenarios),
+        "profiles.csv": pd.DataFrame(extra["profiles"], columns=["dataset", "model", "subject", "kind", "layer",
+                                                                 "depth", "axis", "position", "value"]),
+        "latencies.csv": pd.DataFrame(extra["latencies"], columns=["dataset", "model", "subject", "kind", "layer",
+                                                                   "depth", "peak_latency"]),
+        "best_layers.csv": pd.concat(extra["best_layers"]) if extra["best_layers"] else pd.DataFrame(),
+    }
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        tmp = outdir / f".{name}.tmp"
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+        tmp.rename(outdir / name)

@@ -1,0 +1,99 @@
+import math
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from gradbrain.catalogue import layer_names, model_spec  # noqa: E402
+
+
+validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+RESULTS = config["results"]
+MODELS = {name: model_spec(name, entry or {}) for name, entry in config["models"].items()}
+DATASETS = config["datasets"]
+SIM = config.get("simulation", {})
+SIM_ROOT = SIM.get("root", "data/sim")
+
+
+def _sim_sessions():
+    fmri = SIM["fmri"]
+    return math.ceil(fmri["n_images"] * fmri["repeats"] / fmri["trials_per_session"])
+
+
+for _name, _ds in DATASETS.items():
+    _ds["name"] = _name
+    if _ds.get("simulated") and _ds["modality"] == "fmri":
+        _ds.setdefault("sessions", _sim_sessions())
+    if _ds["modality"] == "fmri":
+        from gradbrain.nsd import COMPLETED_SESSIONS
+
+        _s = _ds.get("sessions")
+        _ds["sessions"] = {
+            int(sub): (
+                _s[sub]
+                if isinstance(_s, dict)
+                else _s if _s is not None else COMPLETED_SESSIONS[int(sub)]
+            )
+            for sub in _ds["subjects"]
+        }
+
+
+def datasets_of(modality):
+    return [name for name, ds in DATASETS.items() if ds["modality"] == modality]
+
+
+def _alternation(names):
+    return "|".join(names) if names else "__none__"
+
+
+wildcard_constraints:
+    model=_alternation(MODELS),
+    dataset=_alternation(DATASETS),
+    scenario=_alternation(SIM.get("scenarios", [])),
+    subject=r"\d+",
+
+
+FMRI_DATASETS = _alternation(datasets_of("fmri"))
+MEG_DATASETS = _alternation(datasets_of("meg"))
+
+
+def dataset_input(wildcards):
+    """The files a dataset's loaders read: the simulated study, or nothing for a pre-downloaded root."""
+    ds = DATASETS[wildcards.dataset]
+    if ds.get("simulated"):
+        return f"{SIM_ROOT}/{ds['simulated']}"
+    return []
+
+
+def weights_input(wildcards):
+    """Demo models' weights come from train_demo_model; others from the hub cache or a configured file."""
+    spec = MODELS[wildcards.model]
+    return f"{RESULTS}/models/{wildcards.model}.pt" if spec["weights"].get("demo") else []
+
+
+def encoding_files():
+    out = []
+    for name, ds in DATASETS.items():
+        for model in MODELS:
+            for sub in ds["subjects"]:
+                out.append(f"{RESULTS}/encoding/{name}/{model}/sub-{sub}.zarr")
+    return out
+
+
+def brain_of(path):
+    """The brain store an encoding store was fitted to."""
+    dataset, _, sub = Path(path).parts[-3:]
+    return f"{RESULTS}/brain/{dataset}/{sub}"
+
+
+def all_targets():
+    return [
+        f"{RESULTS}/hierarchy/scores.csv",
+        f"{RESULTS}/hierarchy/tests.csv",
+        f"{RESULTS}/figures",
+    ]

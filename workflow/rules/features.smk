@@ -1,0 +1,24 @@
+rule extract_features:
+    """Pooled activations and per-image gradients of every sampled layer (GPU on a cluster)."""
+    input:
+        data=dataset_input,
+        weights=weights_input,
+    output:
+        directory(f"{RESULTS}/features/{{dataset}}/{{model}}.zarr"),
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        dataset=lambda wc: DATASETS[wc.dataset],
+        extraction=config["extraction"],
+    log:
+        f"{RESULTS}/logs/extract_features/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{model}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=lambda wc: 1 if config["extraction"]["device"].startswith("cuda") else 0,
+    conda:
+        "../../envs/extract.yaml"
+    script:
+        "../scripts/extract_features.py"

@@ -1,0 +1,26 @@
+rule hierarchy:
+    """Spatial and temporal scores, divergences, permutation nulls and group tests, as tidy tables."""
+    input:
+        encoding=encoding_files(),
+        brain=[brain_of(p) for p in encoding_files()],
+    output:
+        scores=f"{RESULTS}/hierarchy/scores.csv",
+        tests=f"{RESULTS}/hierarchy/tests.csv",
+        verdicts=f"{RESULTS}/hierarchy/verdicts.csv",
+        profiles=f"{RESULTS}/hierarchy/profiles.csv",
+        latencies=f"{RESULTS}/hierarchy/latencies.csv",
+        best_layers=f"{RESULTS}/hierarchy/best_layers.csv",
+    params:
+        hierarchy=config["hierarchy"],
+        scenarios={n: d["simulated"] for n, d in DATASETS.items() if d.get("simulated")},
+    log:
+        f"{RESULTS}/logs/hierarchy.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/hierarchy.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/stats.yaml"
+    script:
+        "../scripts/hierarchy.py"

@@ -1,0 +1,10 @@
+"""Rule report: the snakemake object in, one library call."""
+
+from pathlib import Path
+
+from gradbrain.logs import setup
+from gradbrain.report import draw_figures
+
+sm = snakemake  # noqa: F821
+setup(sm.log[0], sm.threads)
+draw_figures(Path(sm.input.scores).parent, sm.output[0])
