@@ -20,9 +20,12 @@ def setup(log_file: str | None = None, threads: int | None = None) -> logging.Lo
     )
     logging.captureWarnings(True)
     if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+        try:
+            import torch
+        except ImportError:  # rules whose environment has no torch
+            pass
+        else:
+            torch.set_num_threads(int(threads))
     return logging.getLogger("gradbrain")
 
 

@@ -52,6 +52,7 @@ def meg_time_courses(profiles: pd.DataFrame, latencies: pd.DataFrame, title: str
     kinds = _kinds(profiles)
     fig, axes = _panels(len(kinds))
     cmap = plt.get_cmap(DEPTH_CMAP)
+    profiles = profiles.assign(position=profiles.position.astype(float))  # seconds (the column also holds ROIs)
     for ax, kind in zip(axes, kinds):
         sel = profiles[profiles.kind == kind]
         for depth, layer in sel.groupby("depth"):
@@ -122,11 +123,14 @@ def summary(scores: pd.DataFrame, out: Path) -> None:
         ax.set_title(metric.replace("_", " "), fontsize=8)
     axes[0].set_yticks(range(len(groups)), [f"{d} / {m}" for d, m in groups], fontsize=7)
     axes[-1].legend(fontsize=7, frameon=False)
-    _save(fig, out)
+    _save(fig, out, tight=False)
 
 
-def _save(fig, out: Path) -> None:
-    fig.tight_layout()
+def _save(fig, out: Path, tight: bool = True) -> None:
+    if tight:
+        fig.tight_layout()
+    else:
+        fig.subplots_adjust(left=0.22, wspace=0.15, bottom=0.2)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

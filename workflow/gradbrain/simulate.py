@@ -66,7 +66,7 @@ def jpeg_roundtrip(images: np.ndarray, quality: int = 95) -> np.ndarray:
 
 
 def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size: int = 100) -> Path:
-    """Crops for the fMRI and MEG parts and the driver models' standardised features on them, in one zarr store.
+    """Crops for the fMRI and MEG parts and the driver models' whitened features on them, in one zarr store.
 
     Computed once and shared by every scenario: the scenarios differ only in how the brain reads the features out.
     """
@@ -92,7 +92,7 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
                 msub.attrs["depths"] = list(model.depths)
                 for kind, layers in arrays.items():
                     for k, layer in enumerate(layers):
-                        store.write_array(msub, f"{kind}/{k:02d}", _standardise(layer).astype(np.float32))
+                        store.write_array(msub, f"{kind}/{k:02d}", whiten(layer, int(cfg["readout_components"])))
                 log.info("driver features of %s on %d %s stimuli", model.spec["name"], len(images), part)
     return Path(out)
 
@@ -111,6 +111,19 @@ def load_stimuli(path: str | Path, part: str) -> tuple[np.ndarray, np.ndarray, l
     return np.asarray(group["images"][...]), np.asarray(group["labels"][...]), drivers
 
 
+def whiten(x: np.ndarray, components: int) -> np.ndarray:
+    """The top principal components of ``x``, each scaled to unit variance (n, min(components, rank)).
+
+    Voxels and MEG sources read out random combinations of these, so the planted signal weighs a layer's own
+    directions as much as the few leading ones that all layers share (plain unit readouts are dominated by them,
+    which makes adjacent layers indistinguishable whatever the pipeline does).
+    """
+    x = x - x.mean(0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    keep = min(components, int(np.sum(s > s[0] * 1e-6)))
+    return (u[:, :keep] * np.sqrt(len(x))).astype(np.float32)
+
+
 def _standardise(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(0)
     sd = x.std(0)
@@ -118,7 +131,7 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 
 
 def _readout(feats: np.ndarray, n_out: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_out`` unit-variance signals: random linear readouts of standardised features."""
+    """``n_out`` unit-variance signals: random linear readouts of (whitened) features."""
     w = rng.standard_normal((feats.shape[1], n_out)) / math.sqrt(feats.shape[1])
     return _standardise(feats @ w)
 

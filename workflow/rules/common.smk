@@ -1,4 +1,5 @@
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -6,7 +7,9 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+LIBRARY = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, LIBRARY)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (LIBRARY, os.environ.get("PYTHONPATH")) if p)
 
 from gradbrain.catalogue import layer_names, model_spec  # noqa: E402
 
@@ -27,6 +30,11 @@ def _sim_sessions():
 
 for _name, _ds in DATASETS.items():
     _ds["name"] = _name
+    if _ds.get("simulated") and _ds["simulated"] not in SIM.get("scenarios", []):
+        raise ValueError(
+            f"datasets.{_name}.simulated: '{_ds['simulated']}' is not in simulation.scenarios "
+            f"{SIM.get('scenarios', [])}; add it there or point the dataset at a real root"
+        )
     if _ds.get("simulated") and _ds["modality"] == "fmri":
         _ds.setdefault("sessions", _sim_sessions())
     if _ds["modality"] == "fmri":

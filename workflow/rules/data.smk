@@ -9,7 +9,7 @@ rule train_demo_model:
         f"{RESULTS}/logs/train_demo_model/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_demo_model/{{model}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -32,7 +32,7 @@ rule simulate_stimuli:
         f"{RESULTS}/logs/simulate_stimuli.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate_stimuli.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     conda:
@@ -57,6 +57,6 @@ rule simulate_study:
     resources:
         mem_mb=4000,
     conda:
-        "../../envs/neuro.yaml"
+        "../../envs/extract.yaml"
     script:
         "../scripts/simulate_study.py"

@@ -13,7 +13,7 @@ rule extract_features:
         f"{RESULTS}/logs/extract_features/{{dataset}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{model}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=120,
