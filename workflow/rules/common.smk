@@ -9,18 +9,32 @@ min_version("9.0")
 
 LIBRARY = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, LIBRARY)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (LIBRARY, os.environ.get("PYTHONPATH")) if p)
+# jobs in conda environments or on cluster nodes import the library from the checkout
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
+)
 
 from gradbrain.catalogue import layer_names, model_spec  # noqa: E402
-
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 RESULTS = config["results"]
-MODELS = {name: model_spec(name, entry or {}) for name, entry in config["models"].items()}
+MODELS = {
+    name: model_spec(name, entry or {}) for name, entry in config["models"].items()
+}
 DATASETS = config["datasets"]
 SIM = config.get("simulation", {})
 SIM_ROOT = SIM.get("root", "data/sim")
+
+
+def stimuli_settings():
+    """The simulation keys that decide the stimuli and driver features (so other edits keep them)."""
+    keys = ("seed", "image_size", "driver_models", "readout_components")
+    return {
+        **{k: SIM[k] for k in keys if k in SIM},
+        "fmri": {"n_images": SIM["fmri"]["n_images"]},
+        "meg": {k: SIM["meg"][k] for k in ("n_images", "n_test_images")},
+    }
 
 
 def _sim_sessions():
@@ -81,7 +95,9 @@ def dataset_input(wildcards):
 def weights_input(wildcards):
     """Demo models' weights come from train_demo_model; others from the hub cache or a configured file."""
     spec = MODELS[wildcards.model]
-    return f"{RESULTS}/models/{wildcards.model}.pt" if spec["weights"].get("demo") else []
+    return (
+        f"{RESULTS}/models/{wildcards.model}.pt" if spec["weights"].get("demo") else []
+    )
 
 
 def encoding_files():

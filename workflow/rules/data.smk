@@ -2,19 +2,19 @@ rule train_demo_model:
     """Train a small catalogue model for about a minute (no pretrained weights offline)."""
     output:
         f"{RESULTS}/models/{{model}}.pt",
-    params:
-        spec=lambda wc: MODELS[wc.model],
-        training=config.get("demo_training", {}),
     log:
         f"{RESULTS}/logs/train_demo_model/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_demo_model/{{model}}.tsv"
+    conda:
+        "../../envs/extract.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/extract.yaml"
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        training=config.get("demo_training", {}),
     script:
         "../scripts/train_demo_model.py"
 
@@ -25,18 +25,18 @@ rule simulate_stimuli:
         weights=[f"{RESULTS}/models/{m}.pt" for m in SIM.get("driver_models", [])],
     output:
         directory(f"{SIM_ROOT}/stimuli.zarr"),
-    params:
-        simulation=SIM,
-        specs={m: MODELS[m] for m in SIM.get("driver_models", []) if m in MODELS},
     log:
         f"{RESULTS}/logs/simulate_stimuli.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate_stimuli.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/extract.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        simulation=stimuli_settings(),
+        specs={m: MODELS[m] for m in SIM.get("driver_models", []) if m in MODELS},
     script:
         "../scripts/simulate_stimuli.py"
 
@@ -47,16 +47,16 @@ rule simulate_study:
         f"{SIM_ROOT}/stimuli.zarr",
     output:
         directory(f"{SIM_ROOT}/{{scenario}}"),
-    params:
-        simulation=SIM,
     log:
         f"{RESULTS}/logs/simulate_study/{{scenario}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate_study/{{scenario}}.tsv"
+    conda:
+        "../../envs/extract.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/extract.yaml"
+    params:
+        simulation=SIM,
     script:
         "../scripts/simulate_study.py"

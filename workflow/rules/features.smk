@@ -5,20 +5,20 @@ rule extract_features:
         weights=weights_input,
     output:
         directory(f"{RESULTS}/features/{{dataset}}/{{model}}.zarr"),
-    params:
-        spec=lambda wc: MODELS[wc.model],
-        dataset=lambda wc: DATASETS[wc.dataset],
-        extraction=config["extraction"],
     log:
         f"{RESULTS}/logs/extract_features/{{dataset}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../../envs/extract.yaml"
     threads: 1
     resources:
         mem_mb=16000,
         runtime=120,
         gpu=lambda wc: 1 if config["extraction"]["device"].startswith("cuda") else 0,
-    conda:
-        "../../envs/extract.yaml"
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        dataset=lambda wc: DATASETS[wc.dataset],
+        extraction=config["extraction"],
     script:
         "../scripts/extract_features.py"

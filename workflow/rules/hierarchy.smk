@@ -10,17 +10,17 @@ rule hierarchy:
         profiles=f"{RESULTS}/hierarchy/profiles.csv",
         latencies=f"{RESULTS}/hierarchy/latencies.csv",
         best_layers=f"{RESULTS}/hierarchy/best_layers.csv",
-    params:
-        hierarchy=config["hierarchy"],
-        scenarios={n: d["simulated"] for n, d in DATASETS.items() if d.get("simulated")},
     log:
         f"{RESULTS}/logs/hierarchy.log",
     benchmark:
         f"{RESULTS}/benchmarks/hierarchy.tsv"
+    conda:
+        "../../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=8000,
-    conda:
-        "../../envs/stats.yaml"
+    params:
+        hierarchy=config["hierarchy"],
+        scenarios={n: d["simulated"] for n, d in DATASETS.items() if d.get("simulated")},
     script:
         "../scripts/hierarchy.py"

@@ -16,8 +16,8 @@ rule report:
         ),
     log:
         f"{RESULTS}/logs/report.log",
-    threads: 1
     conda:
         "../../envs/stats.yaml"
+    threads: 1
     script:
         "../scripts/report.py"
