@@ -130,7 +130,7 @@ def _save(fig, out: Path, tight: bool = True) -> None:
     if tight:
         fig.tight_layout()
     else:
-        fig.subplots_adjust(left=0.22, wspace=0.15, bottom=0.2)
+        fig.subplots_adjust(left=0.14, right=0.99, wspace=0.15, bottom=0.2)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

@@ -27,6 +27,24 @@ SIM = config.get("simulation", {})
 SIM_ROOT = SIM.get("root", "data/sim")
 
 
+TRAINING_KEYS = (
+    "source",
+    "arch",
+    "kwargs",
+    "input_size",
+    "crop_pct",
+    "family",
+    "blocks",
+    "n_blocks",
+)
+DRIVER_KEYS = TRAINING_KEYS + ("n_layers", "pooling", "objective", "name", "weights")
+
+
+def spec_subset(model, keys):
+    """The part of a model's resolved entry that a rule depends on (other edits do not re-run it)."""
+    return {k: MODELS[model][k] for k in keys if k in MODELS[model]}
+
+
 def stimuli_settings():
     """The simulation keys that decide the stimuli and driver features (so other edits keep them)."""
     keys = ("seed", "image_size", "driver_models", "readout_components")

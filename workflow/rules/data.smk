@@ -13,7 +13,7 @@ rule train_demo_model:
         mem_mb=4000,
         runtime=30,
     params:
-        spec=lambda wc: MODELS[wc.model],
+        spec=lambda wc: spec_subset(wc.model, TRAINING_KEYS),
         training=config.get("demo_training", {}),
     script:
         "../scripts/train_demo_model.py"
@@ -36,7 +36,7 @@ rule simulate_stimuli:
         mem_mb=4000,
     params:
         simulation=stimuli_settings(),
-        specs={m: MODELS[m] for m in SIM.get("driver_models", []) if m in MODELS},
+        specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM.get("driver_models", [])},
     script:
         "../scripts/simulate_stimuli.py"
 
