@@ -1,3 +1,4 @@
+# NSD betas -> z-scored, repeat-averaged voxel targets with coordinates, ROI, distance from V1, noise ceiling.
 rule prepare_fmri:
     input:
         dataset_input,
@@ -7,7 +8,6 @@ rule prepare_fmri:
         f"{RESULTS}/logs/prepare_fmri/{{dataset}}/sub-{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_fmri/{{dataset}}/sub-{{subject}}.tsv"
-    """NSD betas -> z-scored, repeat-averaged voxel targets with coordinates, ROI, distance from V1, noise ceiling."""
     wildcard_constraints:
         dataset=FMRI_DATASETS,
     conda:
@@ -21,6 +21,7 @@ rule prepare_fmri:
         "../scripts/prepare_fmri.py"
 
 
+# THINGS-MEG epochs -> low-passed, resampled, z-scored sensor x time targets.
 rule prepare_meg:
     input:
         dataset_input,
@@ -30,7 +31,6 @@ rule prepare_meg:
         f"{RESULTS}/logs/prepare_meg/{{dataset}}/sub-{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_meg/{{dataset}}/sub-{{subject}}.tsv"
-    """THINGS-MEG epochs -> low-passed, resampled, z-scored sensor x time targets."""
     wildcard_constraints:
         dataset=MEG_DATASETS,
     conda:

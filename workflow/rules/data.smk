@@ -1,5 +1,5 @@
+# Train a small catalogue model for about a minute (no pretrained weights offline).
 rule train_demo_model:
-    """Train a small catalogue model for about a minute (no pretrained weights offline)."""
     output:
         f"{RESULTS}/models/{{model}}.pt",
     log:
@@ -19,8 +19,8 @@ rule train_demo_model:
         "../scripts/train_demo_model.py"
 
 
+# Crops of scikit-image's photographs and the driver models' features on them, shared by every scenario.
 rule simulate_stimuli:
-    """Crops of scikit-image's photographs and the driver models' features on them, shared by every scenario."""
     input:
         weights=[f"{RESULTS}/models/{m}.pt" for m in SIM.get("driver_models", [])],
     output:
@@ -41,8 +41,8 @@ rule simulate_stimuli:
         "../scripts/simulate_stimuli.py"
 
 
+# A planted-truth study in the real NSD and THINGS-MEG formats.
 rule simulate_study:
-    """A planted-truth study in the real NSD and THINGS-MEG formats."""
     input:
         f"{SIM_ROOT}/stimuli.zarr",
     output:

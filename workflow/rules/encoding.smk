@@ -1,3 +1,4 @@
+# Cross-validated ridge from every layer and kind onto one subject's voxels.
 rule encode_fmri:
     input:
         features=f"{RESULTS}/features/{{dataset}}/{{model}}.zarr",
@@ -8,7 +9,6 @@ rule encode_fmri:
         f"{RESULTS}/logs/encode_fmri/{{dataset}}/{{model}}/sub-{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/encode_fmri/{{dataset}}/{{model}}/sub-{{subject}}.tsv"
-    """Cross-validated ridge from every layer and kind onto one subject's voxels."""
     wildcard_constraints:
         dataset=FMRI_DATASETS,
     conda:
@@ -23,6 +23,7 @@ rule encode_fmri:
         "../scripts/encode.py"
 
 
+# Cross-validated ridge from every layer and kind onto one subject's sensors x times.
 rule encode_meg:
     input:
         features=f"{RESULTS}/features/{{dataset}}/{{model}}.zarr",
@@ -33,7 +34,6 @@ rule encode_meg:
         f"{RESULTS}/logs/encode_meg/{{dataset}}/{{model}}/sub-{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/encode_meg/{{dataset}}/{{model}}/sub-{{subject}}.tsv"
-    """Cross-validated ridge from every layer and kind onto one subject's sensors x times."""
     wildcard_constraints:
         dataset=MEG_DATASETS,
     conda:

@@ -1,5 +1,5 @@
+# Pooled activations and per-image gradients of every sampled layer (GPU on a cluster).
 rule extract_features:
-    """Pooled activations and per-image gradients of every sampled layer (GPU on a cluster)."""
     input:
         data=dataset_input,
         weights=weights_input,

@@ -1,5 +1,5 @@
+# Spatial and temporal scores, divergences, permutation nulls and group tests, as tidy tables.
 rule hierarchy:
-    """Spatial and temporal scores, divergences, permutation nulls and group tests, as tidy tables."""
     input:
         encoding=encoding_files(),
         brain=[brain_of(p) for p in encoding_files()],

@@ -1,5 +1,5 @@
+# Figures drawn from the hierarchy tables alone (no refits); `snakemake --report` collects them.
 rule report:
-    """Figures drawn from the hierarchy tables alone (no refits); `snakemake --report` collects them."""
     input:
         scores=rules.hierarchy.output.scores,
         tests=rules.hierarchy.output.tests,
