@@ -36,7 +36,7 @@ def train_demo_model(
 ) -> dict[str, float]:
     """Train ``spec``'s architecture from scratch on photograph crops and save its state dict to ``out``."""
     torch.manual_seed(seed)
-    spec = {**spec, "weights": {"demo": False}}
+    spec = {"n_layers": 1000, "pooling": "mean", "objective": "ce_pseudo", **spec, "weights": {"demo": False}}
     model = load_model(spec)
     net = model.module
     images, labels = crops(n_images, image_size, seed=10_000 + seed)  # a stream disjoint from the stimuli's seeds

@@ -37,7 +37,7 @@ TRAINING_KEYS = (
     "blocks",
     "n_blocks",
 )
-DRIVER_KEYS = TRAINING_KEYS + ("n_layers", "pooling", "objective", "name", "weights")
+DRIVER_KEYS = TRAINING_KEYS + ("n_layers", "pooling", "objective", "weights")
 
 
 def spec_subset(model, keys):
