@@ -28,6 +28,7 @@ SIM_ROOT = SIM.get("root", "data/sim")
 
 
 TRAINING_KEYS = (
+    "name",
     "source",
     "arch",
     "kwargs",
