@@ -68,8 +68,8 @@ def test_defaults_are_filled_in(config):
     fmri, meg = config["datasets"]["sim_backprop_fmri"], config["datasets"]["sim_backprop_meg"]
     assert fmri["beta_format"] == "nii.gz" and fmri["space"] == "func1pt8mm" and fmri["heldout"] is None
     assert "preprocessing" not in fmri
-    assert meg["preprocessing"] == {
-        "lowpass": 20.0, "sfreq": 30.0, "tmin": None, "tmax": None, "zscore": True, "split": "standard",
+    assert meg["preprocessing"] == {  # the config sets tmax; the rest are the schema's defaults
+        "lowpass": 20.0, "sfreq": 30.0, "tmin": None, "tmax": 1.05, "zscore": True, "split": "standard",
     }
     assert "beta_format" not in meg
     assert meg["simulated"] == "backprop" and meg["download"] is False
