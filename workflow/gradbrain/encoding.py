@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradbrain.ridge import DEFAULT_ALPHAS, SVDGCV, Ops, auto_target_batch, pearson_columns
+from gradbrain.ridge import DEFAULT_ALPHAS, SVDGCV, Ops, auto_target_batch, fit_predict_gcv, pearson_columns
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -164,19 +164,11 @@ def heldout_scores(
 
     For NSD's shared1000 or THINGS-MEG's repeat-averaged test images. Returns ``(r (t,), alpha (t,))``.
     """
-    ops = Ops(backend, device, dtype)
     Xs_train, Xs_test = standardise(X_train, X_test)
-    model = SVDGCV(Xs_train, Xs_test, alphas, ops)
-    n_targets = Y_train.shape[1]
-    batch = target_batch or auto_target_batch(Y_train.shape[0] + Y_test.shape[0], n_targets, ops)
-    r = np.empty(n_targets, dtype=np.float64)
-    alpha = np.empty(n_targets, dtype=np.float64)
-    for start in range(0, n_targets, batch):
-        cols = slice(start, min(start + batch, n_targets))
-        pred, idx = model.fit_predict(ops.asarray(Y_train[:, cols]))
-        r[cols] = ops.to_numpy(pearson_columns(pred, ops.asarray(Y_test[:, cols])))
-        alpha[cols] = model.alphas[ops.to_numpy(idx)]
-    return r, alpha
+    pred, alpha = fit_predict_gcv(
+        Xs_train, Y_train, Xs_test, alphas, backend=backend, device=device, dtype=dtype, target_batch=target_batch
+    )
+    return np.asarray(pearson_columns(pred.astype(np.float64), np.asarray(Y_test, dtype=np.float64))), alpha
 
 
 def noise_ceiling_normalise(r: np.ndarray, nc_percent: np.ndarray) -> np.ndarray:
