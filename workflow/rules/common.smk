@@ -61,6 +61,14 @@ def _sim_sessions():
     return math.ceil(fmri["n_images"] * fmri["repeats"] / fmri["trials_per_session"])
 
 
+SIMULATED = any(ds.get("simulated") for ds in DATASETS.values())
+SIM_DRIVERS = SIM.get("driver_models", []) if SIMULATED else []
+for _m in SIM_DRIVERS:
+    if _m not in MODELS:
+        raise ValueError(
+            f"simulation.driver_models: '{_m}' is not under models ({', '.join(MODELS)}); "
+            "add it there, since the simulated brain is driven by the analysed models"
+        )
 for _name, _ds in DATASETS.items():
     _ds["name"] = _name
     if _ds.get("simulated") and _ds["simulated"] not in SIM.get("scenarios", []):

@@ -22,7 +22,7 @@ rule train_demo_model:
 # Crops of scikit-image's photographs and the driver models' features on them, shared by every scenario.
 rule simulate_stimuli:
     input:
-        weights=[f"{RESULTS}/models/{m}.pt" for m in SIM.get("driver_models", [])],
+        weights=[f"{RESULTS}/models/{m}.pt" for m in SIM_DRIVERS],
     output:
         directory(f"{SIM_ROOT}/stimuli.zarr"),
     log:
@@ -36,7 +36,7 @@ rule simulate_stimuli:
         mem_mb=4000,
     params:
         simulation=stimuli_settings(),
-        specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM.get("driver_models", [])},
+        specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM_DRIVERS},
     script:
         "../scripts/simulate_stimuli.py"
 
