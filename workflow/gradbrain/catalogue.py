@@ -88,9 +88,3 @@ def sample_layers(total: int, n: int) -> list[int]:
 def relative_depths(indices: list[int], total: int) -> list[float]:
     """Relative depth l/(L-1) of block l of L."""
     return [i / max(total - 1, 1) for i in indices]
-
-
-def layer_names(spec: dict[str, Any]) -> list[str]:
-    """Names of the sampled layers (``block03``), known at parse time."""
-    total = n_blocks(spec)
-    return [f"block{i:02d}" for i in sample_layers(total, int(spec["n_layers"]))]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .catalogue import FAMILY_BLOCKS, n_blocks, sample_layers
+from .catalogue import FAMILY_BLOCKS, n_blocks, relative_depths, sample_layers
 
 
 @dataclass
@@ -51,8 +51,7 @@ class LoadedModel:
 
     @property
     def depths(self) -> list[float]:
-        total = len(self.blocks)
-        return [i / max(total - 1, 1) for i in self.layer_indices]
+        return relative_depths(self.layer_indices, len(self.blocks))
 
     @property
     def layer_names(self) -> list[str]:

@@ -14,7 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
-from gradbrain.catalogue import layer_names, model_spec  # noqa: E402
+from gradbrain.catalogue import model_spec  # noqa: E402
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 

@@ -14,7 +14,10 @@ rule train_demo_model:
         runtime=30,
     params:
         spec=lambda wc: spec_subset(wc.model, TRAINING_KEYS),
-        training=config.get("demo_training", {}),
+        training=lambda wc: {
+            **config.get("demo_training", {}),
+            **MODELS[wc.model].get("demo_training", {}),
+        },
     script:
         "../scripts/train_demo_model.py"
 
