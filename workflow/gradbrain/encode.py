@@ -50,6 +50,7 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     split = store.read_array(brain, "split")
     rows = align(store.read_array(feats, "stimulus_id"), store.read_array(brain, "stimulus_id"), features_path)
     train, test = split == "train", split == "test"
+    Y_train = Y[train]
     folds = make_folds(int(train.sum()), int(cfg["folds"]), int(cfg["seed"]))
     alphas = alpha_grid(cfg)
     solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
@@ -58,24 +59,24 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     with store.atomic_group(out) as group:
         for kind in kinds:
             X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
+            train_layers = [X[train] for X in X_layers]
             r_all, alpha_all, r_test, fits = [], [], [], []
             budget = float(cfg.get("cache_gb", 2.0)) * 2**30
-            for name, X in zip(layers, X_layers):
-                cv = CrossValidatedRidge(X[train], folds, alphas, **solver)
-                r, alpha, _ = cv.score(Y[train])
+            for name, X, X_train in zip(layers, X_layers, train_layers):
+                cv = CrossValidatedRidge(X_train, folds, alphas, **solver)
+                r, alpha, _ = cv.score(Y_train)
                 r_all.append(r)
                 alpha_all.append(alpha)
                 budget -= cv.nbytes
                 fits.append(cv if budget > 0 else None)  # kept for the identifiability pass while memory allows
                 if test.any():
-                    r_test.append(heldout_scores(X[train], Y[train], X[test], Y[test], alphas, **solver)[0])
+                    r_test.append(heldout_scores(X_train, Y_train, X[test], Y[test], alphas, **solver)[0])
                 log.info("%s %s: median r %.3f, max r %.3f", kind, name, np.median(r), np.max(r))
             r_all = np.stack(r_all).astype(np.float32)
             store.write_array(group, f"r/{kind}", r_all)
             store.write_array(group, f"alpha/{kind}", np.stack(alpha_all).astype(np.float32))
             if r_test:
                 store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
-            train_layers = [X[train] for X in X_layers]
             fits = [cv or CrossValidatedRidge(X, folds, alphas, **solver) for cv, X in zip(fits, train_layers)]
             group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, fits, depths, r_all, cfg)
         group.attrs.update(

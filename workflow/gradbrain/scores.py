@@ -62,12 +62,12 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
     n, alpha = int(enc.attrs["n_train"]), float(cfg["fdr_alpha"])
     n_perm, n_boot, seed = int(cfg["permutations"]), int(cfg["bootstraps"]), int(cfg["seed"])
     perms = stats.layer_permutations(len(depths), n_perm, seed)
-    rows, r, best = Rows(fit), {}, {}
+    rows, r, best, spatial = Rows(fit), {}, {}, {}
     for kind in kinds:
         r[kind] = np.asarray(enc[f"r/{kind}"][...], dtype=float)
         b = best[kind] = H.best_layers(r[kind], depths, n, alpha)
         sig = b.significant
-        s = H.spatial_score(b.best_depth[sig], h[sig])
+        s = spatial[kind] = H.spatial_score(b.best_depth[sig], h[sig])
         rows.add(kind, "spatial_score", s)
         rows.add(kind, "spatial_score_p", stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
         lo, hi = stats.bootstrap_ci(lambda i: H.spatial_score(b.best_depth[sig][i], h[sig][i]), int(sig.sum()),
@@ -105,7 +105,7 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
                 bg.best_depth[bg.significant], h[bg.significant]
             )
 
-        d = divergence(r[BASE_KIND], r[kind])
+        d = spatial[BASE_KIND] - spatial[kind]  # = divergence(r_a, r_g), already computed above
         rows.add(kind, "spatial_divergence", d)
         null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(n_perm, 200), seed)
         rows.add(kind, "spatial_divergence_p", stats.permutation_p(d, null))
