@@ -120,3 +120,23 @@ def test_noise_ceiling_normalise():
     out = noise_ceiling_normalise(r, np.array([25.0, 0.0, -1.0]))
     np.testing.assert_allclose(out[:, 0], [0.4, 0.2])
     assert np.isnan(out[:, 1:]).all()
+
+
+@pytest.mark.parametrize("layout", ["all_train", "tail_test", "interleaved"])
+def test_split_rows_reads_train_and_test_rows_from_zarr(tmp_path, layout):
+    import zarr
+
+    from gradbrain.encode import split_rows
+
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((50, 7)).astype(np.float16)
+    z = zarr.open_array(tmp_path / "Y.zarr", mode="w", shape=Y.shape, chunks=(8, 7), dtype=Y.dtype)
+    z[...] = Y
+    test = {"all_train": np.zeros(50, bool), "tail_test": np.arange(50) >= 45,
+            "interleaved": np.arange(50) % 4 == 1}[layout]
+    train = ~test
+    train[3] = False if layout == "interleaved" else train[3]  # a row in neither split (e.g. a catch trial)
+    Y_train, Y_test = split_rows(z, train, test)
+    assert Y_train.dtype == np.float32 and Y_test.dtype == np.float32
+    np.testing.assert_array_equal(Y_train, Y[train].astype(np.float32))
+    np.testing.assert_array_equal(Y_test, Y[test].astype(np.float32))

@@ -87,6 +87,36 @@ def test_permutation_p_under_the_null_is_uniform():
     assert 0.02 <= np.mean(np.array(ps) < 0.05) <= 0.09
 
 
+def test_spatial_and_agreement_permutation_p_under_the_null_are_uniform():
+    """Best layers unrelated to distance (and to each other): over 200 null runs the share of p < 0.05 lies in
+    [0.02, 0.09] for the spatial score and for voxel agreement."""
+    rng = np.random.default_rng(3)
+    depths = np.linspace(0, 1, 8)
+    perms = stats.layer_permutations(8, 199, seed=2)
+    p_spatial, p_agree = [], []
+    for _ in range(200):
+        index_a, index_g = rng.integers(0, 8, 120), rng.integers(0, 8, 120)
+        h = rng.normal(size=120)
+        s = H.spatial_score(depths[index_a], h)
+        p_spatial.append(stats.permutation_p(s, H.spatial_null(index_a, depths, h, perms)))
+        a = stats.pearson(depths[index_a], depths[index_g])
+        p_agree.append(stats.permutation_p(a, H.agreement_null(index_a, index_g, depths, perms)))
+    assert 0.02 <= np.mean(np.array(p_spatial) < 0.05) <= 0.09
+    assert 0.02 <= np.mean(np.array(p_agree) < 0.05) <= 0.09
+
+
+def test_tests_table_carries_layer_identifiability_beside_each_test():
+    rows = [("d", "m", str(s), kind, metric, value)
+            for s in range(1, 7)
+            for kind, ident in (("activations", 0.9), ("gradients", 0.3))
+            for metric, value in (("spatial_score", 0.5 + 0.05 * s), ("layer_identifiability", ident + 0.01 * s))]
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
+    tests = scores.group_tests(frame)
+    ident = tests.set_index(["kind", "metric"]).layer_identifiability
+    assert ident["activations", "spatial_score"] == pytest.approx(0.935)
+    assert ident["gradients", "spatial_score"] == pytest.approx(0.335)
+
+
 def test_spatial_null_detects_a_planted_hierarchy():
     rng = np.random.default_rng(0)
     depths = np.linspace(0, 1, 6)

@@ -76,7 +76,7 @@ def test_planted_truth_is_recovered(small_study):
             assert 0 < value("sim_backprop_fmri", model, kind, "layer_identifiability") <= 1
     tests = pd.read_csv(tmp / "results" / "hierarchy" / "tests.csv")
     assert list(tests.columns) == ["dataset", "model", "kind", "metric", "n_subjects", "mean", "sem", "statistic",
-                                   "p", "p_fdr"]
+                                   "p", "p_fdr", "layer_identifiability"]
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
 
 

@@ -41,16 +41,34 @@ def align(feature_ids: np.ndarray, brain_ids: np.ndarray, features_path: str) ->
     return np.array([lookup[s] for s in brain_ids])
 
 
+def split_rows(Y: Any, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training and test rows of a (zarr) target array as float32, read without a full copy in memory.
+
+    A THINGS-MEG subject's targets are 22,248 x 76,151 float32 (6.8 GB): reading the whole array and then indexing
+    its rows would hold it twice.
+    """
+    out = []
+    for mask in (train, test):
+        rows = np.flatnonzero(mask)
+        if len(rows) == len(mask):
+            block = Y[...]
+        elif len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            block = Y[int(rows[0]) : int(rows[-1]) + 1]
+        else:
+            block = Y.get_orthogonal_selection((rows, slice(None))) if len(rows) else np.zeros((0, Y.shape[1]))
+        out.append(np.asarray(block, dtype=np.float32))
+    return out[0], out[1]
+
+
 def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: dict[str, Any]) -> Path:
     """Cross-validated ridge from every layer of both kinds onto one subject's targets."""
     t0 = time.time()
     brain = store.open_group(brain_path)
     feats = store.open_group(features_path)
-    Y = np.asarray(brain["Y"][...], dtype=np.float32)
     split = store.read_array(brain, "split")
     rows = align(store.read_array(feats, "stimulus_id"), store.read_array(brain, "stimulus_id"), features_path)
     train, test = split == "train", split == "test"
-    Y_train = Y[train]
+    Y_train, Y_test = split_rows(brain["Y"], train, test)
     folds = make_folds(int(train.sum()), int(cfg["folds"]), int(cfg["seed"]))
     alphas = alpha_grid(cfg)
     solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
@@ -70,7 +88,7 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
                 budget -= cv.nbytes
                 fits.append(cv if budget > 0 else None)  # kept for the identifiability pass while memory allows
                 if test.any():
-                    r_test.append(heldout_scores(X_train, Y_train, X[test], Y[test], alphas, **solver)[0])
+                    r_test.append(heldout_scores(X_train, Y_train, X[test], Y_test, alphas, **solver)[0])
                 log.info("%s %s: median r %.3f, max r %.3f", kind, name, np.median(r), np.max(r))
             r_all = np.stack(r_all).astype(np.float32)
             store.write_array(group, f"r/{kind}", r_all)

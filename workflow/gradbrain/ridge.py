@@ -200,25 +200,29 @@ class SVDGCV:
         Yc = Y_train - y_mean
         U = self.U
         UtY = U.T @ Yc
-        if self.perp:
-            Yc -= U @ UtY
-        residual = Yc if self.perp else None
         t = Y_train.shape[1]
         best_err = ops.full((t,), math.inf)
         best_idx = ops.int_zeros(t)
         R = ops.zeros((self.n_train, t))
         for i in range(self.alphas.size):
-            M = UtY * self.q[:, i : i + 1]
-            if ops.is_torch:
-                if residual is None:
+            # n > p: the numerator Yc - U (1 - q) U'Yc in one GEMM (no separate residual pass); otherwise U q U'Yc,
+            # the residual outside span(U) being zero.
+            if self.perp:
+                M = UtY * (1.0 - self.q[:, i : i + 1])
+                if ops.is_torch:
+                    ops.torch.addmm(Yc, U, M, alpha=-1.0, out=R)
+                else:
+                    np.matmul(U, M, out=R)
+                    np.subtract(Yc, R, out=R)
+            else:
+                M = UtY * self.q[:, i : i + 1]
+                if ops.is_torch:
                     ops.torch.matmul(U, M, out=R)
                 else:
-                    ops.torch.addmm(residual, U, M, out=R)
+                    np.matmul(U, M, out=R)
+            if ops.is_torch:
                 R.mul_(R)
             else:
-                np.matmul(U, M, out=R)
-                if residual is not None:
-                    R += residual
                 np.square(R, out=R)
             err = self.inv_d2[i] @ R
             better = err < best_err

@@ -161,7 +161,11 @@ def _identifiability_rows(rows: Rows, enc, kind: str) -> None:
 
 
 def group_tests(scores: pd.DataFrame) -> pd.DataFrame:
-    """Wilcoxon signed-rank across subjects for every (dataset, model, kind, metric), BH-FDR over the table."""
+    """Wilcoxon signed-rank across subjects for every (dataset, model, kind, metric), BH-FDR over the table.
+
+    Each row also carries the mean layer identifiability of its (dataset, model, kind), so that a divergence is read
+    beside how well the model's layers can be told apart at all (NaN where it was not computed).
+    """
     main = scores[scores.metric.isin(MAIN_METRICS)]
     out = []
     for (dataset, model, kind, metric), frame in main.groupby(["dataset", "model", "kind", "metric"], sort=True):
@@ -170,7 +174,9 @@ def group_tests(scores: pd.DataFrame) -> pd.DataFrame:
     tests = pd.DataFrame(out, columns=["dataset", "model", "kind", "metric", "n_subjects", "mean", "sem",
                                        "statistic", "p"])
     tests["p_fdr"] = stats.fdr(tests.p.to_numpy()) if len(tests) else []
-    return tests
+    ident = (scores[scores.metric == "layer_identifiability"].groupby(["dataset", "model", "kind"]).value.mean()
+             .rename("layer_identifiability"))
+    return tests.join(ident, on=["dataset", "model", "kind"])
 
 
 EXPECTATIONS = {  # the planted organisation of each scenario, as per-subject thresholds (issue 2's acceptance)
