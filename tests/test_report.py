@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -209,3 +210,48 @@ def test_kind_colours_are_fixed_for_the_two_kinds_and_distinct_for_more():
     assert colours["activations"] == "#0072B2" and colours["gradients"] == "#D55E00"
     assert len({colours[k] for k in ("activations", "gradients", "zeta", "feedback_alignment")}) == 4
     assert report.kind_colours(["feedback_alignment"])["feedback_alignment"] == colours["feedback_alignment"]
+
+
+FIGURES = ("score_by_depth", "depth_vs_distance", "brain_map", "meg_time_courses", "depth_vs_latency",
+           "meg_topomaps")
+
+
+def render_caption(name: str, wildcards: dict, config: dict, params: dict) -> str:
+    """A caption as `snakemake --report` renders it: Jinja (its settings), then reStructuredText to HTML."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    text = (Path(report.__file__).parents[1] / "report" / name).read_text()
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    smk = SimpleNamespace(wildcards=SimpleNamespace(**wildcards), config=config, params=SimpleNamespace(**params))
+    rst = env.from_string(text).render(snakemake=smk)
+    return publish_parts(rst, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+
+
+@pytest.mark.parametrize("space", ["func1pt8mm", "fsaverage"])
+def test_captions_render_and_name_objective_pooling_folds_and_tests(space):
+    import yaml
+
+    from gradbrain.catalogue import model_spec
+
+    root = Path(report.__file__).parents[2]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["datasets"]["sim_backprop_fmri"]["space"] = space
+    models = {m: {k: model_spec(m, e or {})[k] for k in ("arch", "objective", "pooling", "weights")}
+              for m, e in config["models"].items()}
+    for figure in FIGURES:
+        dataset = "sim_backprop_meg" if figure.startswith(("meg", "depth_vs_lat")) else "sim_backprop_fmri"
+        html = render_caption("figures.rst", {"dataset": dataset, "model": "demo_cnn", "figure": figure}, config,
+                              {"models": models, "alpha": 0.05})
+        paragraphs = html.count("<p>")
+        assert paragraphs == 2, f"{figure}: the figure text and the method should be two paragraphs"
+        for needed in ("ce_pseudo", "mean", "5-fold", "1000 permutations", "Wilcoxon", "BH-FDR", "resnet18",
+                       "10 values log-spaced over 10^0..10^8"):
+            assert needed in html, f"caption of {figure} does not say {needed!r}"
+        if figure == "brain_map":
+            assert ("fsaverage5" in html) == (space == "fsaverage") and ("Axial" in html) == (space != "fsaverage")
+    for name in ("summary", "tests", "verdicts"):
+        html = render_caption("summary.rst", {"name": name}, config, {})
+        assert html.count("<p>") == 2 and "results/hierarchy/*.csv" in html

@@ -2,7 +2,7 @@
 
 Every figure shows each kind of feature present in the tables (activations, gradients, or any further kind) side
 by side, with a colour per kind, the group result and the subjects. Palettes are colour-blind safe (Okabe-Ito for
-kinds, viridis for depth, red-blue for signed r). What each table holds: docs/report.md.
+kinds, viridis for depth, magma for r >= 0 and red-blue for signed r). What each table holds: docs/report.md.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 KIND_COLOURS = {"activations": OKABE_ITO[0], "gradients": OKABE_ITO[1]}
 DEPTH_CMAP = "viridis"
 R_CMAP = "RdBu_r"
+R_SEQUENTIAL_CMAP = "magma"
 FSAVERAGE5_VERTICES = 10242  # per hemisphere; fsaverage5's vertices are the first 10,242 of fsaverage's
 SURFACE_VIEWS = (("left", "lateral"), ("left", "medial"), ("left", "ventral"),
                  ("right", "ventral"), ("right", "medial"), ("right", "lateral"))  # fmt: skip
@@ -229,7 +230,8 @@ def volume_maps(best: pd.DataFrame, scores: pd.DataFrame, title: str, out: Path,
             if row == len(rows) - 1 or rows[row + 1][0] != subject:
                 ax.set_xlabel("y, posterior → anterior (mm)" if ax_j else "j (voxel)", fontsize=7)
             if col == 0:
-                ax.set_ylabel(f"{label}\n\nx, left → right (mm)" if ax_i else f"{label}\n\ni (voxel)", fontsize=7)
+                ax.set_ylabel("x, left → right (mm)" if ax_i else "i (voxel)", fontsize=6)
+                ax.text(-0.32, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=7)
     fig.colorbar(im, ax=axes, label="best-layer relative depth", shrink=min(0.6, 3.0 / len(rows)), aspect=15)
     fig.suptitle(f"{title}: best-layer depth, axial slices in subject space\n(grey: analysed voxels not "
                  "significant for that kind)", fontsize=10)
@@ -276,7 +278,7 @@ def surface_maps(best: pd.DataFrame, scores: pd.DataFrame, title: str, out: Path
                                engine="matplotlib")
             if row == 0:
                 ax.set_title(f"{hemi} {view}", fontsize=8)
-        axes[row, 0].text2D(-0.15, 0.5, f"{kind}\n{who}", transform=axes[row, 0].transAxes, rotation=90,
+        axes[row, 0].text2D(0.0, 0.5, f"{kind}\n{who}", transform=axes[row, 0].transAxes, rotation=90,
                             va="center", ha="center", fontsize=8)
     sm = plt.cm.ScalarMappable(cmap=DEPTH_CMAP, norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=axes, label="best-layer relative depth (significant vertices)", shrink=0.5)
@@ -319,6 +321,16 @@ def topomap_layers(depths, max_layers: int = 6) -> list[float]:
     return list(depths[np.unique(np.linspace(0, len(depths) - 1, max_layers).round().astype(int))])
 
 
+def _r_scale(values) -> tuple[str, tuple[float, float]]:
+    """Colour map and limits for encoding r: sequential from 0 when r is (nearly) never negative, else diverging."""
+    values = np.asarray(values, float)
+    top = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    top = top if top > 0 else 1.0
+    if np.nanmin(values) >= -0.05 * top:
+        return R_SEQUENTIAL_CMAP, (0.0, top)
+    return R_CMAP, (-top, top)
+
+
 def meg_topomaps(topo: pd.DataFrame, title: str, out: Path, max_layers: int = 6) -> None:
     """Sensor maps of the encoding r at each layer's peak time T_k; per kind the group mean, then each subject."""
     import mne
@@ -330,9 +342,7 @@ def meg_topomaps(topo: pd.DataFrame, title: str, out: Path, max_layers: int = 6)
                              squeeze=False, layout="constrained")
     for row, (kind, subject) in enumerate(rows):
         sel = topo[topo.kind == kind]
-        limit = float(np.nanmax(np.abs(sel.groupby(["depth", "channel"]).value.mean()))) if subject is None else \
-            float(np.nanmax(np.abs(sel.value)))
-        limit = limit if limit > 0 else 1.0
+        cmap, vlim = _r_scale(sel.groupby(["depth", "channel"]).value.mean() if subject is None else sel.value)
         if subject is not None:
             sel = sel[sel.subject.astype(str) == str(subject)]
         for col, depth in enumerate(layers):
@@ -343,8 +353,8 @@ def meg_topomaps(topo: pd.DataFrame, title: str, out: Path, max_layers: int = 6)
                 continue
             values = at.groupby("channel", sort=False).value.mean()
             names, pos = sensor_positions(values.index.to_list())
-            im, _ = mne.viz.plot_topomap(values.loc[names].to_numpy(), pos, axes=ax, show=False, cmap=R_CMAP,
-                                         vlim=(-limit, limit), contours=0, sensors=True,
+            im, _ = mne.viz.plot_topomap(values.loc[names].to_numpy(), pos, axes=ax, show=False, cmap=cmap,
+                                         vlim=vlim, contours=0, sensors=True,
                                          extrapolate="local")
             ax.set_title(f"depth {depth:.2f}\nT_k = {at.time.mean() * 1000:.0f} ms", fontsize=7)
         who = "group mean" if subject is None else _subject_label(subject)
