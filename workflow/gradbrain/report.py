@@ -159,6 +159,12 @@ def _linear_axis(index: np.ndarray, mm: np.ndarray) -> tuple[float, float] | Non
     return (float(slope), float(intercept)) if fits and slope != 0 else None
 
 
+def _edges(first: int, last: int, axis: tuple[float, float] | None) -> list[float]:
+    """Outer edges of grid cells first..last, in mm when ``axis`` = (slope, intercept) is known, else in voxels."""
+    edges = [first - 0.5, last + 0.5]
+    return edges if axis is None else [axis[0] * e + axis[1] for e in edges]
+
+
 def volume_slices(voxels: pd.DataFrame, max_slices: int = 6) -> list[int]:
     """The axial slices (grid index k) to draw: those holding the most voxels, at most ``max_slices``, in order."""
     counts = voxels.groupby("k").size().sort_values(ascending=False, kind="stable")
@@ -212,8 +218,7 @@ def volume_maps(best: pd.DataFrame, scores: pd.DataFrame, title: str, out: Path,
             k = slices[subject][col]
             values, present, (i0, i1, j0, j1) = slice_image(vox, k)
             # transpose: y (j) horizontal, x (i) vertical; extents in mm where the grid is axis-aligned
-            xs = [i0 - 0.5, i1 + 0.5] if ax_i is None else [ax_i[0] * (i0 - 0.5) + ax_i[1], ax_i[0] * (i1 + 0.5) + ax_i[1]]
-            ys = [j0 - 0.5, j1 + 0.5] if ax_j is None else [ax_j[0] * (j0 - 0.5) + ax_j[1], ax_j[0] * (j1 + 0.5) + ax_j[1]]
+            xs, ys = _edges(i0, i1, ax_i), _edges(j0, j1, ax_j)
             extent = [ys[0], ys[1], xs[0], xs[1]]
             ax.imshow(np.where(present, 1.0, np.nan).T, cmap=grey, origin="lower", extent=extent,
                       interpolation="nearest")
@@ -399,6 +404,7 @@ def summary(scores: pd.DataFrame, out: Path, colours: dict[str, str] | None = No
         ax.set_xlabel(SUMMARY_METRICS[metric], fontsize=7)
         ax.tick_params(labelsize=7)
     axes[0].set_yticks(range(len(groups)), [f"{d} / {m}" for d, m in groups], fontsize=7)
+    axes[0].invert_yaxis()  # first dataset on top
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=7, frameon=False,
                ncol=len(kinds))
     fig.suptitle("Per-subject metrics (dots) and group means (bars)", fontsize=9, x=0.3)
