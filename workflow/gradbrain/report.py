@@ -360,7 +360,7 @@ def meg_topomaps(topo: pd.DataFrame, title: str, out: Path, max_layers: int = 6)
             names, pos = sensor_positions(values.index.to_list())
             im, _ = mne.viz.plot_topomap(values.loc[names].to_numpy(), pos, axes=ax, show=False, cmap=cmap,
                                          vlim=vlim, contours=0, sensors=True,
-                                         extrapolate="local")
+                                         extrapolate="local", res=32)
             ax.set_title(f"depth {depth:.2f}\nT_k = {at.time.mean() * 1000:.0f} ms", fontsize=7)
         who = "group mean" if subject is None else _subject_label(subject)
         axes[row, 0].text(-0.25, 0.5, f"{kind}\n{who}", transform=axes[row, 0].transAxes, rotation=90,
