@@ -44,6 +44,7 @@ MODULE_DISTRIBUTIONS = {
     "h5py": ["h5py"],
     "nibabel": ["nibabel"],
     "mne": ["mne"],
+    "nilearn": ["nilearn"],
     "zarr": ["zarr"],
     "matplotlib": ["matplotlib"],
     "PIL": ["pillow"],

@@ -80,6 +80,44 @@ def test_planted_truth_is_recovered(small_study):
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
 
 
+ARTEFACTS = REPO / "tests" / "artefacts"
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium_with_every_image_loaded(small_study):
+    """`snakemake --report` of the small study, opened in a real browser; screenshots land in tests/artefacts/."""
+    from chromium import check_report, find_chromium
+
+    tmp, configfile = small_study
+    report = tmp / "report.html"
+    run_snakemake(configfile, "--report", str(report))
+    figures = sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
+    for dataset in ("sim_backprop_fmri", "sim_misaligned_fmri"):
+        for model in ("demo_vit", "demo_cnn"):
+            for figure in ("score_by_depth", "depth_vs_distance", "brain_map"):
+                assert f"{dataset}__{model}__{figure}.png" in figures
+    for dataset in ("sim_backprop_meg", "sim_misaligned_meg"):
+        for model in ("demo_vit", "demo_cnn"):
+            for figure in ("meg_time_courses", "depth_vs_latency", "meg_topomaps"):
+                assert f"{dataset}__{model}__{figure}.png" in figures
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it): the report was "
+                    "built but not opened in a browser")
+    seen = check_report(binary, report, ARTEFACTS)
+    print(f"report screenshots: {', '.join(map(str, seen['screenshots']))}")
+    names = {Path(p).name: v for p, v in seen["results"].items()}
+    assert set(names) == {*figures, "summary.png", "tests.html", "verdicts.html"}
+    for name, view in names.items():
+        assert view["width"] > 0 and view["height"] > 0, f"{name} did not render in the report: {view}"
+    tests = pd.read_csv(tmp / "results" / "hierarchy" / "tests.csv")
+    assert names["tests.html"]["rows"] == len(tests)
+    verdicts = pd.read_csv(tmp / "results" / "hierarchy" / "verdicts.csv")
+    assert names["verdicts.html"]["rows"] == len(verdicts)
+    assert not seen["problems"], "\n".join(seen["problems"])
+    assert all(p.stat().st_size > 10_000 for p in seen["screenshots"])
+
+
 def planned(configfile: Path) -> list[str]:
     """The (rule, wildcards) lines of a dry run."""
     out = run_snakemake(configfile, "-n").stdout

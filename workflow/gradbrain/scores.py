@@ -2,7 +2,9 @@
 
 results/hierarchy/scores.csv  dataset, model, subject, kind, metric, value (one row per number)
 results/hierarchy/tests.csv   dataset, model, kind, metric, n_subjects, mean, sem, statistic, p, p_fdr
-results/hierarchy/profiles.csv, latencies.csv, best_layers.csv   what the figures draw (no refits in the report)
+results/hierarchy/profiles.csv, latencies.csv, best_layers.csv, topographies.csv   what the figures draw (no refits
+  in the report): best_layers carries each target's grid indices and mm coordinates for the brain maps, topographies
+  the r of every sensor at the time sample nearest each layer's T_k for the MEG topomaps (docs/report.md)
 results/hierarchy/verdicts.csv   for planted studies: each expected organisation and whether it was recovered
 """
 
@@ -59,6 +61,9 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
     tg = brain["targets"]
     h = np.asarray(tg["distance_v1"][...], dtype=float)
     roi, hemi = store.read_array(tg, "roi"), store.read_array(tg, "hemi")
+    ijk = np.asarray(tg["ijk"][...], dtype=int)
+    xyz = np.asarray(tg["coords_mm"][...], dtype=float)
+    space = str(brain.attrs.get("space", "func1pt8mm"))
     n, alpha = int(enc.attrs["n_train"]), float(cfg["fdr_alpha"])
     n_perm, n_boot, seed = int(cfg["permutations"]), int(cfg["bootstraps"]), int(cfg["seed"])
     perms = stats.layer_permutations(len(depths), n_perm, seed)
@@ -87,6 +92,8 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
             "dataset": fit.dataset, "model": fit.model, "subject": fit.subject, "kind": kind,
             "target": np.arange(len(h)), "roi": roi, "hemi": hemi, "distance_v1": h,
             "best_depth": b.best_depth, "best_r": b.best_r, "significant": b.significant,
+            "space": space, "i": ijk[:, 0], "j": ijk[:, 1], "k": ijk[:, 2],
+            "x_mm": xyz[:, 0], "y_mm": xyz[:, 1], "z_mm": xyz[:, 2],
         }))  # fmt: skip
     for kind in kinds:
         if kind == BASE_KIND or BASE_KIND not in kinds:
@@ -117,6 +124,7 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
     enc, brain, depths, kinds = _load(fit)
     n_ch, n_t = int(brain.attrs["n_channels"]), int(brain.attrs["n_times"])
     times = np.asarray(brain["targets"]["time"][...], dtype=float)
+    channels = store.read_array(brain["targets"], "channel")
     frac, seed = float(cfg["peak_fraction"]), int(cfg["seed"])
     perms = stats.layer_permutations(len(depths), int(cfg["permutations"]), seed)
     rows, lat, curves_of = Rows(fit), {}, {}
@@ -136,8 +144,13 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
         rows.add(kind, "temporal_score_ci_high", hi)
         rows.add(kind, "peak_r", curves.max())
         _identifiability_rows(rows, enc, kind)
-        for layer, depth, curve, tk in zip(enc.attrs["layers"], depths, curves, lat[kind]):
+        for layer, depth, curve, tk, sensors in zip(enc.attrs["layers"], depths, curves, lat[kind], per_sensor):
             extra["latencies"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, tk))
+            at = int(np.argmin(np.abs(times - tk)))  # T_k is a mean of times: draw the sample nearest to it
+            extra["topographies"].append(pd.DataFrame({
+                "dataset": fit.dataset, "model": fit.model, "subject": fit.subject, "kind": kind, "layer": layer,
+                "depth": depth, "time": times[at], "channel": channels, "value": sensors[at],
+            }))  # fmt: skip
             for time, value in zip(times, curve):
                 extra["profiles"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, "time", time,
                                           value))
@@ -214,7 +227,7 @@ def verdicts(scores: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
 def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, str], outdir: str | Path) -> None:
     """Compute every table of the hierarchy stage and write them to ``outdir``."""
     outdir = Path(outdir)
-    extra: dict[str, list] = {"profiles": [], "latencies": [], "best_layers": []}
+    extra: dict[str, list] = {"profiles": [], "latencies": [], "best_layers": [], "topographies": []}
     rows = []
     for fit in fits:
         modality = store.open_group(fit.brain).attrs["modality"]
@@ -230,6 +243,7 @@ def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, 
         "latencies.csv": pd.DataFrame(extra["latencies"], columns=["dataset", "model", "subject", "kind", "layer",
                                                                    "depth", "peak_latency"]),
         "best_layers.csv": pd.concat(extra["best_layers"]) if extra["best_layers"] else pd.DataFrame(),
+        "topographies.csv": pd.concat(extra["topographies"]) if extra["topographies"] else pd.DataFrame(),
     }
     outdir.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():

@@ -313,6 +313,18 @@ def _meg_paths(labels: np.ndarray, test: bool) -> list[str]:
     return paths
 
 
+def spread_channels(n: int) -> list[str]:
+    """``n`` of the 271 THINGS-MEG channels spread evenly over the list (every region of both hemispheres).
+
+    The simulated topographies are random, so which names are used changes no number; spreading them lets the
+    report's topomaps cover the whole CTF helmet rather than the first few left central sensors.
+    """
+    names = things_meg.channel_names()
+    if not 1 <= n <= len(names):
+        raise ValueError(f"simulation.meg.n_sensors must be within 1..{len(names)}, got {n}")
+    return [names[i] for i in np.linspace(0, len(names) - 1, n).round().astype(int)]
+
+
 def simulate_meg(
     root: Path, images_root: Path, scenario: str, cfg: dict[str, Any], stimuli: tuple, seed: int
 ) -> dict[str, Any]:
@@ -328,7 +340,7 @@ def simulate_meg(
     act_lat, grad_lat = latencies(scenario, depths, cfg)
     sfreq, tmin, n_times = 200.0, -0.1, 281
     times = tmin + np.arange(n_times) / sfreq
-    ch_names = things_meg.channel_names(int(cfg["n_sensors"]))
+    ch_names = spread_channels(int(cfg["n_sensors"]))
     n_ch, n_src = len(ch_names), int(cfg["sources_per_layer"])
     subjects = list(range(1, int(cfg["n_subjects"]) + 1))
     for subject in subjects:

@@ -147,4 +147,5 @@ def all_targets():
         f"{RESULTS}/hierarchy/scores.csv",
         f"{RESULTS}/hierarchy/tests.csv",
         f"{RESULTS}/figures",
+        f"{RESULTS}/report",
     ]

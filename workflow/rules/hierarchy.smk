@@ -10,6 +10,7 @@ rule hierarchy:
         profiles=f"{RESULTS}/hierarchy/profiles.csv",
         latencies=f"{RESULTS}/hierarchy/latencies.csv",
         best_layers=f"{RESULTS}/hierarchy/best_layers.csv",
+        topographies=f"{RESULTS}/hierarchy/topographies.csv",
     log:
         f"{RESULTS}/logs/hierarchy.log",
     benchmark:

@@ -7,4 +7,4 @@ from gradbrain.report import draw_figures
 
 sm = snakemake  # noqa: F821
 setup(sm.log[0], sm.threads)
-draw_figures(Path(sm.input.scores).parent, sm.output[0])
+draw_figures(Path(sm.input.scores).parent, sm.output.figures, sm.output.summary, alpha=sm.params.alpha)
