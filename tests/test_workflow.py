@@ -240,6 +240,19 @@ def slurm_study(request, tmp_path_factory):
     return local, tmp, cfg, output, logs
 
 
+def assert_same_rows(expected: pd.DataFrame, actual: pd.DataFrame, name: str, tolerance: float = 1e-4) -> None:
+    """The same rows (matched on the text columns, subject and target) with numbers equal to ``tolerance``."""
+    keys = [c for c in expected.columns
+            if not pd.api.types.is_numeric_dtype(expected[c]) or c in ("subject", "target")]
+    merged = expected.merge(actual, on=keys, how="outer", suffixes=("_expected", "_actual"), indicator=True)
+    assert (merged["_merge"] == "both").all(), f"{name}: rows differ:\n{merged[merged['_merge'] != 'both'].head()}"
+    assert len(merged) == len(expected) == len(actual), f"{name}: duplicate keys {keys}"
+    for col in expected.columns.difference(keys):
+        a = merged[f"{col}_expected"].to_numpy(float)
+        b = merged[f"{col}_actual"].to_numpy(float)
+        assert np.allclose(a, b, rtol=tolerance, atol=tolerance, equal_nan=True), f"{name}: column {col} differs"
+
+
 @pytest.mark.slow
 def test_slurm_run_submits_every_job_and_matches_the_local_run(slurm_study):
     local, tmp, cfg, output, logs = slurm_study
@@ -250,34 +263,38 @@ def test_slurm_run_submits_every_job_and_matches_the_local_run(slurm_study):
     ran = {d.name for d in logs.iterdir()}
     assert {"rule_extract_features", "rule_encode_fmri", "rule_encode_meg"} <= ran, ran
     assert not any("train_demo_model" in d or "simulate" in d for d in ran), "the copied inputs are reused"
-    for key, tolerance in (("scores", 1e-4), ("best_layers", 1e-4)):
-        theirs = pd.read_csv(tmp / "results" / "hierarchy" / f"{key}.csv")
-        ours = pd.read_csv(local / "results" / "hierarchy" / f"{key}.csv")
-        ours = ours[ours.dataset.isin(cfg["datasets"])]
-        keys = [c for c in ours.columns if ours[c].dtype == object or c in ("subject", "layer", "target")]
-        merged = ours.merge(theirs, on=keys, how="outer", suffixes=("_local", "_slurm"), indicator=True)
-        assert (merged._merge == "both").all(), f"{key}.csv rows differ:\n{merged[merged._merge != 'both'].head()}"
-        for col in ours.columns.difference(keys):
-            a, b = merged[f"{col}_local"].to_numpy(float), merged[f"{col}_slurm"].to_numpy(float)
-            assert np.allclose(a, b, rtol=tolerance, atol=tolerance, equal_nan=True), f"{key}.csv {col} differs"
+    for key in ("scores", "best_layers"):
+        slurm = pd.read_csv(tmp / "results" / "hierarchy" / f"{key}.csv")
+        local_rows = pd.read_csv(local / "results" / "hierarchy" / f"{key}.csv")
+        assert_same_rows(local_rows[local_rows.dataset.isin(cfg["datasets"])], slurm, f"{key}.csv")
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
 
 
 # --------------------------------------------------------------------- last: it changes the small study's files
 @pytest.mark.slow
 def test_until_encode_meg_runs_only_the_missing_encoding(small_study):
-    """With one MEG encoding deleted, --until encode_meg re-runs that job alone and touches no other output."""
+    """With one MEG encoding and the hierarchy tables deleted, --until encode_meg re-runs that encoding alone and
+    leaves the tables missing; the next full run then makes exactly the hierarchy and the figures.
+
+    (Snakemake does not re-make a deleted intermediate file while everything downstream of it is present, so the
+    tables go too: only then does the default target need the encoding again.)
+    """
     tmp, configfile = small_study
     results = tmp / "results"
     part = Path("sim_backprop_meg") / "demo_vit"
     redone = {results / "encoding" / part / "sub-1.zarr", results / "logs" / "encode_meg" / part / "sub-1.log",
-              results / "benchmarks" / "encode_meg" / part / "sub-1.tsv"}
+              results / "benchmarks" / "encode_meg" / part / "sub-1.tsv", results / "hierarchy"}
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*")
               if p.is_file() and not any(p == r or r in p.parents for r in redone)}
     shutil.rmtree(results / "encoding" / part / "sub-1.zarr")
+    shutil.rmtree(results / "hierarchy")
     proc = run_snakemake(configfile, "--until", "encode_meg")
-    ran = re.findall(r"^\s*(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)
+    ran = re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)
     assert ran == ["encode_meg"], ran
     assert (results / "encoding" / part / "sub-1.zarr" / "zarr.json").is_file()
+    assert not list(results.glob("hierarchy/*.csv")), "--until encode_meg went on to the hierarchy"
     touched = sorted(str(p.relative_to(results)) for p, t in before.items() if p.stat().st_mtime_ns != t)
     assert not touched, f"--until encode_meg changed other outputs: {touched[:10]}"
+    proc = run_snakemake(configfile)
+    assert sorted(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)) == ["all", "hierarchy",
+                                                                                              "report"]
