@@ -2,7 +2,19 @@
 # Stages and the files between them: ../DESIGN.md (shipped as docs/design.md); every config key: config/README.md.
 
 
-configfile: "config/config.yaml"
+import os
+
+# profiles/slurm sets --replace-workflow-config, which Snakemake 9.27 does not pass on to the jobs it submits: they
+# would merge config/config.yaml back into e.g. config/paper.yaml and see other datasets and models. The environment
+# (which sbatch exports to the job) carries the setting to them instead.
+if workflow.config_settings.replace_workflow_config:
+    os.environ.update(GRADBRAIN_REPLACE_WORKFLOW_CONFIG="1")
+if not (
+    os.environ.get("GRADBRAIN_REPLACE_WORKFLOW_CONFIG") == "1"
+    and workflow.overwrite_configfiles
+):
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

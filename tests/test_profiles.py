@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "profiles" / "default" / "config.yaml"
 SLURM = ROOT / "profiles" / "slurm" / "config.yaml"
 RULES_DIR = ROOT / "workflow" / "rules"
-GPU_RULES = ("extract_features",)
+GPU_RULES = ("extract_features", "encode_fmri", "encode_meg")
 # sbatch options that snakemake-executor-plugin-slurm sets itself and rejects inside slurm_extra
 PLUGIN_OPTIONS = re.compile(
     r"--(gres|gpus|mem|mem-per-cpu|partition|account|time|cpus-per-task|cpus-per-gpu|ntasks|nodes|qos|constraint"
@@ -75,6 +78,7 @@ def test_slurm_profile_basics(slurm):
     assert slurm["jobs"] == 100
     assert slurm["software-deployment-method"] == "conda"
     assert slurm["retries"] >= 1
+    assert slurm["slurm-requeue"] is True, "preempted jobs should go back into the queue"
     defaults = slurm["default-resources"]
     assert {"slurm_partition", "mem_mb", "runtime"} <= set(defaults)
     assert "$" in defaults["slurm_partition"], "the partition should come from an environment variable"
@@ -90,16 +94,14 @@ def _evaluate(value, attempt: int = 1):
     return value
 
 
-@pytest.mark.parametrize("rule", GPU_RULES)
-def test_gpu_rules_request_a_gpu(slurm, rule):
-    resources = slurm["set-resources"][rule]
-    gpus = _evaluate(resources.get("gpu", 0))
-    gres = str(resources.get("gres", ""))
-    assert (isinstance(gpus, int) and gpus >= 1) or re.fullmatch(r"gpu(:\w+)?:[1-9]\d*", gres), (
-        f"{rule} requests no GPU in profiles/slurm (set gpu: 1)"
-    )
-    assert not ("gpu" in resources and "gres" in resources), "the plugin refuses gpu and gres together"
-    assert "GPU" in str(resources.get("slurm_partition", "")), f"{rule} should run on the GPU partition"
+def test_gpu_rules_go_to_the_gpu_partition(slurm):
+    """The rules ask for a GPU themselves (from the config's devices); the profile sends them to the GPU partition."""
+    for rule in GPU_RULES:
+        resources = slurm["set-resources"][rule]
+        assert resources.get("slurm_partition") == "$GRADBRAIN_GPU_PARTITION", f"{rule} should run on the GPU partition"
+        assert "gpu" not in resources and "gres" not in resources, (
+            f"profiles/slurm sets a GPU for {rule}, which would override the rule's own request (none on the CPU)"
+        )
 
 
 def test_memory_and_runtime_evaluate_and_grow_with_attempts(slurm):
@@ -134,3 +136,74 @@ def test_profile_rules_exist_in_the_workflow(slurm):
     named = set(slurm.get("set-resources", {})) | set(slurm.get("set-threads", {})) | set(slurm.get("groups", {}))
     missing = sorted(named - rules)
     assert not missing, f"profiles/slurm names rules that workflow/rules/*.smk does not define: {missing}"
+
+
+# --------------------------------------------------------------------------- job resources in a dry run
+def profile_without_conda(dest: Path) -> Path:
+    """profiles/slurm minus software-deployment-method (no conda here), written to ``dest``; nothing else changes."""
+    profile = load(SLURM)
+    assert profile.pop("software-deployment-method") == "conda"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile))
+    return dest
+
+
+def dry_run_resources(profile: str, configfile: Path, env: dict[str, str]) -> list[tuple[str, dict[str, str], dict]]:
+    """(rule, wildcards, resources) of every job that ``snakemake -n --profile <profile>`` plans."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", str(profile), "--configfile", str(configfile),
+           "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(rf"Using profiles? \S*{re.escape(profile)}\b", proc.stdout + proc.stderr), proc.stdout[:300]
+    jobs: list[tuple[str, dict[str, str], dict]] = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            jobs.append((line.split()[1].rstrip(":"), {}, {}))
+        elif line.startswith("wildcards:") and jobs:
+            jobs[-1][1].update(kv.split("=", 1) for kv in line.removeprefix("wildcards:").strip().split(", "))
+        elif line.startswith("resources:") and jobs:
+            for kv in line.removeprefix("resources:").strip().split(", "):
+                key, value = kv.split("=", 1)
+                jobs[-1][2][key] = int(value) if value.isdigit() else value
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def planned_resources(tmp_path_factory):
+    """Dry runs of the paper and of the embedded default; the latter through the profile installed as a named
+    profile, as README.md tells (a symlink in the user's Snakemake config directory, then `--profile slurm`)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="needs snakemake-executor-plugin-slurm")
+    profile = profile_without_conda(tmp_path_factory.mktemp("profile") / "slurm")
+    xdg = tmp_path_factory.mktemp("xdg")
+    (xdg / "snakemake").mkdir()
+    (xdg / "snakemake" / "slurm").symlink_to(profile, target_is_directory=True)
+    env = {"GRADBRAIN_PARTITION": "cpu", "GRADBRAIN_GPU_PARTITION": "gpu", "XDG_CONFIG_HOME": str(xdg)}
+    return {"paper.yaml": dry_run_resources(str(profile), ROOT / "config" / "paper.yaml", env),
+            "config.yaml": dry_run_resources("slurm", ROOT / "config" / "config.yaml", env)}
+
+
+def test_dry_run_sizes_nsd_jobs_larger_than_the_demo(planned_resources):
+    """The SLURM dry run of the paper asks for more memory and time for NSD and THINGS-MEG than for the demo."""
+    def sizes(config: str, rule: str, key: str) -> list[int]:
+        values = [res[key] for r, _, res in planned_resources[config] if r == rule]
+        assert values, f"no {rule} job in the dry run of {config}"
+        return values
+
+    for rule in ("prepare_fmri", "prepare_meg", "extract_features", "encode_fmri", "encode_meg", "hierarchy"):
+        assert min(sizes("paper.yaml", rule, "mem_mb")) > max(sizes("config.yaml", rule, "mem_mb")), rule
+        assert min(sizes("paper.yaml", rule, "runtime")) >= max(sizes("config.yaml", rule, "runtime")), rule
+    nsd = [res["mem_mb"] for r, wc, res in planned_resources["paper.yaml"] if r == "encode_fmri"]
+    assert all(m >= 8000 for m in nsd), "an NSD subject's voxels and ViT-L features need several GB"
+
+
+def test_dry_run_puts_gpu_jobs_on_the_gpu_partition(planned_resources):
+    """config/paper.yaml runs extraction and ridge on CUDA: those jobs ask for one GPU on the GPU partition; the
+    embedded default runs on the CPU and asks for none."""
+    for config, gpus in (("paper.yaml", 1), ("config.yaml", 0)):
+        for rule, wildcards, res in planned_resources[config]:
+            if rule in GPU_RULES:
+                assert res.get("gpu", 0) == gpus, (config, rule, wildcards, res)
+                assert res["slurm_partition"] == "gpu", (config, rule, res)
+            elif rule != "all":
+                assert res["slurm_partition"] == "cpu" and not res.get("gpu"), (config, rule, res)

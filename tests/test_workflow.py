@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -35,10 +38,12 @@ def small_config(tmp: Path) -> dict:
     return cfg
 
 
-def run_snakemake(configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_snakemake(
+    configfile: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), "--configfile",
            str(configfile), "--workflow-profile", "none", "--cores", "2", *args]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -118,9 +123,9 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(small_study):
     assert all(p.stat().st_size > 10_000 for p in seen["screenshots"])
 
 
-def planned(configfile: Path) -> list[str]:
-    """The (rule, wildcards) lines of a dry run."""
-    out = run_snakemake(configfile, "-n").stdout
+def planned(configfile: Path, *args: str, env: dict | None = None) -> list[str]:
+    """The jobs of a dry run: the rule, then its wildcards (``rule wildcards: a=1, b=2``)."""
+    out = run_snakemake(configfile, "-n", *args, env=env).stdout
     jobs, rule = [], None
     for line in out.splitlines():
         if line.startswith(("rule ", "localrule ")):
@@ -131,17 +136,203 @@ def planned(configfile: Path) -> list[str]:
     return jobs
 
 
+def model_jobs(cfg: dict, model: str, train: bool = False) -> list[str]:
+    """Every job of one model under ``cfg`` (its features and encodings, its training), then the summary stages."""
+    jobs = [f"train_demo_model wildcards: model={model}"] if train else []
+    for name, ds in cfg["datasets"].items():
+        jobs.append(f"extract_features wildcards: dataset={name}, model={model}")
+        rule = f"encode_{ds['modality']}"
+        jobs += [f"{rule} wildcards: dataset={name}, model={model}, subject={s}" for s in ds["subjects"]]
+    return sorted([*jobs, "hierarchy", "report", "all"])
+
+
 @pytest.mark.slow
 def test_rerun_is_a_no_op_and_one_model_edit_reruns_only_that_model(small_study):
     tmp, configfile = small_study
     proc = run_snakemake(configfile, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
     cfg = yaml.safe_load(configfile.read_text())
-    cfg["models"]["demo_cnn"] = {"batch_size": 37}
+    cfg["models"]["demo_cnn"] = {**cfg["models"]["demo_cnn"], "batch_size": 37}
     edited = tmp / "edited.yaml"
     edited.write_text(yaml.safe_dump(cfg))
-    jobs = planned(edited)
+    assert sorted(planned(edited)) == model_jobs(cfg, "demo_cnn"), "only demo_cnn's features and encodings re-run"
+
+
+@pytest.mark.slow
+def test_adding_a_model_reuses_every_existing_output(small_study):
+    """A third model adds its own training, features and encodings; the summary is redone; nothing else re-runs."""
+    tmp, configfile = small_study
+    cfg = yaml.safe_load(configfile.read_text())
+    cfg["models"]["demo_vit2"] = {"catalogue": "demo_vit", "n_layers": 4}
+    added = tmp / "added.yaml"
+    added.write_text(yaml.safe_dump(cfg))
+    assert sorted(planned(added)) == model_jobs(cfg, "demo_vit2", train=True)
+
+
+def test_until_encode_meg_plans_nothing_downstream(tmp_path):
+    """On an empty study, --until encode_meg plans the MEG branch and stops: no fMRI, hierarchy or report jobs."""
+    cfg = small_config(tmp_path)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    jobs = planned(configfile, "--until", "encode_meg")
     rules = {j.split()[0] for j in jobs}
-    assert {"extract_features", "encode_fmri", "encode_meg", "hierarchy", "report"} <= rules
-    assert not rules & {"train_demo_model", "simulate_stimuli", "simulate_study", "prepare_fmri", "prepare_meg"}
-    assert not [j for j in jobs if "model=demo_vit" in j], "the other model's outputs are reused"
+    assert rules == {"train_demo_model", "simulate_stimuli", "simulate_study", "prepare_meg", "extract_features",
+                     "encode_meg"}
+    meg = [n for n, ds in cfg["datasets"].items() if ds["modality"] == "meg"]
+    encodes = sorted(j for j in jobs if j.startswith("encode_meg"))
+    assert encodes == sorted(f"encode_meg wildcards: dataset={d}, model={m}, subject=1" for d in meg
+                             for m in cfg["models"])
+    assert all(any(f"dataset={d}," in j for d in meg) for j in jobs if j.startswith(("extract", "prepare")))
+
+
+def test_replaced_config_reaches_cluster_jobs(tmp_path):
+    """--replace-workflow-config (profiles/slurm) makes a config file the whole config. Snakemake does not pass the
+    flag to the jobs it submits; they get it from the environment and must see the same config as the main run."""
+    cfg = small_config(tmp_path)
+    cfg["simulation"]["scenarios"] = ["backprop"]
+    cfg["datasets"] = {n: ds for n, ds in cfg["datasets"].items() if ds.get("simulated") == "backprop"}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    main = planned(configfile, "--replace-workflow-config")
+    assert {j.split("dataset=")[1].split(",")[0] for j in main if "dataset=" in j} == set(cfg["datasets"])
+    job = planned(configfile, env={"GRADBRAIN_REPLACE_WORKFLOW_CONFIG": "1"})  # a job: its config file, no flag
+    assert sorted(job) == sorted(main)
+    merged = run_snakemake(configfile, "-n", check=False, env={"GRADBRAIN_REPLACE_WORKFLOW_CONFIG": ""})
+    assert merged.returncode != 0 and "sim_misaligned" in merged.stdout + merged.stderr, (
+        "without it, config/config.yaml comes back"
+    )
+
+
+# ------------------------------------------------------------------------------------------ a real SLURM run
+AVAILABLE = ("idle", "mix", "alloc", "comp")
+
+
+def slurm_cluster() -> tuple[str | None, str]:
+    """(why SLURM cannot be used here or None, the default partition)."""
+    hint = "tests/slurm/start_cluster.sh (run by .ci/run as root) installs and starts a one-node cluster"
+    for tool in ("sbatch", "sinfo", "squeue", "srun"):
+        if shutil.which(tool) is None:
+            return f"SLURM's {tool} is not on PATH; {hint}", ""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[dev]')", ""
+    try:
+        proc = subprocess.run(["sinfo", "--noheader", "--format=%P %t %m"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"sinfo did not answer in 30 s (slurmctld down?); {hint}", ""
+    rows = [line.split() for line in proc.stdout.splitlines() if len(line.split()) == 3]
+    up = [(p, int(m)) for p, state, m in rows if state.rstrip("*~#!%$@^-").startswith(AVAILABLE)]
+    if proc.returncode or not up:
+        return f"no available SLURM node (sinfo: {(proc.stdout + proc.stderr).strip()!r}); {hint}", ""
+    partition, memory = next(((p, m) for p, m in up if p.endswith("*")), up[0])
+    if memory < 4000:
+        return f"the SLURM node has {memory} MB; the embedded default's jobs ask for up to 4000 MB", ""
+    return None, partition.rstrip("*")
+
+
+@pytest.fixture(scope="module")
+def slurm_study(request, tmp_path_factory):
+    """The backprop half of the small study through `snakemake --profile profiles/slurm`, every job a real sbatch job.
+
+    The trained models and the simulated backprop study are copied from the local run (same config), so SLURM runs
+    the analysis itself: preparation, extraction, encoding, hierarchy and figures. Dropping the misaligned datasets
+    also checks that SLURM jobs see this config alone, not merged with config/config.yaml.
+    """
+    reason, partition = slurm_cluster()
+    if reason:
+        pytest.skip(reason)
+    local, _ = request.getfixturevalue("small_study")
+    tmp = tmp_path_factory.mktemp("slurm")
+    cfg = small_config(tmp)
+    cfg["simulation"]["scenarios"] = ["backprop"]
+    cfg["datasets"] = {n: ds for n, ds in cfg["datasets"].items() if ds.get("simulated") == "backprop"}
+    configfile = tmp / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    for rel in ("results/models", "data/sim/stimuli.zarr", "data/sim/backprop"):
+        shutil.copytree(local / rel, tmp / rel)
+    from test_profiles import profile_without_conda
+
+    profile = profile_without_conda(tmp / "profile")
+    logs = tmp / "slurm_logs"
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), "--profile", str(profile),
+           "--configfile", str(configfile),
+           # no slurmdbd here, so no sacct: the job states come from squeue (MinJobAge=600 keeps finished jobs)
+           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+           "--slurm-logdir", str(logs), "--slurm-keep-successful-logs",
+           # one thread per job as in the local run, so the numbers match and two jobs share the 2-CPU node
+           "--set-threads", "extract_features=1", "encode_fmri=1", "encode_meg=1"]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "GRADBRAIN_PARTITION": partition, "GRADBRAIN_GPU_PARTITION": partition}
+    env.pop("GRADBRAIN_REPLACE_WORKFLOW_CONFIG", None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1500)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode() + (err.stderr or b"").decode()
+        jobs = re.findall(r"submitted with SLURM jobid (\d+)", out)
+        if jobs:
+            subprocess.run(["scancel", *jobs], check=False)
+        squeue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+        pytest.fail(f"the SLURM run took over 25 min; squeue:\n{squeue}\n{out[-4000:]}")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"SLURM run failed ({proc.returncode}):\n{output[-8000:]}"
+    return local, tmp, cfg, output, logs
+
+
+def assert_same_rows(expected: pd.DataFrame, actual: pd.DataFrame, name: str, tolerance: float = 1e-4) -> None:
+    """The same rows (matched on the text columns, subject and target) with numbers equal to ``tolerance``."""
+    keys = [c for c in expected.columns
+            if not pd.api.types.is_numeric_dtype(expected[c]) or c in ("subject", "target")]
+    merged = expected.merge(actual, on=keys, how="outer", suffixes=("_expected", "_actual"), indicator=True)
+    assert (merged["_merge"] == "both").all(), f"{name}: rows differ:\n{merged[merged['_merge'] != 'both'].head()}"
+    assert len(merged) == len(expected) == len(actual), f"{name}: duplicate keys {keys}"
+    for col in expected.columns.difference(keys):
+        a = merged[f"{col}_expected"].to_numpy(float)
+        b = merged[f"{col}_actual"].to_numpy(float)
+        assert np.allclose(a, b, rtol=tolerance, atol=tolerance, equal_nan=True), f"{name}: column {col} differs"
+
+
+@pytest.mark.slow
+def test_slurm_run_submits_every_job_and_matches_the_local_run(slurm_study):
+    local, tmp, cfg, output, logs = slurm_study
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    # the per-subject preparations share one SLURM job (group prepare), as do hierarchy and report (group summary)
+    n_models, n_datasets = len(cfg["models"]), len(cfg["datasets"])
+    assert len(submitted) == 2 * n_models * n_datasets + 2, output[-4000:]
+    ran = {d.name for d in logs.iterdir()}
+    assert {"rule_extract_features", "rule_encode_fmri", "rule_encode_meg"} <= ran, ran
+    assert not any("train_demo_model" in d or "simulate" in d for d in ran), "the copied inputs are reused"
+    for key in ("scores", "best_layers"):
+        slurm = pd.read_csv(tmp / "results" / "hierarchy" / f"{key}.csv")
+        local_rows = pd.read_csv(local / "results" / "hierarchy" / f"{key}.csv")
+        assert_same_rows(local_rows[local_rows.dataset.isin(cfg["datasets"])], slurm, f"{key}.csv")
+    assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
+
+
+# --------------------------------------------------------------------- last: it changes the small study's files
+@pytest.mark.slow
+def test_until_encode_meg_runs_only_the_missing_encoding(small_study):
+    """With one MEG encoding and the hierarchy tables deleted, --until encode_meg re-runs that encoding alone and
+    leaves the tables missing; the next full run then makes exactly the hierarchy and the figures.
+
+    (Snakemake does not re-make a deleted intermediate file while everything downstream of it is present, so the
+    tables go too: only then does the default target need the encoding again.)
+    """
+    tmp, configfile = small_study
+    results = tmp / "results"
+    part = Path("sim_backprop_meg") / "demo_vit"
+    redone = {results / "encoding" / part / "sub-1.zarr", results / "logs" / "encode_meg" / part / "sub-1.log",
+              results / "benchmarks" / "encode_meg" / part / "sub-1.tsv", results / "hierarchy"}
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*")
+              if p.is_file() and not any(p == r or r in p.parents for r in redone)}
+    shutil.rmtree(results / "encoding" / part / "sub-1.zarr")
+    shutil.rmtree(results / "hierarchy")
+    proc = run_snakemake(configfile, "--until", "encode_meg")
+    ran = re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)
+    assert ran == ["encode_meg"], ran
+    assert (results / "encoding" / part / "sub-1.zarr" / "zarr.json").is_file()
+    assert not list(results.glob("hierarchy/*.csv")), "--until encode_meg went on to the hierarchy"
+    touched = sorted(str(p.relative_to(results)) for p, t in before.items() if p.stat().st_mtime_ns != t)
+    assert not touched, f"--until encode_meg changed other outputs: {touched[:10]}"
+    proc = run_snakemake(configfile)
+    assert sorted(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M)) == ["all", "hierarchy",
+                                                                                              "report"]

@@ -14,7 +14,8 @@ rule prepare_fmri:
         "../../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=job_size("prepare", "mem_mb"),
+        runtime=job_size("prepare", "runtime"),
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
     script:
@@ -37,7 +38,8 @@ rule prepare_meg:
         "../../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=job_size("prepare", "mem_mb"),
+        runtime=job_size("prepare", "runtime"),
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
     script:

@@ -149,3 +149,47 @@ def all_targets():
         f"{RESULTS}/figures",
         f"{RESULTS}/report",
     ]
+
+
+# Memory (MB) and run time (min) of the jobs whose size grows with the study, estimated from the config by
+# gradbrain.jobsize so that a cluster gets them at submission; a retried job asks for attempt x as much.
+# profiles/slurm adds partitions and threads; local runs ignore both unless given --resources.
+from gradbrain import jobsize  # noqa: E402
+
+
+def _job_size(stage, wildcards):
+    if stage == "prepare":
+        return jobsize.prepare(DATASETS[wildcards.dataset], int(wildcards.subject), SIM)
+    if stage == "extract":
+        return jobsize.extract(
+            DATASETS[wildcards.dataset],
+            MODELS[wildcards.model],
+            config["extraction"],
+            SIM,
+        )
+    if stage == "encode":
+        return jobsize.encode(
+            DATASETS[wildcards.dataset],
+            MODELS[wildcards.model],
+            int(wildcards.subject),
+            config["encoding"],
+            SIM,
+        )
+    if stage == "hierarchy":
+        return jobsize.hierarchy(DATASETS, MODELS, config["hierarchy"], SIM)
+    raise ValueError(f"no job size estimate for stage '{stage}'")
+
+
+def job_size(stage, key):
+    """Resource callable: ``key`` (mem_mb or runtime) of a ``stage`` job from gradbrain.jobsize, x attempt."""
+    return lambda wildcards, attempt: _job_size(stage, wildcards)[key] * attempt
+
+
+def by_attempt(value):
+    """Resource callable for jobs of a fixed size: ``value`` x attempt."""
+    return lambda wildcards, attempt: value * attempt
+
+
+def on_gpu(device):
+    """GPUs a job asks for: one when its stage runs on a CUDA device."""
+    return 1 if str(device).startswith("cuda") else 0

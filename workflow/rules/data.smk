@@ -10,8 +10,8 @@ rule train_demo_model:
         "../../envs/extract.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
     params:
         spec=lambda wc: spec_subset(wc.model, TRAINING_KEYS),
         training=lambda wc: {
@@ -36,7 +36,8 @@ rule simulate_stimuli:
         "../../envs/extract.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
     params:
         simulation=stimuli_settings(),
         specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM_DRIVERS},
@@ -58,7 +59,8 @@ rule simulate_study:
         "../../envs/extract.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
     params:
         simulation=SIM,
     script:

@@ -15,8 +15,9 @@ rule encode_fmri:
         "../../envs/stats.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=job_size("encode", "mem_mb"),
+        runtime=job_size("encode", "runtime"),
+        gpu=on_gpu(config["encoding"]["device"]),
     params:
         encoding=config["encoding"],
     script:
@@ -40,8 +41,9 @@ rule encode_meg:
         "../../envs/stats.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=job_size("encode", "mem_mb"),
+        runtime=job_size("encode", "runtime"),
+        gpu=on_gpu(config["encoding"]["device"]),
     params:
         encoding=config["encoding"],
     script:

@@ -13,9 +13,9 @@ rule extract_features:
         "../../envs/extract.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=120,
-        gpu=lambda wc: 1 if config["extraction"]["device"].startswith("cuda") else 0,
+        mem_mb=job_size("extract", "mem_mb"),
+        runtime=job_size("extract", "runtime"),
+        gpu=on_gpu(config["extraction"]["device"]),
     params:
         spec=lambda wc: MODELS[wc.model],
         dataset=lambda wc: DATASETS[wc.dataset],

@@ -19,7 +19,8 @@ rule hierarchy:
         "../../envs/stats.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=job_size("hierarchy", "mem_mb"),
+        runtime=job_size("hierarchy", "runtime"),
     params:
         hierarchy=config["hierarchy"],
         scenarios={n: d["simulated"] for n, d in DATASETS.items() if d.get("simulated")},
