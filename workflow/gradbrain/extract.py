@@ -5,6 +5,7 @@ g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -93,9 +94,14 @@ def preprocess(images: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.
         x = F.interpolate(x, size=new, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
     x = x[:, :, top : top + size, left : left + size]
-    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1)
+    mean, std = _channel_stats(tuple(prep.mean), tuple(prep.std), x.device)
     return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation constants on ``device``, copied once (a host-to-device copy per batch would stall the queue)."""
+    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std))
 
 
 def extract_batch(

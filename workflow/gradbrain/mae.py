@@ -93,7 +93,10 @@ def seeded_masks(index: torch.Tensor, n_patches: int, mask_ratio: float, seed: i
     mask = torch.ones(len(index), n_patches)
     mask[:, :n_keep] = 0
     mask = torch.gather(mask, 1, restore)
-    return shuffle[:, :n_keep].to(device), restore.to(device), mask.to(device)
+    from .objectives import to_device
+
+    device = torch.device(device)
+    return to_device(shuffle[:, :n_keep], device), to_device(restore, device), to_device(mask, device)
 
 
 class MAERecon:

@@ -16,6 +16,14 @@ from .models import LoadedModel
 Pause = Callable[[], ContextManager]
 
 
+def to_device(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy a small host tensor to ``device`` without stalling the host: a copy from pageable memory would wait
+    for all queued GPU work, one from pinned memory is queued behind it."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, dtype or t.dtype, non_blocking=True)
+
+
 class CEPseudo:
     """Cross-entropy against the model's own top class (classifiers)."""
 
@@ -54,10 +62,7 @@ def seeded_views(x: torch.Tensor, seeds: Sequence[int], min_scale: float = 0.5) 
         lo[k] = torch.tensor([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1])  # centres of the crop's edge pixels
         hi[k] = torch.tensor([(2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1])
         gain[k] = bright
-    params = torch.cat([theta.flatten(1), lo, hi, gain[:, None].double()], dim=1)
-    if x.is_cuda:
-        params = params.pin_memory()
-    params = params.to(x.device, x.dtype, non_blocking=True)  # one small copy; the grid is built on the device
+    params = to_device(torch.cat([theta.flatten(1), lo, hi, gain[:, None].double()], dim=1), x.device, x.dtype)
     theta, lo, hi, gain = params[:, :6].view(b, 2, 3), params[:, 6:8], params[:, 8:10], params[:, 10]
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     grid = torch.maximum(torch.minimum(grid, hi[:, None, None]), lo[:, None, None])

@@ -1,4 +1,6 @@
-# Pooled activations and per-image gradients of every sampled layer (GPU on a cluster).
+# Pooled activations and per-image gradients of every sampled layer (GPU on a cluster). The rule declares what
+# the SLURM profile needs to place it: one GPU when the device is CUDA, num_workers + 1 CPUs (image decoding runs
+# in worker processes), host memory and a runtime that grow with each retry.
 rule extract_features:
     input:
         data=dataset_input,
@@ -11,11 +13,11 @@ rule extract_features:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{model}}.tsv"
     conda:
         "../../envs/extract.yaml"
-    threads: 1
+    threads: int(config["extraction"]["num_workers"]) + 1
     resources:
-        mem_mb=16000,
-        runtime=120,
         gpu=lambda wc: 1 if config["extraction"]["device"].startswith("cuda") else 0,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
     params:
         spec=lambda wc: MODELS[wc.model],
         dataset=lambda wc: DATASETS[wc.dataset],
