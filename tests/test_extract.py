@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gradbrain import extract, mae, objectives
-from gradbrain.catalogue import model_spec
-from gradbrain.models import load_model
+from gradbrain.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
+from gradbrain.models import load_model, resolve_blocks
 
 CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 SMALL = {  # small random-init stand-ins of each family, built offline through the catalogue entries' code paths
@@ -287,3 +287,21 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
         b = extract.load_features(out, kind)
         for layer in a:
             np.testing.assert_array_equal(a[layer], b[layer])
+
+
+@pytest.mark.parametrize("name", sorted(load_catalogue()))
+def test_catalogue_entries_build_with_the_block_count_the_dag_uses(name):
+    """Every real entry's architecture (built without memory on the meta device) has the blocks its family layout
+    names, as many as the catalogue tells the workflow at parse time."""
+    import open_clip
+    import timm
+
+    spec = model_spec(name)
+    with torch.device("meta"):
+        if spec["source"] == "timm":
+            module = timm.create_model(spec["arch"], **spec["kwargs"])
+        else:
+            module = open_clip.create_model(spec["arch"], device="meta", **spec["kwargs"])
+    blocks = resolve_blocks(module, FAMILY_BLOCKS[spec["family"]])
+    assert len(blocks) == n_blocks(spec)
+    assert len(sample_layers(len(blocks), spec["n_layers"])) == min(len(blocks), spec["n_layers"])
