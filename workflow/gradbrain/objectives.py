@@ -53,16 +53,13 @@ def seeded_views(x: torch.Tensor, seeds: Sequence[int], min_scale: float = 0.5) 
     crop, so a view depends on its own image and seed only.
     """
     b, _, h, w = x.shape
-    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
-    lo, hi, gain = torch.empty(b, 2, dtype=torch.float64), torch.empty(b, 2, dtype=torch.float64), torch.empty(b)
-    for k, seed in enumerate(seeds):
+    rows = []  # per image: affine map of the output grid into the crop, the crop's edge-pixel centres, brightness
+    for seed in seeds:
         top, left, ch, cw, flip, bright = view_params(seed, h, w, min_scale)
-        theta[k, 0] = torch.tensor([(-1 if flip else 1) * cw / w, 0, (2 * left + cw) / w - 1])
-        theta[k, 1] = torch.tensor([0, ch / h, (2 * top + ch) / h - 1])
-        lo[k] = torch.tensor([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1])  # centres of the crop's edge pixels
-        hi[k] = torch.tensor([(2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1])
-        gain[k] = bright
-    params = to_device(torch.cat([theta.flatten(1), lo, hi, gain[:, None].double()], dim=1), x.device, x.dtype)
+        rows.append([(-1 if flip else 1) * cw / w, 0, (2 * left + cw) / w - 1, 0, ch / h, (2 * top + ch) / h - 1,
+                     (2 * left + 1) / w - 1, (2 * top + 1) / h - 1,
+                     (2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1, bright])  # fmt: skip
+    params = to_device(torch.tensor(rows, dtype=torch.float64), x.device, x.dtype)
     theta, lo, hi, gain = params[:, :6].view(b, 2, 3), params[:, 6:8], params[:, 8:10], params[:, 10]
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     grid = torch.maximum(torch.minimum(grid, hi[:, None, None]), lo[:, None, None])
