@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from gradbrain import extract, mae, objectives
 from gradbrain.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
@@ -201,9 +202,11 @@ def test_text_bank_is_encoded_once_per_dataset(tmp_path, monkeypatch):
     obj = objectives.make_objective(model, names=names)
     assert calls["n"] == 2 and obj.text.shape[0] == 300  # 300 names in chunks of 256
     images = np.random.default_rng(0).integers(0, 255, size=(12, 40, 40, 3), dtype=np.uint8)
-    extract.extract_to_zarr(model, obj, _reader(images), [str(i) for i in range(12)], tmp_path / "f.zarr",
-                            batch_size=3, chunk_images=6)  # fmt: skip
+    out = extract.extract_to_zarr(model, obj, _reader(images), [str(i) for i in range(12)], tmp_path / "f.zarr",
+                                  batch_size=3, chunk_images=6)  # fmt: skip
     assert calls["n"] == 2, "no batch re-encodes the text bank"
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert attrs["objective"] == "clip_zeroshot" and attrs["objective_settings"]["text_bank_size"] == 300
 
 
 def test_gradients_equal_autograd_of_one_image_loss():
@@ -275,8 +278,6 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract.extract_to_zarr(model, obj, _reader(images), ids, out, **kw)
     assert not out.exists() and (tmp_path / "resumed.zarr.partial").exists()
-    import zarr
-
     assert zarr.open_group(str(tmp_path / "resumed.zarr.partial")).attrs["n_done"] == 8
     monkeypatch.setattr(extract, "extract_batch", real)
     seen = []

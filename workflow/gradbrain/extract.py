@@ -310,6 +310,7 @@ def extract_to_zarr(
     partial.parent.mkdir(parents=True, exist_ok=True)
     dims = _feature_dims(model, objective, model.preprocessing, device)
     group = _prepare_partial(partial, model, ids, dims, settings)
+    group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
     start = int(group.attrs["n_done"])
     if start:
         log.info("resuming %s at image %d of %d", out, start, len(ids))

@@ -106,6 +106,7 @@ class MAERecon:
 
     def __init__(self, decoder: MAEDecoder, mask_ratio: float = 0.75, norm_pix_loss: bool = True, seed: int = 0):
         self.decoder, self.mask_ratio, self.norm_pix_loss, self.seed = decoder, mask_ratio, norm_pix_loss, seed
+        self.settings = {"mask_ratio": mask_ratio, "norm_pix_loss": norm_pix_loss, "seed": seed}
 
     def __call__(self, model, x: torch.Tensor, index: torch.Tensor, pause=nullcontext) -> torch.Tensor:
         vit = model.module
@@ -173,5 +174,7 @@ def mae_objective(model, seed: int = 0) -> MAERecon:
     """The mae_recon objective of a loaded model, with its decoder and the entry's mask ratio and target."""
     cfg = decoder_settings(model.spec)
     decoder = load_decoder(model.spec, model.module)
-    return MAERecon(decoder, float(cfg["mask_ratio"]), bool(cfg["norm_pix_loss"]), seed)
+    objective = MAERecon(decoder, float(cfg["mask_ratio"]), bool(cfg["norm_pix_loss"]), seed)
+    objective.settings["decoder_file"] = str(cfg["file"])
+    return objective
 

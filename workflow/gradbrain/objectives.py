@@ -28,6 +28,7 @@ class CEPseudo:
     """Cross-entropy against the model's own top class (classifiers)."""
 
     name = "ce_pseudo"
+    settings: dict = {}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         logits = model.logits(x)
@@ -74,6 +75,7 @@ class SSLView:
 
     def __init__(self, seed: int = 0):
         self.seed = seed
+        self.settings = {"seed": seed, "view": "seeded resized crop (scale 0.5-1), flip, brightness 0.8-1.2"}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         z = model.embed(x)
@@ -93,6 +95,7 @@ class ZeroShot:
         self.text = F.normalize(text_features.float(), dim=-1)
         self.scale, self.bias, self.sigmoid = logit_scale, logit_bias, sigmoid
         self.name = "siglip_zeroshot" if sigmoid else "clip_zeroshot"
+        self.settings = {"text_bank_size": int(self.text.shape[0]), "logit_scale": logit_scale, "logit_bias": logit_bias}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         img = F.normalize(model.embed(x).float(), dim=-1)
