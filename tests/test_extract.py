@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
-from gradbrain import extract, objectives
-from gradbrain.catalogue import model_spec
-from gradbrain.models import load_model
+from gradbrain import extract, mae, objectives
+from gradbrain.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
+from gradbrain.models import load_model, resolve_blocks
 
-SMALL = {  # small random-init stand-ins of each family, built offline
+CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+SMALL = {  # small random-init stand-ins of each family, built offline through the catalogue entries' code paths
     "vit": {"catalogue": "demo_vit", "weights": {"demo": False}},
     "dinov3_rope": {
         "catalogue": "dinov3_vitl16",
         "arch": "vit_small_patch16_dinov3",
-        "kwargs": {"img_size": 32, "depth": 3, "embed_dim": 64, "num_heads": 2},
+        "kwargs": {"img_size": 32, "depth": 3, "embed_dim": 64, "num_heads": 2, "num_classes": 7},
         "input_size": 32,
         "weights": {"hub": None},
     },
@@ -27,12 +29,35 @@ SMALL = {  # small random-init stand-ins of each family, built offline
         "input_size": 32,
         "weights": {"hub": None},
     },
-    "clip": {"catalogue": "owlvit_b32", "weights": {"file": None}, "n_layers": 4},
-}
+    "clip": {  # open_clip's own ViT image tower (CLIP, OWL-ViT)
+        "catalogue": "owlvit_b32",
+        "weights": {"file": None},
+        "n_blocks": 2,
+        "kwargs": {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+            "text_cfg": CLIP_TEXT,
+        },
+    },
+    "siglip": {  # a timm trunk with attention-pool head and a logit bias (SigLIP2's layout)
+        "catalogue": "siglip2_vitb16",
+        "weights": {"hub": None},
+        "n_blocks": 12,
+        "n_layers": 3,
+        "tokenizer": "ViT-B-32",
+        "kwargs": {
+            "embed_dim": 192,
+            "force_image_size": 32,
+            "vision_cfg": {"image_size": 32, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+                           "timm_pool": "map", "timm_proj": "none"},
+            "text_cfg": {**CLIP_TEXT, "no_causal_mask": True, "proj_bias": True, "pool_type": "last"},
+        },
+    },
+}  # fmt: skip
 
 
-def _model(family: str, objective: str | None = None):
-    overrides = dict(SMALL[family])
+def _model(family: str, objective: str | None = None, **extra):
+    overrides = {**SMALL[family], **extra}
     if objective:
         overrides["objective"] = objective
     torch.manual_seed(0)
@@ -53,7 +78,7 @@ def _compare(model, objective, n=5):
                 torch.testing.assert_close(full[i : i + 1].double(), one.double(), rtol=1e-5, atol=1e-8)
     finally:
         capture.remove()
-    assert not model.module.training
+    assert not any(m.training for m in model.module.modules()), "every submodule stays in eval mode"
     assert all(float(g.abs().sum()) > 0 for g in grads), "every sampled layer gets a gradient"
     return acts, grads
 
@@ -62,16 +87,126 @@ def _compare(model, objective, n=5):
 @pytest.mark.parametrize("objective", ["ce_pseudo", "ssl_view"])
 def test_batched_equals_one_image(family, objective):
     model = _model(family, objective)
-    if objective == "ce_pseudo" and family == "dinov3_rope":
-        pytest.skip("the DINOv3 stand-in is headless (num_classes=0): ce_pseudo needs a classifier")
     _compare(model, objectives.make_objective(model, seed=3))
 
 
+@pytest.mark.parametrize("family", ["clip", "siglip"])
 @pytest.mark.parametrize("objective", ["clip_zeroshot", "siglip_zeroshot"])
-def test_zero_shot_batched_equals_one_image(objective):
-    model = _model("clip", objective)
+def test_zero_shot_batched_equals_one_image(family, objective):
+    model = _model(family, objective)
     obj = objectives.make_objective(model, names=["dog", "coat rack", "banana"])
+    assert obj.name == objective
     _compare(model, obj, n=3)
+
+
+def test_ssl_view_on_image_towers():
+    model = _model("siglip", "ssl_view")
+    _compare(model, objectives.make_objective(model, seed=1), n=3)
+
+
+def _mae_decoder_file(model, path, depth=2, dim=32, heads=4):
+    """A random-init MAE decoder saved as the original MAE checkpoints store it ({'model': {decoder_*...}})."""
+    torch.manual_seed(5)
+    vit = model.module
+    n = vit.patch_embed.num_patches
+    dec = mae.MAEDecoder(vit.embed_dim, dim, depth, heads, n, vit.patch_embed.patch_size[0])
+    for prm in dec.parameters():  # non-zero everywhere, so every path carries gradient
+        torch.nn.init.normal_(prm, std=0.2)
+    state = {**{k: v for k, v in vit.state_dict().items()}, **dec.state_dict()}
+    torch.save({"model": state}, path)
+    return dec
+
+
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_mae_recon_batched_equals_one_image(tmp_path, norm_pix):
+    base = _model("vit", "ce_pseudo")
+    _mae_decoder_file(base, tmp_path / "mae.pth")
+    model = _model("vit", "mae_recon", weights={"demo": False, "file": str(tmp_path / "mae.pth")},
+                   decoder={"file": str(tmp_path / "mae.pth"), "num_heads": 4, "norm_pix_loss": norm_pix})
+    for a, b in zip(model.module.state_dict().values(), base.module.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the encoder came from the same MAE checkpoint
+    obj = objectives.make_objective(model, seed=2)
+    assert obj.name == "mae_recon" and obj.norm_pix_loss == norm_pix
+    obj.decoder.double()
+    _compare(model, obj, n=4)
+
+
+def _mae_reference_loss(vit, decoder, img, noise, mask_ratio, norm_pix):
+    """models_mae.py (facebookresearch/mae) written out for one image: forward_encoder, forward_decoder, loss."""
+    p = decoder.patch_size
+    x = vit.patch_embed(img) + vit.pos_embed[:, 1:]
+    n_keep = int(x.shape[1] * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    x = torch.gather(x, 1, ids_shuffle[:, :n_keep, None].repeat(1, 1, x.shape[2]))
+    mask = torch.ones(1, noise.shape[1], dtype=img.dtype)
+    mask[:, :n_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    x = torch.cat([vit.cls_token + vit.pos_embed[:, :1], x], dim=1)
+    for blk in vit.blocks:
+        x = blk(x)
+    x = vit.norm(x)
+    x = decoder.decoder_embed(x)
+    tokens = decoder.mask_token.repeat(1, ids_restore.shape[1] + 1 - x.shape[1], 1)
+    x_ = torch.cat([x[:, 1:], tokens], dim=1)
+    x_ = torch.gather(x_, 1, ids_restore[..., None].repeat(1, 1, x.shape[2]))
+    x = torch.cat([x[:, :1], x_], dim=1) + decoder.decoder_pos_embed
+    for blk in decoder.decoder_blocks:
+        x = blk(x)
+    pred = decoder.decoder_pred(decoder.decoder_norm(x))[:, 1:]
+    h = w = img.shape[2] // p
+    target = img.reshape(1, 3, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(1, h * w, p * p * 3)
+    if norm_pix:
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+def test_mae_recon_is_the_mae_loss(tmp_path):
+    base = _model("vit", "ce_pseudo")
+    _mae_decoder_file(base, tmp_path / "mae.pth")
+    model = _model("vit", "mae_recon", weights={"demo": False, "file": str(tmp_path / "mae.pth")},
+                   decoder={"file": str(tmp_path / "mae.pth"), "num_heads": 4, "mask_ratio": 0.5})
+    obj = objectives.make_objective(model, seed=4)
+    model.module.double(), obj.decoder.double()
+    x = torch.randn(3, 3, 48, 48, dtype=torch.float64)
+    losses = obj(model, x, torch.tensor([0, 7, 9]))
+    n = model.module.patch_embed.num_patches
+    for k, i in enumerate([0, 7, 9]):
+        noise = torch.rand(n, generator=torch.Generator().manual_seed(4 * 1_000_003 + i))[None]
+        ref = _mae_reference_loss(model.module, obj.decoder, x[k : k + 1], noise, 0.5, True)
+        torch.testing.assert_close(losses[k], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_mae_recon_without_decoder_says_how_to_get_one(tmp_path):
+    model = _model("vit", "mae_recon")
+    with pytest.raises(FileNotFoundError, match="decoder.file.*mae_visualize_vit_large.pth"):
+        objectives.make_objective(model)
+    torch.save({"model": model.module.state_dict()}, tmp_path / "encoder_only.pth")
+    model = _model("vit", "mae_recon", decoder={"file": str(tmp_path / "encoder_only.pth")})
+    with pytest.raises(ValueError, match="holds no MAE decoder"):
+        objectives.make_objective(model)
+
+
+def test_text_bank_is_encoded_once_per_dataset(tmp_path, monkeypatch):
+    model = _model("clip", "clip_zeroshot")
+    calls = {"n": 0}
+    encode_text = model.module.encode_text
+
+    def counting(tokens, *a, **k):
+        calls["n"] += 1
+        return encode_text(tokens, *a, **k)
+
+    monkeypatch.setattr(model.module, "encode_text", counting)
+    names = [f"concept {i}" for i in range(300)]
+    obj = objectives.make_objective(model, names=names)
+    assert calls["n"] == 2 and obj.text.shape[0] == 300  # 300 names in chunks of 256
+    images = np.random.default_rng(0).integers(0, 255, size=(12, 40, 40, 3), dtype=np.uint8)
+    out = extract.extract_to_zarr(model, obj, _reader(images), [str(i) for i in range(12)], tmp_path / "f.zarr",
+                                  batch_size=3, chunk_images=6)  # fmt: skip
+    assert calls["n"] == 2, "no batch re-encodes the text bank"
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert attrs["objective"] == "clip_zeroshot" and attrs["objective_settings"]["text_bank_size"] == 300
 
 
 def test_gradients_equal_autograd_of_one_image_loss():
@@ -90,10 +225,22 @@ def test_gradients_equal_autograd_of_one_image_loss():
     torch.testing.assert_close(grads[-1][1], g.mean(dim=(2, 3))[0], rtol=1e-6, atol=1e-8)
 
 
-def test_ssl_view_is_seeded_per_image():
-    x = torch.rand(3, 16, 16)
-    assert torch.equal(objectives.seeded_view(x, 7), objectives.seeded_view(x, 7))
-    assert not torch.equal(objectives.seeded_view(x, 7), objectives.seeded_view(x, 8))
+def _reference_view(x, seed, min_scale=0.5):
+    """One image's view computed directly: crop the box, resize with F.interpolate, flip, scale brightness."""
+    top, left, ch, cw, flip, bright = objectives.view_params(seed, x.shape[1], x.shape[2], min_scale)
+    view = torch.nn.functional.interpolate(x[None, :, top : top + ch, left : left + cw], size=x.shape[1:],
+                                           mode="bilinear", align_corners=False)[0]  # fmt: skip
+    return (view.flip(-1) if flip else view) * bright
+
+
+def test_ssl_views_are_seeded_per_image_and_equal_crop_and_resize():
+    x = torch.rand(6, 3, 20, 24, dtype=torch.float64)
+    seeds = [7, 8, 9, 10, 11, 12]
+    views = objectives.seeded_views(x, seeds)
+    for k, seed in enumerate(seeds):
+        torch.testing.assert_close(views[k], _reference_view(x[k], seed), rtol=0, atol=1e-6)  # float32 coordinates
+        torch.testing.assert_close(objectives.seeded_views(x[k : k + 1], [seed])[0], views[k], rtol=0, atol=0)
+    assert not torch.equal(objectives.seeded_views(x[:1], [7]), objectives.seeded_views(x[:1], [8]))
 
 
 def test_pooling_modes():
@@ -122,7 +269,7 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
 
     def dying(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 4:  # dies inside the second chunk, after one complete chunk
+        if calls["n"] == 5:  # call 1 sizes the arrays; dies on images 12-15, after the first chunk (0-7) is stored
             raise KeyboardInterrupt
         return real(*a, **k)
 
@@ -131,8 +278,6 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract.extract_to_zarr(model, obj, _reader(images), ids, out, **kw)
     assert not out.exists() and (tmp_path / "resumed.zarr.partial").exists()
-    import zarr
-
     assert zarr.open_group(str(tmp_path / "resumed.zarr.partial")).attrs["n_done"] == 8
     monkeypatch.setattr(extract, "extract_batch", real)
     seen = []
@@ -143,3 +288,21 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
         b = extract.load_features(out, kind)
         for layer in a:
             np.testing.assert_array_equal(a[layer], b[layer])
+
+
+@pytest.mark.parametrize("name", sorted(load_catalogue()))
+def test_catalogue_entries_build_with_the_block_count_the_dag_uses(name):
+    """Every real entry's architecture (built without memory on the meta device) has the blocks its family layout
+    names, as many as the catalogue tells the workflow at parse time."""
+    import open_clip
+    import timm
+
+    spec = model_spec(name)
+    with torch.device("meta"):
+        if spec["source"] == "timm":
+            module = timm.create_model(spec["arch"], **spec["kwargs"])
+        else:
+            module = open_clip.create_model(spec["arch"], device="meta", **spec["kwargs"])
+    blocks = resolve_blocks(module, FAMILY_BLOCKS[spec["family"]])
+    assert len(blocks) == n_blocks(spec)
+    assert len(sample_layers(len(blocks), spec["n_layers"])) == min(len(blocks), spec["n_layers"])

@@ -5,6 +5,7 @@ g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -12,7 +13,7 @@ import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -71,22 +72,36 @@ def pool(h: torch.Tensor, pooling: str) -> torch.Tensor:
     return torch.cat([h[:, 0], h.mean(1)], dim=-1)
 
 
-def preprocess(images: np.ndarray, prep: Preprocessing) -> torch.Tensor:
-    """uint8 (B,H,W,3) -> normalised float (B,3,S,S): resize the short side to S/crop_pct, centre crop S."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+def preprocess(images: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 (B,H,W,3) -> normalised float (B,3,S,S) on the images' device.
+
+    ``shortest``: the short side to S/crop_pct, centre crop S; ``squash``: both sides to S/crop_pct, centre crop S.
+    """
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    x = x.permute(0, 3, 1, 2).float() / 255.0
     size = prep.input_size
     short = int(round(size / prep.crop_pct))
     h, w = x.shape[-2:]
-    scale = short / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    if prep.resize_mode == "squash":
+        new = (short, short)
+    elif prep.resize_mode == "shortest":
+        scale = short / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    else:
+        raise ValueError(f"preprocessing resize_mode '{prep.resize_mode}' is not one of shortest, squash")
     if new != (h, w):
         mode = "bicubic" if prep.interpolation == "bicubic" else "bilinear"
         x = F.interpolate(x, size=new, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
     x = x[:, :, top : top + size, left : left + size]
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
+    mean, std = _channel_stats(tuple(prep.mean), tuple(prep.std), x.device)
     return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation constants on ``device``, copied once (a host-to-device copy per batch would stall the queue)."""
+    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std))
 
 
 def extract_batch(
@@ -117,17 +132,99 @@ def extract_batch(
 
 
 class ImageBatches(torch.utils.data.Dataset):
-    """Batches of preprocessed stimuli read by ``read(ids) -> uint8``; runs in DataLoader workers."""
+    """Batches of stimuli read by ``read(ids) -> uint8`` (runs in DataLoader workers).
 
-    def __init__(self, read: Callable[[Sequence[str]], np.ndarray], ids: Sequence[str], prep: Preprocessing, bs: int):
-        self.read, self.ids, self.prep, self.bs = read, list(ids), prep, bs
+    ``decode_only``: yield the decoded uint8 images (B,H,W,3), preprocessed later on the model's device (GPU runs:
+    the workers only decode); otherwise yield them preprocessed (CPU runs: the workers resize too).
+    """
+
+    def __init__(self, read: Callable[[Sequence[str]], np.ndarray], ids: Sequence[str], prep: Preprocessing, bs: int,
+                 decode_only: bool = False):  # fmt: skip
+        self.read, self.ids, self.prep, self.bs, self.decode_only = read, list(ids), prep, bs, decode_only
 
     def __len__(self) -> int:
         return (len(self.ids) + self.bs - 1) // self.bs
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = b * self.bs, min((b + 1) * self.bs, len(self.ids))
-        return preprocess(self.read(self.ids[lo:hi]), self.prep), torch.arange(lo, hi)
+        images = self.read(self.ids[lo:hi])
+        if self.decode_only:
+            return torch.from_numpy(np.ascontiguousarray(images)), torch.arange(lo, hi)
+        return preprocess(images, self.prep), torch.arange(lo, hi)
+
+
+def image_loader(
+    read: Callable[[Sequence[str]], np.ndarray],
+    ids: Sequence[str],
+    prep: Preprocessing,
+    batch_size: int,
+    num_workers: int = 0,
+    device: str = "cpu",
+    decode_only: bool | None = None,
+) -> torch.utils.data.DataLoader:
+    """Batches in stimulus order, decoded by ``num_workers`` processes ahead of the model (pinned memory on CUDA).
+
+    Each worker holds its own file handles (the readers open them lazily per process); the DataLoader returns the
+    batches in index order whatever the number of workers. Off the CPU, workers only decode (``decode_only``) and
+    the model's device resizes and normalises.
+    """
+    if decode_only is None:
+        decode_only = not str(device).startswith("cpu")
+    return torch.utils.data.DataLoader(
+        ImageBatches(read, ids, prep, batch_size, decode_only=decode_only),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=str(device).startswith("cuda"),
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+
+
+def iter_features(
+    model: LoadedModel,
+    objective: Callable,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str = "cpu",
+    autocast: str | None = None,
+) -> Iterator[tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]]:
+    """Per batch of (images, indices): the indices and float32 activations and gradients of every sampled layer.
+
+    Images are uint8 (preprocessed here, on the device) or already preprocessed. On CUDA nothing waits per layer:
+    a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
+    next one is queued, so the host's work (storing, decoding) overlaps the device's.
+    """
+    capture = Capture(model.sampled_blocks)
+    cuda = str(device).startswith("cuda")
+    pending = None
+    try:
+        for x, idx in batches:
+            x = x.to(device, non_blocking=True)
+            if x.dtype == torch.uint8:
+                x = preprocess(x, model.preprocessing)
+            if model.extra.get("channels_last"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            acts, grads = extract_batch(model, objective, x, idx, capture, autocast)
+            dims = [a.shape[1] for a in acts]
+            flat = torch.cat([t.float() for t in acts + grads], dim=1)
+            host = flat.to("cpu", non_blocking=cuda)
+            event = torch.cuda.Event() if cuda else None
+            if event is not None:
+                event.record()
+            if pending is not None:
+                yield _unpack(*pending)
+            pending = (idx, host, event, dims)
+        if pending is not None:
+            yield _unpack(*pending)
+    finally:
+        capture.remove()
+
+
+def _unpack(idx, host, event, dims) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    if event is not None:
+        event.synchronize()
+    parts = np.split(host.numpy(), np.cumsum(dims + dims)[:-1], axis=1)
+    return idx, parts[: len(dims)], parts[len(dims) :]
 
 
 def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) -> str:
@@ -195,53 +292,59 @@ def extract_to_zarr(
     store_dtype: str = "float32",
     autocast: str | None = None,
     num_workers: int = 0,
+    pca_components: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
 
     Work happens in ``<out>.partial`` (unknown to Snakemake, so it survives a killed job); the finished store is
     renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
+    ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
+    (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
     """
     out = Path(out)
     chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
     settings = {"batch_size": batch_size, "chunk_images": chunk_images, "store_dtype": store_dtype,
-                "autocast": autocast}
+                "autocast": autocast, "device": torch.device(device).type}
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     dims = _feature_dims(model, objective, model.preprocessing, device)
     group = _prepare_partial(partial, model, ids, dims, settings)
+    group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
     start = int(group.attrs["n_done"])
     if start:
         log.info("resuming %s at image %d of %d", out, start, len(ids))
     arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in KINDS}
-    data = ImageBatches(read, ids[start:], model.preprocessing, batch_size)
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=None, shuffle=False, num_workers=num_workers, persistent_workers=False
-    )
-    capture = Capture(model.sampled_blocks)
+    loader = image_loader(read, ids[start:], model.preprocessing, batch_size, num_workers, device)
+    batches = ((x, idx + start) for x, idx in loader)
     buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
     done, t0 = start, time.time()
-    try:
-        for x, idx in loader:
-            idx = idx + start
-            acts, grads = extract_batch(model, objective, x.to(device), idx, capture, autocast)
-            for kind, values in zip(KINDS, (acts, grads)):
-                for buf, v in zip(buffers[kind], values):
-                    buf.append(v.float().cpu().numpy())
-            done = int(idx[-1]) + 1
-            if done % chunk_images == 0 or done == len(ids):
-                lo = done - sum(len(b) for b in buffers["activations"][0])
-                for kind in KINDS:
-                    for arr, buf in zip(arrays[kind], buffers[kind]):
-                        arr[lo:done] = np.concatenate(buf).astype(store_dtype)
-                        buf.clear()
-                group.attrs["n_done"] = done
-            if progress:
-                progress(done, len(ids))
-    finally:
-        capture.remove()
+    for idx, acts, grads in iter_features(model, objective, batches, device, autocast):
+        for kind, values in zip(KINDS, (acts, grads)):
+            for buf, v in zip(buffers[kind], values):
+                buf.append(v)
+        done = int(idx[-1]) + 1
+        if done % chunk_images == 0 or done == len(ids):
+            lo = done - sum(len(b) for b in buffers["activations"][0])
+            for kind in KINDS:
+                for arr, buf in zip(arrays[kind], buffers[kind]):
+                    arr[lo:done] = np.concatenate(buf).astype(store_dtype)
+                    buf.clear()
+            group.attrs["n_done"] = done
+        if progress:
+            progress(done, len(ids))
     rate = (done - start) / max(time.time() - t0, 1e-9)
     group.attrs.update({"n_done": done, "images_per_second": rate, "complete": True})
+    if pca_components:
+        from .pca import reduce_store
+
+        reduced = out.with_name(out.name + ".pca.partial")
+        reduce_store(partial, reduced, int(pca_components), device=device)
+        if out.exists():
+            shutil.rmtree(out)
+        reduced.rename(out)
+        shutil.rmtree(partial)
+        return out
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
@@ -265,13 +368,8 @@ def extract_arrays(
     out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
     data = ImageBatches(lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing,
                         batch_size)
-    capture = Capture(model.sampled_blocks)
-    try:
-        for b in range(len(data)):
-            x, idx = data[b]
-            for kind, values in zip(KINDS, extract_batch(model, objective, x.to(device), idx, capture)):
-                for buf, v in zip(out[kind], values):
-                    buf.append(v.float().cpu().numpy())
-    finally:
-        capture.remove()
+    for _, acts, grads in iter_features(model, objective, (data[b] for b in range(len(data))), device):
+        for kind, values in zip(KINDS, (acts, grads)):
+            for buf, v in zip(out[kind], values):
+                buf.append(v)
     return {kind: [np.concatenate(b) for b in bufs] for kind, bufs in out.items()}

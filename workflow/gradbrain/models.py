@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ class Preprocessing:
     std: tuple[float, float, float]
     crop_pct: float = 1.0
     interpolation: str = "bicubic"
+    resize_mode: str = "shortest"  # shortest: short side to size/crop_pct, centre crop; squash: both sides
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +36,7 @@ class Preprocessing:
             "std": list(self.std),
             "crop_pct": self.crop_pct,
             "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
         }
 
 
@@ -125,19 +128,72 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _hub_error(spec: dict[str, Any], err: Exception) -> FileNotFoundError:
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-    return FileNotFoundError(
-        f"weights '{spec['weights']['hub']}' for model {spec['name']} ({spec['source']} {spec['arch']}) were not "
-        f"found in the hub cache ({cache}; offline mode is {'on' if os.environ.get('HF_HUB_OFFLINE') else 'off'}). "
-        f"Fetch them once on a machine with internet, e.g. `python -c \"import timm; "
-        f"timm.create_model('{spec['arch']}', pretrained=True)\"` (timm) or open_clip.create_model_and_transforms, "
-        f"then copy the cache, or set models.{spec['name']}.weights.file to a local state dict. ({err})"
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache this process reads (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set for this process (then nothing is downloaded)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+# Errors that mean "the weight file is not in the cache and could not be fetched"; anything else is a real failure.
+def _missing_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub import errors
+
+    return (FileNotFoundError, errors.EntryNotFoundError, errors.OfflineModeIsEnabled, errors.HfHubHTTPError,
+            ConnectionError)  # fmt: skip
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Catalogue weights that are neither in the hub cache nor downloadable; the message says how to fetch them."""
+
+
+def _hub_error(spec: dict[str, Any], repo: str, files: Sequence[str], err: BaseException) -> WeightsNotFoundError:
+    folder = hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+    return WeightsNotFoundError(
+        f"weights of model {spec['name']} ({spec['source']} {spec['arch']}, weights.hub '{spec['weights']['hub']}') "
+        f"are not in the Hugging Face hub cache: looked for {' or '.join(files)} of the repository '{repo}' in "
+        f"{folder} (HF_HUB_OFFLINE={'1' if hub_offline() else '0'}; the cache is HF_HUB_CACHE, else $HF_HOME/hub). "
+        f"Fetch them once on a machine with internet into the cache this job reads: `hf download {repo}` "
+        f"(huggingface_hub < 1.0: `huggingface-cli download {repo}`; set HF_HOME to choose the cache), or set "
+        f"models.{spec['name']}.weights.file to a local state dict. ({type(err).__name__}: {err})"
     )
 
 
+def _check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    """Load ``state`` into ``module``; keys the model lacks are ignored (e.g. an MAE decoder), missing ones fail."""
+    missing, _ = module.load_state_dict(state, strict=False)
+    if missing:
+        raise ValueError(
+            f"weights file {path} does not fit {arch}: missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}. "
+            "Point weights.file at a state dict of this architecture (timm key names)."
+        )
+
+
 class TimmSource:
-    """Models built by timm."""
+    """Models built by timm. Hub weights go through timm's own pretrained loader (``pretrained=True``), which reads
+    ``model.safetensors`` (or ``pytorch_model.bin``) of the weights' hub repository from the hub cache; a file is
+    loaded as a state dict in timm's key names (the model's own checkpoint filter is applied when keys differ)."""
+
+    @staticmethod
+    def timm_name(spec: dict[str, Any]) -> str:
+        """The timm model name with its pretrained tag: ``timm/<arch>.<tag>`` hub ids name it, else the arch."""
+        import timm
+
+        hub = spec["weights"].get("hub") or ""
+        name = hub.split("/", 1)[1] if hub.startswith("timm/") else spec["arch"]
+        if name.split(".")[0] != spec["arch"].split(".")[0]:
+            raise ValueError(
+                f"models.{spec['name']}: weights.hub '{hub}' is not a tag of arch '{spec['arch']}'; "
+                f"known tags: {timm.list_pretrained(spec['arch'].split('.')[0] + '.*')}"
+            )
+        return name
 
     @staticmethod
     def build(spec: dict[str, Any], weights_file: Path | None) -> tuple[nn.Module, Preprocessing, str]:
@@ -146,20 +202,24 @@ class TimmSource:
         hub = spec["weights"].get("hub")
         kwargs = dict(spec.get("kwargs", {}))
         if weights_file is None and hub:
+            name = TimmSource.timm_name(spec)
             try:
-                module = timm.create_model(f"hf-hub:{hub}" if "/" in hub else spec["arch"], pretrained=True, **kwargs)
-            except Exception as err:  # network or cache miss: say where we looked and how to fetch
-                raise _hub_error(spec, err) from err
-            weights_id = hub
+                module = timm.create_model(
+                    name, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": hub}, **kwargs
+                )
+            except _missing_errors() as err:
+                raise _hub_error(spec, hub, ["model.safetensors", "pytorch_model.bin"], err) from err
+            weights_id = f"hf-hub:{hub}"
         else:
             module = timm.create_model(spec["arch"], pretrained=False, **kwargs)
             weights_id = "random-init"
             if weights_file is not None:
-                missing, unexpected = module.load_state_dict(_load_state_dict(weights_file), strict=False)
-                if missing:
-                    raise ValueError(
-                        f"weights file {weights_file} does not fit {spec['arch']}: missing keys {missing[:5]}..."
-                    )
+                state = _load_state_dict(weights_file)
+                keys = set(module.state_dict())
+                filt = getattr(sys.modules.get(type(module).__module__), "checkpoint_filter_fn", None)
+                if filt is not None and not keys <= set(state):
+                    state = filt(state, module)
+                _check_state_dict(module, state, weights_file, spec["arch"])
                 weights_id = f"file:{weights_file.name}"
         cfg = timm.data.resolve_data_config({}, model=module)
         size = int(spec.get("input_size") or cfg["input_size"][-1])
@@ -174,33 +234,60 @@ class TimmSource:
 
 
 class OpenClipSource:
-    """Models built by open_clip (image tower used; text tower for the zero-shot text bank)."""
+    """Models built by open_clip (image tower used; text tower for the zero-shot text bank).
+
+    A pretrained tag (``weights.hub``) is resolved with open_clip's own table: the checkpoint comes from the hub
+    cache (open_clip_model.safetensors or open_clip_pytorch_model.bin of the tag's repository), QuickGELU follows the
+    tag, and the preprocessing (mean, std, resize mode) is the tag's. A file goes through open_clip's checkpoint loader.
+    """
 
     @staticmethod
     def build(spec: dict[str, Any], weights_file: Path | None) -> tuple[nn.Module, Preprocessing, str]:
         import open_clip
+        from open_clip import pretrained as oc_pretrained
 
         hub = spec["weights"].get("hub")
+        kwargs = dict(spec.get("kwargs", {}))
+        quick_gelu = bool(spec.get("quick_gelu", False))
         if weights_file is None and hub:
-            try:
-                module = open_clip.create_model(spec["arch"], pretrained=hub)
-            except Exception as err:
-                raise _hub_error(spec, err) from err
+            tag_cfg = open_clip.get_pretrained_cfg(spec["arch"], hub)
+            if not tag_cfg:
+                raise ValueError(
+                    f"models.{spec['name']}.weights.hub: '{hub}' is not an open_clip pretrained tag of "
+                    f"{spec['arch']}; known tags: {open_clip.list_pretrained_tags_by_model(spec['arch'])}"
+                )
+            repo, filename = os.path.split(tag_cfg.get("hf_hub", ""))
+            try:  # resolve the file first so that a cache miss gets our message, not open_clip's RuntimeError
+                oc_pretrained.download_pretrained(tag_cfg)
+            except _missing_errors() as err:
+                files = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+                raise _hub_error(spec, repo or hub, files, err) from err
+            module = open_clip.create_model(
+                spec["arch"], pretrained=hub, require_pretrained=True,
+                force_quick_gelu=quick_gelu or bool(tag_cfg.get("quick_gelu")), **kwargs,
+            )  # fmt: skip
             weights_id = f"open_clip:{spec['arch']}:{hub}"
         else:
-            module = open_clip.create_model(spec["arch"], pretrained=None)
-            weights_id = "random-init"
-            if weights_file is not None:
-                module.load_state_dict(_load_state_dict(weights_file))
-                weights_id = f"file:{weights_file.name}"
-        visual = module.visual
-        size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-        mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
-        std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
-        prep = Preprocessing(input_size=int(spec.get("input_size") or size), mean=tuple(mean), std=tuple(std))
+            module = open_clip.create_model(
+                spec["arch"], pretrained=str(weights_file) if weights_file else None,
+                require_pretrained=weights_file is not None, force_quick_gelu=quick_gelu, **kwargs,
+            )  # fmt: skip
+            weights_id = f"file:{weights_file.name}" if weights_file else "random-init"
+        pp = open_clip.get_model_preprocess_cfg(module)
+        size = pp.get("size", module.visual.image_size)
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        prep = Preprocessing(
+            input_size=int(spec.get("input_size") or size),
+            mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),
+            crop_pct=float(spec.get("crop_pct", 1.0)),
+            interpolation=pp.get("interpolation", "bicubic"),
+            resize_mode=pp.get("resize_mode", "shortest"),
+        )
         return module, prep, weights_id
 
 
+CONV_FAMILIES = ("resnet", "convnext")
 SOURCES = {"timm": TimmSource, "open_clip": OpenClipSource}
 
 
@@ -223,4 +310,20 @@ def load_model(spec: dict[str, Any], weights_path: str | None = None, device: st
             "set n_blocks in its entry"
         )
     indices = sample_layers(len(blocks), int(spec["n_layers"]))
-    return LoadedModel(spec, module, blocks, indices, prep, weights_id)
+    extra = {}
+    if str(device).startswith("cuda") and spec["family"] in CONV_FAMILIES:
+        module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions; numbers as NCHW
+        extra["channels_last"] = True
+    return LoadedModel(spec, module, blocks, indices, prep, weights_id, extra)
+
+
+def compile_blocks(model: LoadedModel, **options: Any) -> LoadedModel:
+    """Compile every block's ``forward`` with ``torch.compile`` (in place).
+
+    The block modules stay the same objects, so the forward hooks that capture their outputs run around the
+    compiled code, and same-shaped blocks share one compiled graph (parameters are graph inputs).
+    """
+    for block in model.blocks:
+        block.forward = torch.compile(block.forward, dynamic=False, **options)
+    model.extra["compiled"] = True
+    return model

@@ -35,6 +35,7 @@ __all__ = [
     "FMRITargets",
     "FUNC1PT8MM_GRID",
     "HEMIS",
+    "ImageBrick",
     "NSDFileError",
     "TRIALS_PER_SESSION",
     "betas_path",
@@ -610,25 +611,66 @@ def read_images(root: PathLike, nsd_ids: Sequence[int] | np.ndarray) -> np.ndarr
     h5py fancy indexing needs strictly increasing indices, so rows are read sorted and unique, then mapped back
     (data-formats.md 1.6).
     """
-    path = _require(
-        stimuli_path(root), "NSD image file", "Download nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5."
-    )
-    ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
+    brick = ImageBrick(root)
     try:
-        with h5py.File(path, "r") as f:
-            brick = f["imgBrick"]
-            bad = ids[(ids < 0) | (ids >= brick.shape[0])]
-            if bad.size:
-                raise ValueError(
-                    f"nsd ids {sorted(set(bad.tolist()))} are not in {path} (imgBrick has {brick.shape[0]} images, "
-                    "ids are 0-based); the image file may be incomplete or the ids wrong"
-                )
-            if ids.size == 0:
-                return np.zeros((0, *brick.shape[1:]), dtype=np.uint8)
-            uniq, inverse = np.unique(ids, return_inverse=True)
-            return brick[uniq][inverse]
-    except (OSError, KeyError) as exc:
-        raise NSDFileError(f"cannot read imgBrick from {path} ({exc}); download it again") from exc
+        return brick(nsd_ids)
+    finally:
+        brick.close()
+
+
+class ImageBrick:
+    """``imgBrick`` reader that keeps the HDF5 file open, one handle per process.
+
+    The handle opens on first use and again in any other process (a DataLoader worker, forked or spawned), never
+    travelling between processes, so parallel workers each read through their own handle. Ids as ``read_images``.
+    """
+
+    def __init__(self, root: PathLike):
+        self.root = root
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "_file": None, "_pid": None}
+
+    def _brick(self) -> h5py.Dataset:
+        if self._file is None or self._pid != os.getpid():
+            path = _require(
+                stimuli_path(self.root), "NSD image file", "Download nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5."
+            )
+            try:
+                self._file, self._pid = h5py.File(path, "r"), os.getpid()
+                return self._file["imgBrick"]
+            except (OSError, KeyError) as exc:
+                raise NSDFileError(f"cannot read imgBrick from {path} ({exc}); download it again") from exc
+        return self._file["imgBrick"]
+
+    def __call__(self, nsd_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        brick = self._brick()
+        path = stimuli_path(self.root)
+        ids = np.asarray(nsd_ids, dtype=np.int64).ravel()
+        bad = ids[(ids < 0) | (ids >= brick.shape[0])]
+        if bad.size:
+            raise ValueError(
+                f"nsd ids {sorted(set(bad.tolist()))} are not in {path} (imgBrick has {brick.shape[0]} images, "
+                "ids are 0-based); the image file may be incomplete or the ids wrong"
+            )
+        if ids.size == 0:
+            return np.zeros((0, *brick.shape[1:]), dtype=np.uint8)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        try:
+            if uniq[-1] - uniq[0] + 1 == uniq.size:  # a contiguous run: one hyperslab read, much faster
+                rows = brick[int(uniq[0]) : int(uniq[-1]) + 1]
+            else:
+                rows = brick[uniq]
+        except (OSError, KeyError) as exc:
+            raise NSDFileError(f"cannot read imgBrick from {path} ({exc}); download it again") from exc
+        return rows[inverse]
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,29 +16,56 @@ from .models import LoadedModel
 Pause = Callable[[], ContextManager]
 
 
+def to_device(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy a small host tensor to ``device`` without stalling the host: a copy from pageable memory would wait
+    for all queued GPU work, one from pinned memory is queued behind it."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, dtype or t.dtype, non_blocking=True)
+
+
 class CEPseudo:
     """Cross-entropy against the model's own top class (classifiers)."""
 
     name = "ce_pseudo"
+    settings: dict = {}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         logits = model.logits(x)
         return F.cross_entropy(logits.float(), logits.argmax(1).detach(), reduction="none")
 
 
-def seeded_view(x: torch.Tensor, seed: int, min_scale: float = 0.5) -> torch.Tensor:
-    """A random resized crop, flip and brightness change of one image (C,H,W), fixed by ``seed``."""
+def view_params(seed: int, h: int, w: int, min_scale: float = 0.5) -> tuple[int, int, int, int, bool, float]:
+    """The seeded augmentation of one image: crop box (top, left, height, width), horizontal flip, brightness."""
     g = torch.Generator().manual_seed(int(seed))
-    _, h, w = x.shape
     scale = min_scale + (1 - min_scale) * torch.rand((), generator=g).item()
     ch, cw = max(1, round(h * scale**0.5)), max(1, round(w * scale**0.5))
     top = int(torch.randint(0, h - ch + 1, (), generator=g))
     left = int(torch.randint(0, w - cw + 1, (), generator=g))
-    view = x[:, top : top + ch, left : left + cw].unsqueeze(0)
-    view = F.interpolate(view, size=(h, w), mode="bilinear", align_corners=False).squeeze(0)
-    if torch.rand((), generator=g).item() < 0.5:
-        view = view.flip(-1)
-    return view * (0.8 + 0.4 * torch.rand((), generator=g).item())
+    flip = torch.rand((), generator=g).item() < 0.5
+    return top, left, ch, cw, flip, 0.8 + 0.4 * torch.rand((), generator=g).item()
+
+
+def seeded_views(x: torch.Tensor, seeds: Sequence[int], min_scale: float = 0.5) -> torch.Tensor:
+    """Per image of (B,C,H,W): a random resized crop (bilinear), flip and brightness change fixed by its seed.
+
+    One batched ``grid_sample`` on the images' device (no host round trip); each output pixel samples the crop as
+    ``F.interpolate(crop, (H, W), mode="bilinear", align_corners=False)`` does, source coordinates clamped to the
+    crop, so a view depends on its own image and seed only.
+    """
+    b, _, h, w = x.shape
+    rows = []  # per image: affine map of the output grid into the crop, the crop's edge-pixel centres, brightness
+    for seed in seeds:
+        top, left, ch, cw, flip, bright = view_params(seed, h, w, min_scale)
+        rows.append([(-1 if flip else 1) * cw / w, 0, (2 * left + cw) / w - 1, 0, ch / h, (2 * top + ch) / h - 1,
+                     (2 * left + 1) / w - 1, (2 * top + 1) / h - 1,
+                     (2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1, bright])  # fmt: skip
+    params = to_device(torch.tensor(rows, dtype=torch.float64), x.device, x.dtype)
+    theta, lo, hi, gain = params[:, :6].view(b, 2, 3), params[:, 6:8], params[:, 8:10], params[:, 10]
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+    grid = torch.maximum(torch.minimum(grid, hi[:, None, None]), lo[:, None, None])
+    views = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return views * gain.view(b, 1, 1, 1)
 
 
 class SSLView:
@@ -48,47 +75,72 @@ class SSLView:
 
     def __init__(self, seed: int = 0):
         self.seed = seed
+        self.settings = {"seed": seed, "view": "seeded resized crop (scale 0.5-1), flip, brightness 0.8-1.2"}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         z = model.embed(x)
         with torch.no_grad(), pause():
-            views = torch.stack(
-                [seeded_view(xi.detach().cpu(), self.seed * 1_000_003 + int(i)) for xi, i in zip(x, index)]
-            ).to(x.device, x.dtype)
+            views = seeded_views(x.detach(), [self.seed * 1_000_003 + int(i) for i in index])
             target = model.embed(views)
         return 1 - F.cosine_similarity(z.float(), target.float(), dim=-1)
 
 
 class ZeroShot:
-    """Image-text loss against a fixed text bank, target = the model's own best text (CLIP softmax or SigLIP sigmoid)."""
+    """Image-text loss against a fixed text bank, target = the model's own best text (CLIP softmax or SigLIP sigmoid).
+
+    The bank is encoded once (``text_bank``) and kept on the model's device; every batch reuses it.
+    """
 
     def __init__(self, text_features: torch.Tensor, logit_scale: float, logit_bias: float | None, sigmoid: bool):
         self.text = F.normalize(text_features.float(), dim=-1)
         self.scale, self.bias, self.sigmoid = logit_scale, logit_bias, sigmoid
         self.name = "siglip_zeroshot" if sigmoid else "clip_zeroshot"
+        self.settings = {"text_bank_size": int(self.text.shape[0]), "logit_scale": logit_scale, "logit_bias": logit_bias}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         img = F.normalize(model.embed(x).float(), dim=-1)
-        logits = self.scale * img @ self.text.to(img.device).T
+        if self.text.device != img.device:
+            self.text = self.text.to(img.device)
+        logits = self.scale * img @ self.text.T
         if self.bias is not None:
             logits = logits + self.bias
         target = logits.argmax(1).detach()
         if not self.sigmoid:
             return F.cross_entropy(logits, target, reduction="none")
-        labels = -torch.ones_like(logits)
-        labels[torch.arange(len(target)), target] = 1
+        labels = 2 * F.one_hot(target, logits.shape[1]).to(logits.dtype) - 1
         return -F.logsigmoid(labels * logits).sum(1)
 
 
-def text_bank(model: LoadedModel, names: Sequence[str], template: str = "a photo of a {}.") -> torch.Tensor:
-    """Encode the text bank once per dataset with the model's own text tower and tokenizer."""
+def _tokenizer(model: LoadedModel):
+    """open_clip's tokenizer of the model (``tokenizer`` in the entry names another config), at its context length."""
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(model.spec["arch"])
+    module = model.module
+    name = model.spec.get("tokenizer", model.spec["arch"])
+    context = getattr(module, "context_length", None) or getattr(getattr(module, "text", None), "context_length", None)
+    try:
+        return open_clip.get_tokenizer(name, context_length=context)
+    except Exception as err:  # an HF tokenizer (SigLIP) needs transformers and its files in the hub cache
+        hf = ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
+        fetch = f"`hf download {hf}` into the hub cache (HF_HOME) and install transformers" if hf else "check it"
+        raise RuntimeError(
+            f"model {model.spec['name']}: the tokenizer of {name} for the zero-shot text bank could not be built "
+            f"({type(err).__name__}: {err}); {fetch}"
+        ) from err
+
+
+def text_bank(
+    model: LoadedModel, names: Sequence[str], template: str = "a photo of a {}.", chunk: int = 256
+) -> torch.Tensor:
+    """Encode the text bank once per dataset with the model's own text tower and tokenizer, ``chunk`` texts a pass."""
+    tokenizer = _tokenizer(model)
     device = next(model.module.parameters()).device
+    texts = [template.format(n.replace("_", " ")) for n in names]
     with torch.no_grad():
-        tokens = tokenizer([template.format(n.replace("_", " ")) for n in names]).to(device)
-        return model.module.encode_text(tokens).float()
+        return torch.cat(
+            [model.module.encode_text(tokenizer(texts[i : i + chunk]).to(device)).float()
+             for i in range(0, len(texts), chunk)]
+        )  # fmt: skip
 
 
 def make_objective(model: LoadedModel, names: Sequence[str] | None = None, seed: int = 0):
@@ -110,7 +162,8 @@ def make_objective(model: LoadedModel, names: Sequence[str] | None = None, seed:
             float(bias) if bias is not None else None,
             sigmoid=kind == "siglip_zeroshot",
         )
-    raise NotImplementedError(
-        f"model {model.spec['name']}: objective {kind} needs a decoder that the catalogue weights do not ship; "
-        "choose ssl_view for this model"
-    )
+    if kind == "mae_recon":
+        from .mae import mae_objective
+
+        return mae_objective(model, seed)
+    raise ValueError(f"models.{model.spec['name']}.objective: unknown objective '{kind}'")

@@ -46,10 +46,10 @@ def image_reader(dataset: dict[str, Any]):
 
 class _NSDReader:
     def __init__(self, root: str):
-        self.root = root
+        self.brick = nsd.ImageBrick(root)  # one open HDF5 handle per process (DataLoader worker)
 
     def __call__(self, ids) -> np.ndarray:
-        return nsd.read_images(self.root, parse_nsd_stimulus_id(ids))
+        return self.brick(parse_nsd_stimulus_id(ids))
 
 
 class _ThingsReader:

@@ -1,4 +1,7 @@
-# Pooled activations and per-image gradients of every sampled layer (GPU on a cluster).
+# Pooled activations and per-image gradients of every sampled layer (GPU on a cluster). The rule declares what
+# the SLURM profile needs to place it: one GPU when the device is CUDA, num_workers + 1 CPUs (image decoding runs
+# in worker processes), host memory and a runtime estimated from the dataset and model (gradbrain.jobsize) that grow
+# with each retry.
 rule extract_features:
     input:
         data=dataset_input,
@@ -11,7 +14,7 @@ rule extract_features:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{model}}.tsv"
     conda:
         "../../envs/extract.yaml"
-    threads: 1
+    threads: int(config["extraction"]["num_workers"]) + 1
     resources:
         mem_mb=job_size("extract", "mem_mb"),
         runtime=job_size("extract", "runtime"),

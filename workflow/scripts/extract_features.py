@@ -2,7 +2,7 @@
 
 from gradbrain.extract import extract_to_zarr
 from gradbrain.logs import progress, setup
-from gradbrain.models import load_model
+from gradbrain.models import compile_blocks, load_model
 from gradbrain.objectives import make_objective
 from gradbrain.prepare import concept_names, dataset_stimulus_ids, image_reader
 
@@ -11,13 +11,17 @@ log = setup(sm.log[0], sm.threads)
 cfg, dataset = sm.params.extraction, sm.params.dataset
 spec = sm.params.spec
 model = load_model(spec, weights_path=str(sm.input.weights) or None, device=cfg["device"])
+if cfg.get("compile"):
+    compile_blocks(model)
 ids = dataset_stimulus_ids(dataset)
 objective = make_objective(model, names=concept_names(dataset, ids))
-log.info("%s on %s: %d stimuli, %d layers, objective %s", spec["name"], dataset["name"], len(ids),
-         len(model.layer_names), spec["objective"])
+workers = min(int(cfg["num_workers"]), max(sm.threads - 1, 0))
+log.info("%s on %s: %d stimuli, %d layers, objective %s, %d decoding workers", spec["name"], dataset["name"],
+         len(ids), len(model.layer_names), spec["objective"], workers)
 extract_to_zarr(
     model, objective, image_reader(dataset), list(ids), sm.output[0],
     batch_size=int(spec.get("batch_size", cfg["batch_size"])), chunk_images=int(cfg["chunk_images"]),
     device=cfg["device"], store_dtype=cfg["store_dtype"], autocast=cfg.get("autocast"),
-    num_workers=int(cfg["num_workers"]), progress=progress(f"{dataset['name']}/{spec['name']}"),
+    num_workers=workers, pca_components=cfg.get("pca_components"),
+    progress=progress(f"{dataset['name']}/{spec['name']}"),
 )
