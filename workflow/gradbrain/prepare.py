@@ -31,7 +31,8 @@ def dataset_stimulus_ids(dataset: dict[str, Any]) -> np.ndarray:
     """Every stimulus shown to the configured subjects of a dataset, as the features store keys them."""
     if dataset["format"] == "nsd":
         sessions = {int(s): n for s, n in dataset["sessions"].items()}
-        return nsd_stimulus_id(nsd.stimulus_ids(dataset["root"], sessions))
+        tps = int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION))
+        return nsd_stimulus_id(nsd.stimulus_ids(dataset["root"], sessions, trials_per_session=tps))
     if dataset["format"] == "things_meg":
         return np.asarray(things_meg.stimulus_ids(dataset["root"], dataset["subjects"]))
     raise ValueError(f"datasets: format '{dataset['format']}' is not one of nsd, things_meg")
@@ -80,6 +81,7 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
         space=dataset.get("space", "func1pt8mm"),
         beta_version=dataset.get("beta_version", nsd.BETA_VERSION),
         strict=bool(dataset.get("strict", False)),
+        trials_per_session=int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION)),
         log=log.info,
     )
     vox = targets.voxels
