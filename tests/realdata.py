@@ -43,8 +43,9 @@ def build_nsd(
     *,
     subjects: tuple[int, ...] = (1,),
     n_sessions: int = 2,
+    planned_sessions: int | None = None,
     trials: int = 60,
-    n_images: int = 60,
+    n_images: int = 80,
     n_shared: int = 6,
     image_size: int = 32,
     fmt: str = "nii.gz",
@@ -52,10 +53,12 @@ def build_nsd(
 ) -> dict:
     """An NSD tree: design, stimulus info, image brick, and per subject ROIs, ncsnr and betas of each session.
 
-    Each subject sees ``trials * n_sessions / 3`` images three times (the shared ones included), as in NSD.
+    The design plans ``planned_sessions`` (default one more than written, as real NSD plans 40 sessions and some
+    subjects completed fewer): each subject's ``trials * planned_sessions / 3`` images are shown three times.
     """
     rng = np.random.default_rng(seed)
-    per_subject = trials * n_sessions // 3
+    planned = planned_sessions or n_sessions + 1
+    per_subject = trials * planned // 3
     shared = rng.choice(n_images, n_shared, replace=False)
     pool = np.setdiff1d(np.arange(n_images), shared)
     subjectim = np.zeros((8, per_subject), dtype=int)

@@ -27,6 +27,7 @@ from gradbrain import nsd, things_meg
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index"),
     pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP's zip is needed to make the encrypted archive"),
 ]
 REPO = Path(__file__).resolve().parents[1]

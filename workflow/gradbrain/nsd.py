@@ -844,7 +844,10 @@ def _missing_session_hint(subject: int, session: int) -> str:
 
 def _check_trials(path: Path, n_trials: int, expected: int) -> None:
     if n_trials != expected:
-        raise ValueError(f"{path} has {n_trials} trials, expected {expected} (750 in real NSD sessions)")
+        raise ValueError(
+            f"{path} has {n_trials} trials, expected {expected} (750 in real NSD sessions): the file is not a complete "
+            "NSD session, or the dataset's trials_per_session in the config does not match this tree"
+        )
 
 
 def _session_nifti(
