@@ -87,7 +87,8 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
     vox = targets.voxels
     split = np.where(targets.shared, "test", "train") if dataset.get("heldout") == "shared1000" else "train"
     with store.atomic_group(out) as group:
-        store.write_array(group, "Y", targets.Y.astype(np.float32), chunks=(min(len(targets.Y), 4096), 1024))
+        store.write_array(group, "Y", targets.Y.astype(np.float32, copy=False),
+                          chunks=(min(len(targets.Y), 4096), 1024))
         store.write_array(group, "stimulus_id", nsd_stimulus_id(targets.nsd_ids))
         store.write_array(group, "split", np.broadcast_to(np.asarray(split), len(targets.Y)))
         store.write_array(group, "n_repeats", targets.n_repeats)
