@@ -44,7 +44,8 @@ def config(tmp: Path, images_url: str, **nsd_keys) -> dict:
         "datasets": {
             "nsd": {
                 "modality": "fmri", "format": "nsd", "root": str(tmp / "data" / "nsd"), "subjects": [1],
-                "sessions": 2, "trials_per_session": TRIALS, "rois": ROIS, "heldout": "shared1000", "download": True, "accept_terms": True,
+                "sessions": 2, "trials_per_session": TRIALS, "rois": ROIS, "heldout": "shared1000",
+                "download": True, "accept_terms": True,
                 **nsd_keys,
             },
             "things_meg": {

@@ -327,7 +327,8 @@ def test_targets_terms_and_root_patterns():
     sim_ds = {**nsd_ds, "simulated": "backprop", "root": "data/sim/backprop/nsd"}
     datasets = {"nsd": nsd_ds, "meg": meg_ds, "sim": sim_ds}
     assert list(dl.download_datasets(datasets, "nsd")) == ["nsd"], "a simulated dataset is never downloaded"
-    assert dl.download_targets(nsd_ds, 1) == [f"data/nsd/{k}" for k in dl.nsd_subject_keys(1, 2, ["streams"], fmt="hdf5")]
+    keys = dl.nsd_subject_keys(1, 2, ["streams"], fmt="hdf5")
+    assert dl.download_targets(nsd_ds, 1) == [f"data/nsd/{k}" for k in keys]
     assert dl.download_targets(nsd_ds) == [f"data/nsd/{k}" for k in dl.nsd_shared_keys()]
     assert dl.download_targets(meg_ds, 2) == [f"/abs/ds004212/{f}" for f in dl.things_meg_files(2)]
     assert dl.download_targets(meg_ds)[-1] == "/abs/things/object_images" and len(dl.download_targets(meg_ds)) == 9
@@ -336,7 +337,8 @@ def test_targets_terms_and_root_patterns():
     assert dl.nsd_terms(datasets, "data/nsd")["accepted"]
     assert dl.image_urls(datasets) == {"/abs/things": dl.THINGS_IMAGES_URL}
     pattern = dl.roots_pattern(["data/nsd/", "/abs/a.b"])
-    assert re.fullmatch(pattern, "data/nsd") and re.fullmatch(pattern, "/abs/a.b") and not re.fullmatch(pattern, "/abs/aXb")
+    assert re.fullmatch(pattern, "data/nsd") and re.fullmatch(pattern, "/abs/a.b")
+    assert not re.fullmatch(pattern, "/abs/aXb"), "roots are matched literally"
     assert dl.roots_pattern([]) == "__none__"
 
 

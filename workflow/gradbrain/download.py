@@ -4,8 +4,8 @@ Every transfer is resumable and size-checked: bytes go to ``<file>.part``, an in
 the end of that file with an HTTP Range request, the size is compared with the server's (S3 ``ContentLength`` of a
 HEAD request, or HTTP ``Content-Length`` / ``Content-Range``), and only a complete file is renamed to its final
 name. A file already present with the right size is skipped. Sources, paths and licences: shared/reference
-data-formats.md sections 1.1-1.2 (NSD), 2.1-2.5 (THINGS-MEG) and 3 (THINGS images). The dataset modules are imported only where
-the file lists need them, so a download job loads boto3 and little else.
+data-formats.md sections 1.1-1.2 (NSD), 2.1-2.5 (THINGS-MEG) and 3 (THINGS images). The dataset modules are
+imported only where the file lists need them, so a download job loads boto3 and little else.
 
 The S3 endpoint follows the standard AWS settings, so ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``) points the
 downloads at a mirror or at a local S3-compatible server (the tests use moto's).
@@ -36,7 +36,7 @@ NSD_SITE = "https://naturalscenesdataset.org"
 OPENNEURO_BUCKET = "openneuro.org"
 THINGS_MEG_ACCESSION = "ds004212"
 THINGS_MEG_SPLITS = 3
-"""Split files after the first one per participant: preprocessed_P{n}-epo.fif plus -epo-1..3.fif (data-formats.md 2.5)."""
+"""Split files after the first per participant: preprocessed_P{n}-epo.fif plus -epo-1..3.fif (data-formats.md 2.5)."""
 THINGS_IMAGES_URL = "https://files.osf.io/v1/resources/jum2f/providers/osfstorage/670d6f7dbce84f4a7bb9371b"
 """images_THINGS.zip of the THINGS database (OSF project jum2f), as Meta's neuralfetch fetches it."""
 THINGS_ARCHIVE = "images_THINGS.zip"
@@ -482,7 +482,9 @@ def unpack_things_images(
         try:
             zf = zipfile.ZipFile(archive)
         except zipfile.BadZipFile as err:
-            raise zipfile.BadZipFile(f"{archive} is not a complete zip archive ({err}); delete it and download it again") from err
+            raise zipfile.BadZipFile(
+                f"{archive} is not a complete zip archive ({err}); delete it and download it again"
+            ) from err
         with zf:
             _unpack(zf, str(archive), tmp, password.encode(), say, count)
         if count[0] == 0:
