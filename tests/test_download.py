@@ -95,6 +95,12 @@ def test_complete_part_is_renamed_without_a_transfer(s3, tmp_path):
     assert dest.read_bytes() == data and not gets
 
 
+def test_empty_object(s3, tmp_path):
+    realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/empty.txt", b"")
+    dest = dl.download_object(dl.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/empty.txt", tmp_path / "empty.txt")
+    assert dest.is_file() and dest.stat().st_size == 0
+
+
 def test_part_longer_than_the_object_restarts(s3, tmp_path):
     data = payload(50_000, seed=3)
     realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/x/ncsnr.nii.gz", data)

@@ -264,6 +264,8 @@ def download_object(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part(dest)
+    if size == 0:
+        part.write_bytes(b"")
     report = _progress(source, size, say)
     for attempt in range(1, attempts + 1):
         have = part.stat().st_size if part.exists() else 0
