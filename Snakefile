@@ -22,6 +22,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/brain.smk"
 include: "workflow/rules/encoding.smk"

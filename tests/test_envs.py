@@ -51,6 +51,8 @@ MODULE_DISTRIBUTIONS = {
     "yaml": ["pyyaml"],
     "tqdm": ["tqdm"],
     "jsonschema": ["jsonschema"],
+    "boto3": ["boto3"],
+    "botocore": ["botocore", "boto3"],
 }
 ACTIONS = ("script", "shell", "run", "notebook", "wrapper", "cwl", "template_engine")
 

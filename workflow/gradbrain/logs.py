@@ -19,6 +19,7 @@ def setup(log_file: str | None = None, threads: int | None = None) -> logging.Lo
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
     )
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     if threads:
         try:
             import torch
@@ -27,6 +28,11 @@ def setup(log_file: str | None = None, threads: int | None = None) -> logging.Lo
         else:
             torch.set_num_threads(int(threads))
     return logging.getLogger("gradbrain")
+
+
+def _log_uncaught(kind, value, tb) -> None:
+    """Write an error that ends the job to the rule's log as well, where the user looks for it."""
+    logging.getLogger("gradbrain").error("%s: %s", kind.__name__, value, exc_info=(kind, value, tb))
 
 
 def progress(label: str, every_seconds: float = 10.0) -> Callable[[int, int], None]:

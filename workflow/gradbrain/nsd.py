@@ -117,6 +117,7 @@ _INT16 = np.iinfo(np.int16)
 _PSC_SCALE = 300.0
 _VISUAL_HALVES = re.compile(r"^(V[123])[vd]$")
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, ImageFileError)
+_NIFTI_BLOCK_BYTES = 64 << 20  # trials of one NIfTI session read at a time (about 45 of subj01's 750)
 
 
 class NSDFileError(OSError):
@@ -886,16 +887,24 @@ def _missing_session_hint(subject: int, session: int) -> str:
 
 def _check_trials(path: Path, n_trials: int, expected: int) -> None:
     if n_trials != expected:
-        raise ValueError(f"{path} has {n_trials} trials, expected {expected} (750 in real NSD sessions)")
+        raise ValueError(
+            f"{path} has {n_trials} trials, expected {expected} (750 in real NSD sessions): the file is not a complete "
+            "NSD session, or the dataset's trials_per_session in the config does not match this tree"
+        )
 
 
 def _session_nifti(
     path: Path, subject: int, session: int, ijk: tuple[np.ndarray, ...], grid: tuple, n_trials: int
 ) -> np.ndarray:
-    """(T, n_voxels) int16 betas of the selected voxels from a NIfTI (X, Y, Z, T); one session in memory at a time."""
+    """(T, n_voxels) int16 betas of the selected voxels from a NIfTI (X, Y, Z, T), read a block of trials at a time.
+
+    The trial axis is the slowest in the file (Fortran order), so each block is one contiguous byte range of the
+    gzip stream; with the file kept open the blocks decompress the stream once, front to back. Reading the whole
+    session at once would hold it twice (nibabel reads a gzip stream into bytes, then copies it: 2.1 GB for subj01).
+    """
     _require(path, f"betas of session {session}", _missing_session_hint(subject, session))
     try:
-        img = nib.load(path)
+        img = nib.load(path, keep_file_open=True)
     except _READ_ERRORS as exc:
         raise NSDFileError(
             f"cannot read betas {path}: {exc}. The file is truncated or corrupt; download it again"
@@ -908,15 +917,19 @@ def _session_nifti(
         raise ValueError(
             f"{path} has scl_slope/inter ({slope}, {inter}); NSD betas are unscaled int16 (PSC x 300)"
         )
+    if img.get_data_dtype() != np.int16:
+        raise ValueError(f"{path} holds {img.get_data_dtype()}; NSD volume betas are int16 (PSC x 300)")
+    out = np.empty((img.shape[3], ijk[0].size), dtype=np.int16)
+    step = max(1, _NIFTI_BLOCK_BYTES // (2 * int(np.prod(grid))))
     try:
-        raw = np.asarray(img.dataobj)
+        for t0 in range(0, img.shape[3], step):
+            block = np.asarray(img.dataobj[..., t0 : t0 + step])
+            out[t0 : t0 + block.shape[3]] = block[ijk].T
     except _READ_ERRORS as exc:
         raise NSDFileError(
             f"cannot read betas {path}: {type(exc).__name__}: {exc}. The file is truncated or corrupt; download it again"
         ) from exc
-    if raw.dtype != np.int16:
-        raise ValueError(f"{path} holds {raw.dtype}; NSD volume betas are int16 (PSC x 300)")
-    return raw[ijk].T
+    return out
 
 
 def _session_hdf5(
@@ -1066,7 +1079,7 @@ def load_subject(
     shared = np.isin(nsd_ids, design["sharedix"] - 1)
     table = table[[*_VOXEL_COLUMNS, "memberships"]]
     return FMRITargets(
-        Y=np.ascontiguousarray(Y[:, keep]),
+        Y=Y if keep.all() else np.ascontiguousarray(Y[:, keep]),
         nsd_ids=nsd_ids,
         n_repeats=n_repeats,
         shared=shared,

@@ -31,7 +31,8 @@ def dataset_stimulus_ids(dataset: dict[str, Any]) -> np.ndarray:
     """Every stimulus shown to the configured subjects of a dataset, as the features store keys them."""
     if dataset["format"] == "nsd":
         sessions = {int(s): n for s, n in dataset["sessions"].items()}
-        return nsd_stimulus_id(nsd.stimulus_ids(dataset["root"], sessions))
+        tps = int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION))
+        return nsd_stimulus_id(nsd.stimulus_ids(dataset["root"], sessions, trials_per_session=tps))
     if dataset["format"] == "things_meg":
         return np.asarray(things_meg.stimulus_ids(dataset["root"], dataset["subjects"]))
     raise ValueError(f"datasets: format '{dataset['format']}' is not one of nsd, things_meg")
@@ -80,12 +81,14 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
         space=dataset.get("space", "func1pt8mm"),
         beta_version=dataset.get("beta_version", nsd.BETA_VERSION),
         strict=bool(dataset.get("strict", False)),
+        trials_per_session=int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION)),
         log=log.info,
     )
     vox = targets.voxels
     split = np.where(targets.shared, "test", "train") if dataset.get("heldout") == "shared1000" else "train"
     with store.atomic_group(out) as group:
-        store.write_array(group, "Y", targets.Y.astype(np.float32), chunks=(min(len(targets.Y), 4096), 1024))
+        store.write_array(group, "Y", targets.Y.astype(np.float32, copy=False),
+                          chunks=(min(len(targets.Y), 4096), 1024))
         store.write_array(group, "stimulus_id", nsd_stimulus_id(targets.nsd_ids))
         store.write_array(group, "split", np.broadcast_to(np.asarray(split), len(targets.Y)))
         store.write_array(group, "n_repeats", targets.n_repeats)

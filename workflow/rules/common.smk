@@ -14,6 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
+from gradbrain import download as dl  # noqa: E402
 from gradbrain.catalogue import model_spec  # noqa: E402
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -78,6 +79,7 @@ for _name, _ds in DATASETS.items():
         )
     if _ds.get("simulated") and _ds["modality"] == "fmri":
         _ds.setdefault("sessions", _sim_sessions())
+        _ds.setdefault("trials_per_session", SIM["fmri"]["trials_per_session"])
     if _ds["modality"] == "fmri":
         from gradbrain.nsd import COMPLETED_SESSIONS
 
@@ -112,10 +114,13 @@ MEG_DATASETS = _alternation(datasets_of("meg"))
 
 
 def dataset_input(wildcards):
-    """The files a dataset's loaders read: the simulated study, or nothing for a pre-downloaded root."""
+    """The files a dataset's loaders read: the simulated study, the download targets (download: true; see
+    download.smk), or nothing for a pre-downloaded root."""
     ds = DATASETS[wildcards.dataset]
     if ds.get("simulated"):
         return f"{SIM_ROOT}/{ds['simulated']}"
+    if ds.get("download"):
+        return dl.download_targets(ds, getattr(wildcards, "subject", None))
     return []
 
 

@@ -1,0 +1,98 @@
+# Acquisition of the real datasets (datasets.<name>.download: true); the file lists and the transfers live in
+# workflow/gradbrain/download.py. Every job fetches one file, so an interrupted run resumes file by file.
+NSD_ROOTS = dl.roots_pattern(
+    ds["root"] for ds in dl.download_datasets(DATASETS, "nsd").values()
+)
+MEG_ROOTS = dl.roots_pattern(
+    ds["root"] for ds in dl.download_datasets(DATASETS, "things_meg").values()
+)
+THINGS_IMAGE_URLS = dl.image_urls(DATASETS)
+IMAGE_ROOTS = dl.roots_pattern(THINGS_IMAGE_URLS)
+
+
+localrules:
+    download_nsd,
+    download_things_meg,
+    download_things_images,
+
+
+# One NSD file from s3://natural-scenes-dataset (anonymous), only after the user accepted the NSD terms; resumable.
+rule download_nsd:
+    output:
+        "{nsd_root}/{key}",
+    log:
+        f"{RESULTS}/logs/download_nsd/{{nsd_root}}/{{key}}.log",
+    wildcard_constraints:
+        nsd_root=NSD_ROOTS,
+        key=r"nsddata(_betas|_stimuli)?/.+",
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        bucket=dl.NSD_BUCKET,
+        key=lambda wc: wc.key,
+        terms=lambda wc: dl.nsd_terms(DATASETS, wc.nsd_root),
+    script:
+        "../scripts/download_s3.py"
+
+
+# One file of a participant's preprocessed THINGS-MEG epochs from OpenNeuro ds004212 (anonymous S3, CC0); resumable.
+rule download_things_meg:
+    output:
+        "{meg_root}/derivatives/preprocessed/{epochs}",
+    log:
+        f"{RESULTS}/logs/download_things_meg/{{meg_root}}/{{epochs}}.log",
+    wildcard_constraints:
+        meg_root=MEG_ROOTS,
+        epochs=r"preprocessed_P\d+-epo(-\d+)?\.fif",
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        bucket=dl.OPENNEURO_BUCKET,
+        key=lambda wc: dl.openneuro_key(f"derivatives/preprocessed/{wc.epochs}"),
+        terms=None,
+    script:
+        "../scripts/download_s3.py"
+
+
+# The THINGS image archive from OSF (needs THINGS_PASSWORD, i.e. the accepted image terms); resumable.
+rule download_things_images:
+    output:
+        temp(f"{{images_root}}/{dl.THINGS_ARCHIVE}"),
+    log:
+        f"{RESULTS}/logs/download_things_images/{{images_root}}.log",
+    wildcard_constraints:
+        images_root=IMAGE_ROOTS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        url=lambda wc: THINGS_IMAGE_URLS[wc.images_root],
+    script:
+        "../scripts/download_url.py"
+
+
+# The password-protected THINGS archive -> <images_root>/object_images/<concept>/<file>.
+rule unpack_things_images:
+    input:
+        f"{{images_root}}/{dl.THINGS_ARCHIVE}",
+    output:
+        directory("{images_root}/object_images"),
+    log:
+        f"{RESULTS}/logs/unpack_things_images/{{images_root}}.log",
+    wildcard_constraints:
+        images_root=IMAGE_ROOTS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/unpack_things_images.py"
