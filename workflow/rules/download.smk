@@ -87,6 +87,8 @@ rule unpack_things_images:
         directory("{images_root}/object_images"),
     log:
         f"{RESULTS}/logs/unpack_things_images/{{images_root}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/unpack_things_images/{{images_root}}.tsv"
     wildcard_constraints:
         images_root=IMAGE_ROOTS,
     conda:
