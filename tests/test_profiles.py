@@ -149,8 +149,10 @@ def profile_without_conda(dest: Path) -> Path:
 
 
 def dry_run_resources(profile: str, configfile: Path, env: dict[str, str]) -> list[tuple[str, dict[str, str], dict]]:
-    """(rule, wildcards, resources) of every job that ``snakemake -n --profile <profile>`` plans."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", str(profile), "--configfile", str(configfile),
+    """(rule, wildcards, resources) of every job that ``snakemake -n --forceall --profile <profile>`` plans (forced,
+    so that outputs already in the checkout do not hide jobs)."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile", str(profile),
+           "--configfile", str(configfile),
            "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
