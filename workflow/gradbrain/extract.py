@@ -1,6 +1,7 @@
 """Activations and per-image gradients of the sampled layers, pooled, written to zarr with resume.
 
 g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i L_i per batch (DESIGN.md).
+Further kinds (alternative learning rules, ``extraction.kinds``) come from the same forward pass: learning_rules.py.
 """
 
 from __future__ import annotations
@@ -116,6 +117,24 @@ def extract_batch(
     return [pool(h.detach(), pooling) for h in outputs], [pool(g, pooling) for g in grads]
 
 
+def make_rules(model: LoadedModel, kinds: Sequence[str] = KINDS, seed: int = 0, sketch_size: int = 16):
+    """The learning-rule kinds of ``kinds`` for ``model`` (a learning_rules.RuleSet), or None for the default kinds."""
+    from .learning_rules import RuleSet, check_kinds
+
+    if check_kinds(kinds) == KINDS:
+        return None
+    return RuleSet(model, kinds, seed=seed, sketch_size=sketch_size)
+
+
+def batch_features(model, objective, x, index, capture, rules=None, autocast=None) -> dict[str, list[torch.Tensor]]:
+    """Per kind, the pooled features of every sampled layer for one batch (extract_batch, or the rule kinds too)."""
+    if rules is None:
+        return dict(zip(KINDS, extract_batch(model, objective, x, index, capture, autocast)))
+    from .learning_rules import extract_batch_kinds
+
+    return extract_batch_kinds(model, objective, x, index, capture, rules, autocast)
+
+
 class ImageBatches(torch.utils.data.Dataset):
     """Batches of preprocessed stimuli read by ``read(ids) -> uint8``; runs in DataLoader workers."""
 
@@ -138,7 +157,8 @@ def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) 
     return h.hexdigest()
 
 
-def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: list[int], settings: dict) -> zarr.Group:
+def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: dict[str, list[int]], settings: dict,
+                     rules=None) -> zarr.Group:
     sig = signature(model, ids, settings)
     if path.exists():
         group = zarr.open_group(str(path), mode="r+")
@@ -147,9 +167,9 @@ def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: l
         shutil.rmtree(path)
     group = zarr.open_group(str(path), mode="w")
     chunk = int(settings["chunk_images"])
-    for kind in KINDS:
+    for kind, kind_dims in dims.items():
         sub = group.create_group(kind)
-        for name, depth, dim in zip(model.layer_names, model.depths, dims):
+        for name, depth, dim in zip(model.layer_names, model.depths, kind_dims):
             arr = sub.create_array(name, shape=(len(ids), dim), chunks=(chunk, dim), dtype=settings["store_dtype"])
             arr.attrs.update({"layer": name, "relative_depth": depth, "kind": kind})
     store.write_array(group, "stimulus_id", np.asarray(ids))
@@ -166,20 +186,22 @@ def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: l
             "weights_id": model.weights_id,
             "source": model.spec["source"],
             "arch": model.spec["arch"],
-            "kinds": list(KINDS),
+            "kinds": list(dims),
+            **_rule_attrs(rules),
         }
     )
     return group
 
 
-def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str) -> list[int]:
+def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str, rules=None) -> dict[str, list[int]]:
     x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
     capture = Capture(model.sampled_blocks)
     try:
-        acts, _ = extract_batch(model, objective, x, torch.zeros(1, dtype=torch.long), capture)
+        with rules.attached() if rules else nullcontext():
+            feats = batch_features(model, objective, x, torch.zeros(1, dtype=torch.long), capture, rules)
     finally:
         capture.remove()
-    return [a.shape[1] for a in acts]
+    return {kind: [a.shape[1] for a in values] for kind, values in feats.items()}
 
 
 def extract_to_zarr(
@@ -196,42 +218,51 @@ def extract_to_zarr(
     autocast: str | None = None,
     num_workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    kinds: Sequence[str] = KINDS,
+    rule_seed: int = 0,
+    sketch_size: int = 16,
 ) -> Path:
     """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
 
     Work happens in ``<out>.partial`` (unknown to Snakemake, so it survives a killed job); the finished store is
     renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
+    ``kinds`` beyond activations and gradients add learning-rule kinds (learning_rules.py), seeded by ``rule_seed``.
     """
     out = Path(out)
     chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
     settings = {"batch_size": batch_size, "chunk_images": chunk_images, "store_dtype": store_dtype,
                 "autocast": autocast}
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    if rules:
+        settings["rules"] = {"kinds": list(rules.kinds), "seed": rule_seed, "sketch_size": sketch_size}
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    dims = _feature_dims(model, objective, model.preprocessing, device)
-    group = _prepare_partial(partial, model, ids, dims, settings)
+    dims = _feature_dims(model, objective, model.preprocessing, device, rules)
+    group = _prepare_partial(partial, model, ids, dims, settings, rules)
     start = int(group.attrs["n_done"])
     if start:
         log.info("resuming %s at image %d of %d", out, start, len(ids))
-    arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in KINDS}
+    arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in dims}
     data = ImageBatches(read, ids[start:], model.preprocessing, batch_size)
     loader = torch.utils.data.DataLoader(
         data, batch_size=None, shuffle=False, num_workers=num_workers, persistent_workers=False
     )
     capture = Capture(model.sampled_blocks)
-    buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
+    if rules:
+        rules.attach()
+    buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in dims}
     done, t0 = start, time.time()
     try:
         for x, idx in loader:
             idx = idx + start
-            acts, grads = extract_batch(model, objective, x.to(device), idx, capture, autocast)
-            for kind, values in zip(KINDS, (acts, grads)):
+            feats = batch_features(model, objective, x.to(device), idx, capture, rules, autocast)
+            for kind, values in feats.items():
                 for buf, v in zip(buffers[kind], values):
                     buf.append(v.float().cpu().numpy())
             done = int(idx[-1]) + 1
             if done % chunk_images == 0 or done == len(ids):
                 lo = done - sum(len(b) for b in buffers["activations"][0])
-                for kind in KINDS:
+                for kind in dims:
                     for arr, buf in zip(arrays[kind], buffers[kind]):
                         arr[lo:done] = np.concatenate(buf).astype(store_dtype)
                         buf.clear()
@@ -240,12 +271,27 @@ def extract_to_zarr(
                 progress(done, len(ids))
     finally:
         capture.remove()
+        if rules:
+            rules.remove()
     rate = (done - start) / max(time.time() - t0, 1e-9)
     group.attrs.update({"n_done": done, "images_per_second": rate, "complete": True})
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
     return out
+
+
+def _rule_attrs(rules) -> dict[str, Any]:
+    """What the rule kinds replaced and sketched, for the store's attributes (nothing for the default kinds)."""
+    if rules is None:
+        return {}
+    attrs: dict[str, Any] = {"rule_seed": rules.seed}
+    if rules.feedback:
+        attrs["feedback_modules"] = rules.summary.get("replaced", [])
+        attrs["exact_backward_modules"] = rules.summary.get("exact", []) + sorted(rules.state.exact_calls)
+    if "weight_gradient_sketch" in rules.kinds:
+        attrs.update(sketch_size=rules.sketch_size, sketch_modules=rules.layer_modules)
+    return attrs
 
 
 def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
@@ -259,19 +305,25 @@ def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict
 
 
 def extract_arrays(
-    model: LoadedModel, objective: Callable, images: np.ndarray, batch_size: int = 100, device: str = "cpu"
+    model: LoadedModel, objective: Callable, images: np.ndarray, batch_size: int = 100, device: str = "cpu",
+    kinds: Sequence[str] = KINDS, rule_seed: int = 0, sketch_size: int = 16,
 ) -> dict[str, list[np.ndarray]]:
     """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
-    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in (rules.kinds if rules else KINDS)}
     data = ImageBatches(lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing,
                         batch_size)
     capture = Capture(model.sampled_blocks)
+    if rules:
+        rules.attach()
     try:
         for b in range(len(data)):
             x, idx = data[b]
-            for kind, values in zip(KINDS, extract_batch(model, objective, x.to(device), idx, capture)):
+            for kind, values in batch_features(model, objective, x.to(device), idx, capture, rules).items():
                 for buf, v in zip(out[kind], values):
                     buf.append(v.float().cpu().numpy())
     finally:
         capture.remove()
+        if rules:
+            rules.remove()
     return {kind: [np.concatenate(b) for b in bufs] for kind, bufs in out.items()}
