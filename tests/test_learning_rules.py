@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradbrain import extract, learning_rules, objectives, simulate
+from gradbrain import extract, learning_rules, objectives, scenarios, simulate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_extract import _model as _extract_model  # noqa: E402
@@ -318,9 +318,25 @@ def test_default_kinds_take_the_plain_path():
 
 
 def test_scenarios_name_the_kinds_their_drivers_need():
-    assert simulate.driver_kinds(["backprop", "misaligned"]) == ("activations", "gradients")
-    assert simulate.driver_kinds(["feedback_alignment", "backprop"]) == ("activations", "gradients",
+    assert scenarios.driver_kinds(["backprop", "misaligned"]) == ("activations", "gradients")
+    assert scenarios.driver_kinds(["feedback_alignment", "backprop"]) == ("activations", "gradients",
                                                                          "feedback_alignment")
     driver = simulate.DriverFeatures("m", np.zeros(1), [np.zeros((2, 1))], [np.zeros((2, 1))])
     with pytest.raises(KeyError, match="simulation.scenarios"):
         driver.features("feedback_alignment")
+
+
+def test_schema_requires_activations_and_gradients():
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    root = Path(__file__).resolve().parents[1]
+    schema = str(root / "workflow" / "schemas" / "config.schema.yaml")
+    cfg = yaml.safe_load((root / "config" / "rules.yaml").read_text())
+    validate(cfg, schema)
+    assert cfg["extraction"]["sketch_size"] == 16 and "feedback_alignment" in cfg["simulation"]["scenarios"]
+    for kinds in (["activations", "feedback_alignment"], ["activations", "gradients", "hebbian"]):
+        cfg["extraction"]["kinds"] = kinds
+        with pytest.raises(WorkflowError, match="kinds"):
+            validate(cfg, schema)

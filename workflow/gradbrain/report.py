@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 
 log = logging.getLogger(__name__)
 KIND_COLOURS = {"activations": "#0072B2", "gradients": "#D55E00"}  # Okabe-Ito, colour-blind safe
+KIND_COLOURS |= {"feedback_alignment": "#009E73", "sign_symmetry": "#CC79A7", "direct_feedback_alignment": "#E69F00",
+                 "weight_gradient_sketch": "#56B4E9"}  # learning-rule kinds; any other kind: tab10 in summary
 DEPTH_CMAP = "viridis"
 
 
@@ -116,9 +118,11 @@ def summary(scores: pd.DataFrame, out: Path) -> None:
     for ax, metric in zip(axes, metrics):
         for y, (dataset, model) in enumerate(groups):
             m = sel[(sel.dataset == dataset) & (sel.model == model) & (sel.metric == metric)]
-            for off, kind in ((-0.15, "activations"), (0.15, "gradients")):
-                v = m[m.kind == kind].value
-                ax.scatter(v, np.full(len(v), y + off), s=14, color=KIND_COLOURS[kind], label=kind if y == 0 else None)
+            kinds = _kinds(sel)
+            for i, kind in enumerate(kinds):
+                v, off = m[m.kind == kind].value, (i - (len(kinds) - 1) / 2) * 0.3 / max(len(kinds) - 1, 1)
+                colour = KIND_COLOURS.get(kind, plt.get_cmap("tab10")(i % 10))
+                ax.scatter(v, np.full(len(v), y + off), s=14, color=colour, label=kind if y == 0 else None)
         ax.axvline(0, color="0.7", lw=0.6)
         ax.set_title(metric.replace("_", " "), fontsize=8)
     axes[0].set_yticks(range(len(groups)), [f"{d} / {m}" for d, m in groups], fontsize=7)

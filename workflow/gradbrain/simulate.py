@@ -23,11 +23,9 @@ import numpy as np
 
 from . import nsd, things_meg
 from .photos import PHOTOGRAPHS, crops
+from .scenarios import BACKWARD_ORDERED, DEFAULT_KINDS, ERROR_KIND, SCENARIOS
 
 log = logging.getLogger(__name__)
-SCENARIOS = ("backprop", "misaligned", "forward_only", "feedback_alignment")
-ERROR_KIND = {"backprop": "gradients", "misaligned": "gradients", "feedback_alignment": "feedback_alignment"}
-BACKWARD_ORDERED = ("backprop", "feedback_alignment")  # error of layer k where layer k is, last layer first
 ATLAS_LABELS = {  # real label ids of NSD's atlases (data-formats.md 1.9); prf-visualrois V1..V3 split into v/d
     "prf-visualrois": {"V1v": 1, "V1d": 2, "V2v": 3, "V2d": 4, "V3v": 5, "V3d": 6, "hV4": 7},
     "streams": {
@@ -64,12 +62,6 @@ class DriverFeatures:
                 f"must be in simulation.scenarios when simulate_stimuli runs (delete the stimuli store to rerun it)"
             )
         return self.extra[kind]
-
-
-def driver_kinds(scenarios) -> tuple[str, ...]:
-    """Feature kinds the driver models must provide for ``scenarios``: activations, gradients and any rule kind."""
-    extra = [ERROR_KIND[s] for s in scenarios if ERROR_KIND.get(s, "gradients") != "gradients"]
-    return ("activations", "gradients", *dict.fromkeys(extra))
 
 
 def jpeg_roundtrip(images: np.ndarray, quality: int = 95) -> np.ndarray:
@@ -110,7 +102,7 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
             store.write_array(sub, "labels", labels)
             for model in models:
                 arrays = extract_arrays(model, make_objective(model), images, batch_size,
-                                        kinds=cfg.get("driver_kinds", ("activations", "gradients")),
+                                        kinds=cfg.get("driver_kinds", DEFAULT_KINDS),
                                         rule_seed=int(cfg.get("rule_seed", 0)))
                 msub = sub.create_group(model.spec["name"])
                 msub.attrs["depths"] = list(model.depths)

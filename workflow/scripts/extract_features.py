@@ -20,4 +20,5 @@ extract_to_zarr(
     batch_size=int(spec.get("batch_size", cfg["batch_size"])), chunk_images=int(cfg["chunk_images"]),
     device=cfg["device"], store_dtype=cfg["store_dtype"], autocast=cfg.get("autocast"),
     num_workers=int(cfg["num_workers"]), progress=progress(f"{dataset['name']}/{spec['name']}"),
+    kinds=cfg["kinds"], rule_seed=int(cfg["rule_seed"]), sketch_size=int(cfg["sketch_size"]),
 )
