@@ -310,7 +310,8 @@ def extract_arrays(
 ) -> dict[str, list[np.ndarray]]:
     """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
     rules = make_rules(model, kinds, rule_seed, sketch_size)
-    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in (rules.kinds if rules else KINDS)}
+    kinds = rules.kinds if rules else KINDS
+    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in kinds}
     data = ImageBatches(lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing,
                         batch_size)
     capture = Capture(model.sampled_blocks)

@@ -162,14 +162,22 @@ def _conv_forward(module: nn.Conv2d, name: str, state: FeedbackState):
     return forward
 
 
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An attention mask as added to the scores: boolean True (masked) -> -inf, float masks as they are."""
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+
+
 def _mha_forward(module: nn.MultiheadAttention, name: str, state: FeedbackState):
     """Self-attention with its in- and out-projections through _FeedbackLinear (softmax and mixing exact)."""
     original = module.forward
 
     def forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        supported = (query is key is value and module._qkv_same_embed_dim and module.bias_k is None
-                     and not module.add_zero_attn and not (module.training and module.dropout > 0))
+        supported = (query is key is value and query.dim() == 3 and module._qkv_same_embed_dim
+                     and module.bias_k is None and not module.add_zero_attn
+                     and not (module.training and module.dropout > 0))
         if not supported:  # cross-attention or exotic options: keep the exact backward, and say so
             state.exact_calls.add(name)
             return original(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
@@ -184,12 +192,10 @@ def _mha_forward(module: nn.MultiheadAttention, name: str, state: FeedbackState)
         if is_causal and attn_mask is None:
             mask = mask.masked_fill(torch.ones(t, t, dtype=torch.bool, device=mask.device).triu(1), float("-inf"))
         if attn_mask is not None:
-            am = attn_mask if attn_mask.dtype != torch.bool else torch.zeros_like(attn_mask, dtype=scores.dtype).masked_fill(attn_mask, float("-inf"))
+            am = _additive(attn_mask, scores.dtype)
             mask = mask + (am.view(bsz, h, t, t) if am.dim() == 3 else am)
         if key_padding_mask is not None:
-            kp = key_padding_mask
-            kp = torch.zeros_like(kp, dtype=scores.dtype).masked_fill(kp, float("-inf")) if kp.dtype == torch.bool else kp
-            mask = mask + kp.view(bsz, 1, 1, t)
+            mask = mask + _additive(key_padding_mask, scores.dtype).view(bsz, 1, 1, t)
         weights = torch.softmax(scores + mask, dim=-1)
         out = (weights @ v).transpose(1, 2).reshape(bsz, t, d)
         out = _FeedbackLinear.apply(out, module.out_proj.weight, module.out_proj.bias, state, _join(name, "out_proj"))
@@ -217,7 +223,7 @@ def feedback_layers(module: nn.Module, state: FeedbackState) -> Iterator[dict[st
     The forward values are unchanged (the same F.linear / F.conv2d calls). Subclasses with their own forward
     (e.g. timm's StdConv2d, Conv2dSame), 'same'-padded or non-zero-padded convolutions keep their exact backward.
     """
-    replaced, exact = [], []
+    replaced, exact, patched = [], [], []
     inside_mha = {_join(n, "out_proj") for n, m in module.named_modules() if isinstance(m, nn.MultiheadAttention)}
     for name, m in module.named_modules():
         forward = None
@@ -227,9 +233,10 @@ def feedback_layers(module: nn.Module, state: FeedbackState) -> Iterator[dict[st
             forward = _linear_forward(m, name, state)
         elif type(m) is nn.Conv2d and _conv_padding(m) is not None:
             forward = _conv_forward(m, name, state)
-        if forward is not None:
+        if forward is not None and "forward" not in m.__dict__:
             m.forward = forward
             replaced.append(name)
+            patched.append(m)
         elif _weighted(m) and name not in inside_mha:
             exact.append(name or type(m).__name__)
     if exact:
@@ -237,9 +244,8 @@ def feedback_layers(module: nn.Module, state: FeedbackState) -> Iterator[dict[st
     try:
         yield {"replaced": replaced, "exact": exact}
     finally:
-        for name, m in module.named_modules():
-            if "forward" in m.__dict__:
-                del m.forward
+        for m in patched:
+            del m.forward
 
 
 # ------------------------------------------------------------------------------------------- weight gradients
