@@ -79,9 +79,9 @@ def run(model, objective, x: torch.Tensor, batch: int, autocast: str | None, dev
     sync(device)
     kept: list[list] = []
     t0 = time.perf_counter()
-    for idx, acts, grads in extract.iter_features(model, objective, batches(), device, autocast):
+    for idx, feats in extract.iter_features(model, objective, batches(), device, autocast):
         if int(idx[0]) < keep:
-            kept.append([torch.from_numpy(v) for v in acts + grads])
+            kept.append([torch.from_numpy(v) for v in feats["activations"] + feats["gradients"]])
     sync(device)
     rate = len(x) / (time.perf_counter() - t0)
     outs = [torch.cat(parts)[:keep] for parts in zip(*kept)] if kept else []

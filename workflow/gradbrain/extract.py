@@ -1,6 +1,7 @@
 """Activations and per-image gradients of the sampled layers, pooled, written to zarr with resume.
 
 g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i L_i per batch (DESIGN.md).
+Further kinds (alternative learning rules, ``extraction.kinds``) come from the same forward pass: learning_rules.py.
 """
 
 from __future__ import annotations
@@ -131,6 +132,24 @@ def extract_batch(
     return [pool(h.detach(), pooling) for h in outputs], [pool(g, pooling) for g in grads]
 
 
+def make_rules(model: LoadedModel, kinds: Sequence[str] = KINDS, seed: int = 0, sketch_size: int = 16):
+    """The learning-rule kinds of ``kinds`` for ``model`` (a learning_rules.RuleSet), or None for the default kinds."""
+    from .learning_rules import RuleSet, check_kinds
+
+    if check_kinds(kinds) == KINDS:
+        return None
+    return RuleSet(model, kinds, seed=seed, sketch_size=sketch_size)
+
+
+def batch_features(model, objective, x, index, capture, rules=None, autocast=None) -> dict[str, list[torch.Tensor]]:
+    """Per kind, the pooled features of every sampled layer for one batch (extract_batch, or the rule kinds too)."""
+    if rules is None:
+        return dict(zip(KINDS, extract_batch(model, objective, x, index, capture, autocast)))
+    from .learning_rules import extract_batch_kinds
+
+    return extract_batch_kinds(model, objective, x, index, capture, rules, autocast)
+
+
 class ImageBatches(torch.utils.data.Dataset):
     """Batches of stimuli read by ``read(ids) -> uint8`` (runs in DataLoader workers).
 
@@ -187,10 +206,12 @@ def iter_features(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: str = "cpu",
     autocast: str | None = None,
-) -> Iterator[tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]]:
-    """Per batch of (images, indices): the indices and float32 activations and gradients of every sampled layer.
+    rules: Any = None,
+) -> Iterator[tuple[torch.Tensor, dict[str, list[np.ndarray]]]]:
+    """Per batch of (images, indices): the indices and, per kind, the float32 features of every sampled layer.
 
-    Images are uint8 (preprocessed here, on the device) or already preprocessed. On CUDA nothing waits per layer:
+    Images are uint8 (preprocessed here, on the device) or already preprocessed. ``rules`` (a
+    learning_rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. On CUDA nothing waits per layer:
     a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
     next one is queued, so the host's work (storing, decoding) overlaps the device's.
     """
@@ -198,33 +219,39 @@ def iter_features(
     cuda = str(device).startswith("cuda")
     pending = None
     try:
-        for x, idx in batches:
-            x = x.to(device, non_blocking=True)
-            if x.dtype == torch.uint8:
-                x = preprocess(x, model.preprocessing)
-            if model.extra.get("channels_last"):
-                x = x.contiguous(memory_format=torch.channels_last)
-            acts, grads = extract_batch(model, objective, x, idx, capture, autocast)
-            dims = [a.shape[1] for a in acts]
-            flat = torch.cat([t.float() for t in acts + grads], dim=1)
-            host = flat.to("cpu", non_blocking=cuda)
-            event = torch.cuda.Event() if cuda else None
-            if event is not None:
-                event.record()
+        with rules.attached() if rules else nullcontext():
+            for x, idx in batches:
+                x = x.to(device, non_blocking=True)
+                if x.dtype == torch.uint8:
+                    x = preprocess(x, model.preprocessing)
+                if model.extra.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats = batch_features(model, objective, x, idx, capture, rules, autocast)
+                dims = {kind: [t.shape[1] for t in values] for kind, values in feats.items()}
+                flat = torch.cat([t.float() for values in feats.values() for t in values], dim=1)
+                host = flat.to("cpu", non_blocking=cuda)
+                event = torch.cuda.Event() if cuda else None
+                if event is not None:
+                    event.record()
+                if pending is not None:
+                    yield _unpack(*pending)
+                pending = (idx, host, event, dims)
             if pending is not None:
                 yield _unpack(*pending)
-            pending = (idx, host, event, dims)
-        if pending is not None:
-            yield _unpack(*pending)
     finally:
         capture.remove()
 
 
-def _unpack(idx, host, event, dims) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+def _unpack(idx, host, event, dims: dict[str, list[int]]) -> tuple[torch.Tensor, dict[str, list[np.ndarray]]]:
     if event is not None:
         event.synchronize()
-    parts = np.split(host.numpy(), np.cumsum(dims + dims)[:-1], axis=1)
-    return idx, parts[: len(dims)], parts[len(dims) :]
+    sizes = [d for kind_dims in dims.values() for d in kind_dims]
+    parts = np.split(host.numpy(), np.cumsum(sizes)[:-1], axis=1)
+    out, start = {}, 0
+    for kind, kind_dims in dims.items():
+        out[kind] = parts[start : start + len(kind_dims)]
+        start += len(kind_dims)
+    return idx, out
 
 
 def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) -> str:
@@ -235,7 +262,8 @@ def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) 
     return h.hexdigest()
 
 
-def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: list[int], settings: dict) -> zarr.Group:
+def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: dict[str, list[int]], settings: dict,
+                     rules=None) -> zarr.Group:
     sig = signature(model, ids, settings)
     if path.exists():
         group = zarr.open_group(str(path), mode="r+")
@@ -244,9 +272,9 @@ def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: l
         shutil.rmtree(path)
     group = zarr.open_group(str(path), mode="w")
     chunk = int(settings["chunk_images"])
-    for kind in KINDS:
+    for kind, kind_dims in dims.items():
         sub = group.create_group(kind)
-        for name, depth, dim in zip(model.layer_names, model.depths, dims):
+        for name, depth, dim in zip(model.layer_names, model.depths, kind_dims):
             arr = sub.create_array(name, shape=(len(ids), dim), chunks=(chunk, dim), dtype=settings["store_dtype"])
             arr.attrs.update({"layer": name, "relative_depth": depth, "kind": kind})
     store.write_array(group, "stimulus_id", np.asarray(ids))
@@ -263,20 +291,22 @@ def _prepare_partial(path: Path, model: LoadedModel, ids: Sequence[str], dims: l
             "weights_id": model.weights_id,
             "source": model.spec["source"],
             "arch": model.spec["arch"],
-            "kinds": list(KINDS),
+            "kinds": list(dims),
+            **_rule_attrs(rules),
         }
     )
     return group
 
 
-def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str) -> list[int]:
+def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str, rules=None) -> dict[str, list[int]]:
     x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
     capture = Capture(model.sampled_blocks)
     try:
-        acts, _ = extract_batch(model, objective, x, torch.zeros(1, dtype=torch.long), capture)
+        with rules.attached() if rules else nullcontext():
+            feats = batch_features(model, objective, x, torch.zeros(1, dtype=torch.long), capture, rules)
     finally:
         capture.remove()
-    return [a.shape[1] for a in acts]
+    return {kind: [a.shape[1] for a in values] for kind, values in feats.items()}
 
 
 def extract_to_zarr(
@@ -294,6 +324,9 @@ def extract_to_zarr(
     num_workers: int = 0,
     pca_components: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    kinds: Sequence[str] = KINDS,
+    rule_seed: int = 0,
+    sketch_size: int = 16,
 ) -> Path:
     """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
 
@@ -301,32 +334,36 @@ def extract_to_zarr(
     renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
     ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
     (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
+    ``kinds`` beyond activations and gradients add learning-rule kinds (learning_rules.py), seeded by ``rule_seed``.
     """
     out = Path(out)
     chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
     settings = {"batch_size": batch_size, "chunk_images": chunk_images, "store_dtype": store_dtype,
                 "autocast": autocast, "device": torch.device(device).type}
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    if rules:
+        settings["rules"] = {"kinds": list(rules.kinds), "seed": rule_seed, "sketch_size": sketch_size}
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    dims = _feature_dims(model, objective, model.preprocessing, device)
-    group = _prepare_partial(partial, model, ids, dims, settings)
+    dims = _feature_dims(model, objective, model.preprocessing, device, rules)
+    group = _prepare_partial(partial, model, ids, dims, settings, rules)
     group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
     start = int(group.attrs["n_done"])
     if start:
         log.info("resuming %s at image %d of %d", out, start, len(ids))
-    arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in KINDS}
+    arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in dims}
     loader = image_loader(read, ids[start:], model.preprocessing, batch_size, num_workers, device)
     batches = ((x, idx + start) for x, idx in loader)
-    buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
+    buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in dims}
     done, t0 = start, time.time()
-    for idx, acts, grads in iter_features(model, objective, batches, device, autocast):
-        for kind, values in zip(KINDS, (acts, grads)):
+    for idx, feats in iter_features(model, objective, batches, device, autocast, rules):
+        for kind, values in feats.items():
             for buf, v in zip(buffers[kind], values):
                 buf.append(v)
         done = int(idx[-1]) + 1
         if done % chunk_images == 0 or done == len(ids):
             lo = done - sum(len(b) for b in buffers["activations"][0])
-            for kind in KINDS:
+            for kind in dims:
                 for arr, buf in zip(arrays[kind], buffers[kind]):
                     arr[lo:done] = np.concatenate(buf).astype(store_dtype)
                     buf.clear()
@@ -351,6 +388,19 @@ def extract_to_zarr(
     return out
 
 
+def _rule_attrs(rules) -> dict[str, Any]:
+    """What the rule kinds replaced and sketched, for the store's attributes (nothing for the default kinds)."""
+    if rules is None:
+        return {}
+    attrs: dict[str, Any] = {"rule_seed": rules.seed}
+    if rules.feedback:
+        attrs["feedback_modules"] = rules.summary.get("replaced", [])
+        attrs["exact_backward_modules"] = rules.summary.get("exact", []) + sorted(rules.state.exact_calls)
+    if "weight_gradient_sketch" in rules.kinds:
+        attrs.update(sketch_size=rules.sketch_size, sketch_modules=rules.layer_modules)
+    return attrs
+
+
 def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
     """One layer (n_images, d) or all layers of one kind as a dict, as float32."""
     group = store.open_group(path)
@@ -362,14 +412,17 @@ def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict
 
 
 def extract_arrays(
-    model: LoadedModel, objective: Callable, images: np.ndarray, batch_size: int = 100, device: str = "cpu"
+    model: LoadedModel, objective: Callable, images: np.ndarray, batch_size: int = 100, device: str = "cpu",
+    kinds: Sequence[str] = KINDS, rule_seed: int = 0, sketch_size: int = 16,
 ) -> dict[str, list[np.ndarray]]:
     """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
-    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in KINDS}
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    kinds = rules.kinds if rules else KINDS
+    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in kinds}
     data = ImageBatches(lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing,
                         batch_size)
-    for _, acts, grads in iter_features(model, objective, (data[b] for b in range(len(data))), device):
-        for kind, values in zip(KINDS, (acts, grads)):
+    for _, feats in iter_features(model, objective, (data[b] for b in range(len(data))), device, rules=rules):
+        for kind, values in feats.items():
             for buf, v in zip(out[kind], values):
                 buf.append(v)
     return {kind: [np.concatenate(b) for b in bufs] for kind, bufs in out.items()}

@@ -114,3 +114,11 @@ def kind_swap_null(
         g = np.where(swap[:, None], r_a, r_g)
         out[i] = stat(a, g)
     return out
+
+
+def fit_gain(r_kind: np.ndarray, r_reference: np.ndarray) -> float:
+    """Mean over targets of the best-layer r of a kind minus that of the reference kind (n_layers, n_targets) each:
+    > 0 when the kind's features fit the brain better (gain_over_gradients of a learning-rule kind)."""
+    best = np.nanmax(np.nan_to_num(r_kind, nan=-np.inf), 0)
+    ref = np.nanmax(np.nan_to_num(r_reference, nan=-np.inf), 0)
+    return float(np.mean(best - ref))

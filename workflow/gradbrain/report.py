@@ -22,7 +22,9 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 log = logging.getLogger(__name__)
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-KIND_COLOURS = {"activations": OKABE_ITO[0], "gradients": OKABE_ITO[1]}
+KIND_COLOURS = {"activations": OKABE_ITO[0], "gradients": OKABE_ITO[1], "feedback_alignment": OKABE_ITO[2],
+                "sign_symmetry": OKABE_ITO[3], "direct_feedback_alignment": OKABE_ITO[4],
+                "weight_gradient_sketch": OKABE_ITO[5]}  # learning-rule kinds after the two of the paper
 DEPTH_CMAP = "viridis"
 R_CMAP = "RdBu_r"
 R_SEQUENTIAL_CMAP = "magma"

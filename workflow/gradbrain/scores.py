@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 BASE_KIND = "activations"
 MAIN_METRICS = (
     "spatial_score", "spatial_score_spearman", "spatial_score_roi", "voxel_agreement", "spatial_divergence",
-    "temporal_score", "temporal_divergence", "after_forward_fraction", "layer_identifiability",
+    "temporal_score", "temporal_divergence", "after_forward_fraction", "layer_identifiability", "gain_over_gradients",
 )  # fmt: skip
+REFERENCE_KIND = "gradients"  # learning-rule kinds are compared with backprop's gradients (gain_over_gradients)
 
 
 @dataclass
@@ -105,6 +106,8 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
         rows.add(kind, "voxel_agreement_p",
                  stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
         rows.add(kind, "n_significant_both", both.sum())
+        if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
+            rows.add(kind, "gain_over_gradients", H.fit_gain(r[kind], r[REFERENCE_KIND]))
 
         def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
             ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
@@ -127,9 +130,9 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
     channels = store.read_array(brain["targets"], "channel")
     frac, seed = float(cfg["peak_fraction"]), int(cfg["seed"])
     perms = stats.layer_permutations(len(depths), int(cfg["permutations"]), seed)
-    rows, lat, curves_of = Rows(fit), {}, {}
+    rows, lat, curves_of, r_of = Rows(fit), {}, {}, {}
     for kind in kinds:
-        r = np.asarray(enc[f"r/{kind}"][...], dtype=float)
+        r = r_of[kind] = np.asarray(enc[f"r/{kind}"][...], dtype=float)
         curves = curves_of[kind] = H.meg_curves(r, n_ch, n_t)
         lat[kind] = H.peak_latencies(curves, times, frac)
         t = H.temporal_score(depths, lat[kind])
@@ -163,6 +166,8 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
         null = t_a + H.temporal_null(depths, lat[kind], perms)
         rows.add(kind, "temporal_divergence_p", stats.permutation_p(d, null))
         rows.add(kind, "after_forward_fraction", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+        if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
+            rows.add(kind, "gain_over_gradients", H.fit_gain(r_of[kind], r_of[REFERENCE_KIND]))
     return rows.rows
 
 
@@ -207,6 +212,13 @@ EXPECTATIONS = {  # the planted organisation of each scenario, as per-subject th
     ],
     "forward_only": [("activations", "spatial_score", ">=", 0.5), ("activations", "temporal_score", ">=", 0.8)],
 }
+# a learning rule's errors are backward signals like the gradients: its planted brain gets backprop's expectations
+# with the rule's kind in place of the gradients, and it must fit better than the gradients (and worse under backprop)
+EXPECTATIONS["feedback_alignment"] = [
+    ("feedback_alignment" if kind == "gradients" else kind, metric, op, threshold)
+    for kind, metric, op, threshold in EXPECTATIONS["backprop"]
+] + [("feedback_alignment", "gain_over_gradients", ">=", 0.0)]
+EXPECTATIONS["backprop"].append(("feedback_alignment", "gain_over_gradients", "<=", 0.0))
 
 
 def verdicts(scores: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:

@@ -6,7 +6,8 @@ gradients of the driver models' layers, read out through random weights, plus no
 - MEG: the layer at depth d peaks at a latency rising with d (the forward sweep).
 - Scenarios decide where and when the gradients are read out: ``backprop`` (same place as the layer, after the
   forward sweep, last layer first), ``misaligned`` (all layers' gradients in the highest ROIs only, late and in the
-  forward order), ``forward_only`` (no gradient signal).
+  forward order), ``forward_only`` (no gradient signal), ``feedback_alignment`` (organised as ``backprop``, but the
+  error signal is the drivers' feedback-alignment error instead of their gradient; learning_rules.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ import numpy as np
 
 from . import nsd, things_meg
 from .photos import PHOTOGRAPHS, crops
+from .scenarios import BACKWARD_ORDERED, DEFAULT_KINDS, ERROR_KIND, SCENARIOS
 
 log = logging.getLogger(__name__)
-SCENARIOS = ("backprop", "misaligned", "forward_only")
 ATLAS_LABELS = {  # real label ids of NSD's atlases (data-formats.md 1.9); prf-visualrois V1..V3 split into v/d
     "prf-visualrois": {"V1v": 1, "V1d": 2, "V2v": 3, "V2d": 4, "V3v": 5, "V3d": 6, "hV4": 7},
     "streams": {
@@ -46,9 +47,21 @@ class DriverFeatures:
     depths: np.ndarray
     activations: list[np.ndarray]
     gradients: list[np.ndarray]
+    extra: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def layer_at(self, depth: float) -> int:
         return int(np.argmin(np.abs(self.depths - depth)))
+
+    def features(self, kind: str) -> list[np.ndarray]:
+        """The whitened features of ``kind`` per layer (activations, gradients or a learning-rule kind)."""
+        if kind in ("activations", "gradients"):
+            return getattr(self, kind)
+        if kind not in self.extra:
+            raise KeyError(
+                f"driver {self.name} has no '{kind}' features in the stimuli store; a scenario that needs them "
+                f"must be in simulation.scenarios when simulate_stimuli runs (delete the stimuli store to rerun it)"
+            )
+        return self.extra[kind]
 
 
 def jpeg_roundtrip(images: np.ndarray, quality: int = 95) -> np.ndarray:
@@ -69,6 +82,7 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
     """Crops for the fMRI and MEG parts and the driver models' whitened features on them, in one zarr store.
 
     Computed once and shared by every scenario: the scenarios differ only in how the brain reads the features out.
+    ``cfg["driver_kinds"]`` adds learning-rule kinds (seeded by ``cfg["rule_seed"]``) for scenarios that need them.
     """
     from . import store
     from .extract import extract_arrays
@@ -87,7 +101,9 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
             store.write_array(sub, "images", images)
             store.write_array(sub, "labels", labels)
             for model in models:
-                arrays = extract_arrays(model, make_objective(model), images, batch_size)
+                arrays = extract_arrays(model, make_objective(model), images, batch_size,
+                                        kinds=cfg.get("driver_kinds", DEFAULT_KINDS),
+                                        rule_seed=int(cfg.get("rule_seed", 0)))
                 msub = sub.create_group(model.spec["name"])
                 msub.attrs["depths"] = list(model.depths)
                 for kind, layers in arrays.items():
@@ -106,8 +122,8 @@ def load_stimuli(path: str | Path, part: str) -> tuple[np.ndarray, np.ndarray, l
     for name, msub in sorted(group.groups()):
         depths = np.asarray(msub.attrs["depths"])
         layers = {kind: [np.asarray(msub[f"{kind}/{k:02d}"][...]) for k in range(len(depths))]
-                  for kind in ("activations", "gradients")}
-        drivers.append(DriverFeatures(name, depths, layers["activations"], layers["gradients"]))
+                  for kind, _ in sorted(msub.groups())}
+        drivers.append(DriverFeatures(name, depths, layers.pop("activations"), layers.pop("gradients"), layers))
     return np.asarray(group["images"][...]), np.asarray(group["labels"][...]), drivers
 
 
@@ -138,13 +154,13 @@ def _readout(feats: np.ndarray, n_out: int, rng: np.random.Generator) -> np.ndar
 
 def _mixture(drivers: list[DriverFeatures], kind: str, depth: float, n_out: int, rng) -> np.ndarray:
     """Average over driver models of the readout of the layer at ``depth``, rescaled to unit variance."""
-    total = sum(_readout(getattr(d, kind)[d.layer_at(depth)], n_out, rng) for d in drivers)
+    total = sum(_readout(d.features(kind)[d.layer_at(depth)], n_out, rng) for d in drivers)
     return _standardise(total)
 
 
 def _all_layers(drivers: list[DriverFeatures], kind: str, n_out: int, rng) -> np.ndarray:
     """Readouts of every layer of every driver, summed (the ``misaligned`` gradients)."""
-    total = sum(_readout(layer, n_out, rng) for d in drivers for layer in getattr(d, kind))
+    total = sum(_readout(layer, n_out, rng) for d in drivers for layer in d.features(kind))
     return _standardise(total)
 
 
@@ -211,11 +227,34 @@ def _fmri_design(cfg: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndar
 
 def gradient_rois(scenario: str, n_rois: int, cfg: dict[str, Any]) -> list[int]:
     """ROIs whose voxels carry a gradient signal in ``scenario``."""
-    if scenario == "backprop":
+    if scenario in BACKWARD_ORDERED:
         return list(range(n_rois))
     if scenario == "misaligned":
         return list(range(n_rois - int(cfg["misaligned_rois"]), n_rois))
     return []
+
+
+def fmri_signal(
+    scenario: str, drivers: list[DriverFeatures], rois: list[dict[str, Any]], roi_of: np.ndarray,
+    cfg: dict[str, Any], rng: np.random.Generator,
+) -> np.ndarray:
+    """Noise-free voxel responses (n_images, n_voxels): ROI r's voxels read out the activations of the layer at the
+    ROI's depth, plus, where the scenario puts it, the error signal (gradients or a learning rule's errors)."""
+    grad_rois = gradient_rois(scenario, len(rois), cfg)
+    kind = ERROR_KIND.get(scenario, "gradients")
+    signal = np.zeros((len(drivers[0].activations[0]), len(roi_of)))
+    for r, roi in enumerate(rois):
+        cols = np.flatnonzero(roi_of == r)
+        part = _mixture(drivers, "activations", float(roi["depth"]), len(cols), rng)
+        if r in grad_rois:
+            grad = (
+                _mixture(drivers, kind, float(roi["depth"]), len(cols), rng)
+                if scenario in BACKWARD_ORDERED
+                else _all_layers(drivers, kind, len(cols), rng)
+            )
+            part = part + float(cfg["gradient_gain"]) * grad
+        signal[:, cols] = _standardise(part)
+    return signal
 
 
 def simulate_fmri(
@@ -242,18 +281,7 @@ def simulate_fmri(
                           {"lh": entry["lh"], "rh": entry["rh"]})
         coords = np.argwhere(vol >= 0)
         roi_of = vol[tuple(coords.T)]
-        signal = np.zeros((len(images), len(coords)))
-        for r, roi in enumerate(rois):
-            cols = np.flatnonzero(roi_of == r)
-            part = _mixture(drivers, "activations", float(roi["depth"]), len(cols), srng)
-            if r in grad_rois:
-                grad = (
-                    _mixture(drivers, "gradients", float(roi["depth"]), len(cols), srng)
-                    if scenario == "backprop"
-                    else _all_layers(drivers, "gradients", len(cols), srng)
-                )
-                part = part + float(cfg["gradient_gain"]) * grad
-            signal[:, cols] = _standardise(part)
+        signal = fmri_signal(scenario, drivers, rois, roi_of, cfg, srng)
         noise_sd = float(cfg["noise"])
         baseline = srng.normal(0, 1, len(coords))
         ncsnr = np.zeros(vol.shape, dtype=np.float32)
@@ -283,7 +311,7 @@ def latencies(scenario: str, depths: np.ndarray, cfg: dict[str, Any]) -> tuple[n
     a0, a1 = cfg["activation_latency"]
     g0, g1 = cfg["gradient_latency"]
     act = a0 + depths * (a1 - a0)
-    if scenario == "backprop":
+    if scenario in BACKWARD_ORDERED:
         return act, g1 - depths * (g1 - g0)
     if scenario == "misaligned":
         return act, g0 + depths * (g1 - g0)
@@ -300,6 +328,27 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sd_samples: 
     for k in range(shape[-1]):
         out[..., k] = white[..., k : k + 2 * half + 1] @ kernel
     return out
+
+
+def meg_evoked(
+    scenario: str, drivers: list[DriverFeatures], cfg: dict[str, Any], times: np.ndarray, n_ch: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Noise-free evoked responses (n_images, n_ch, n_times), unit SD: the sum over layers and kinds (activations,
+    and the scenario's error signal) of topography x Gaussian envelope at the planted latency x image signal."""
+    depths = drivers[0].depths
+    act_lat, grad_lat = latencies(scenario, depths, cfg)
+    n_src = int(cfg["sources_per_layer"])
+    evoked = np.zeros((len(drivers[0].activations[0]), n_ch, len(times)), dtype=np.float32)
+    for kind, lats in (("activations", act_lat), (ERROR_KIND.get(scenario, "gradients"), grad_lat)):
+        if lats is None:
+            continue
+        for k, depth in enumerate(depths):
+            sig = _mixture(drivers, kind, float(depth), n_src, rng)  # (n_images, n_src)
+            topo = rng.standard_normal((n_src, n_ch)) / math.sqrt(n_ch)
+            env = np.exp(-0.5 * ((times - lats[k]) / float(cfg["width"])) ** 2)
+            evoked += np.einsum("is,sc,t->ict", sig, topo, env).astype(np.float32)
+    return evoked / evoked.std()
 
 
 def _meg_paths(labels: np.ndarray, test: bool) -> list[str]:
@@ -341,21 +390,11 @@ def simulate_meg(
     sfreq, tmin, n_times = 200.0, -0.1, 281
     times = tmin + np.arange(n_times) / sfreq
     ch_names = spread_channels(int(cfg["n_sensors"]))
-    n_ch, n_src = len(ch_names), int(cfg["sources_per_layer"])
+    n_ch = len(ch_names)
     subjects = list(range(1, int(cfg["n_subjects"]) + 1))
     for subject in subjects:
         srng = np.random.default_rng([seed, subject])
-        # evoked[i, ch, t] = sum over layers and kinds of topography x envelope x image signal
-        evoked = np.zeros((len(images), n_ch, n_times), dtype=np.float32)
-        for kind, lats in (("activations", act_lat), ("gradients", grad_lat)):
-            if lats is None:
-                continue
-            for k, depth in enumerate(depths):
-                sig = _mixture(drivers, kind, float(depth), n_src, srng)  # (n_images, n_src)
-                topo = srng.standard_normal((n_src, n_ch)) / math.sqrt(n_ch)
-                env = np.exp(-0.5 * ((times - lats[k]) / float(cfg["width"])) ** 2)
-                evoked += np.einsum("is,sc,t->ict", sig, topo, env).astype(np.float32)
-        evoked /= evoked.std()
+        evoked = meg_evoked(scenario, drivers, cfg, times, n_ch, srng)
         trial_images = np.concatenate(
             [rng.permutation(n_exp), np.repeat(np.arange(n_exp, n_exp + n_test), int(cfg["test_repeats"]))]
         )

@@ -16,6 +16,7 @@ os.environ.update(
 
 from gradbrain import download as dl  # noqa: E402
 from gradbrain.catalogue import model_spec  # noqa: E402
+from gradbrain.scenarios import DEFAULT_KINDS, driver_kinds  # noqa: E402
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -50,11 +51,18 @@ def spec_subset(model, keys):
 def stimuli_settings():
     """The simulation keys that decide the stimuli and driver features (so other edits keep them)."""
     keys = ("seed", "image_size", "driver_models", "readout_components")
-    return {
+    settings = {
         **{k: SIM[k] for k in keys if k in SIM},
         "fmri": {"n_images": SIM["fmri"]["n_images"]},
         "meg": {k: SIM["meg"][k] for k in ("n_images", "n_test_images")},
     }
+    # a learning-rule scenario needs its drivers' errors, seeded as the extraction's
+    kinds = driver_kinds(SIM.get("scenarios", []))
+    if kinds != DEFAULT_KINDS:
+        settings.update(
+            driver_kinds=list(kinds), rule_seed=config["extraction"]["rule_seed"]
+        )
+    return settings
 
 
 def _sim_sessions():

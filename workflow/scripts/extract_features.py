@@ -24,4 +24,5 @@ extract_to_zarr(
     device=cfg["device"], store_dtype=cfg["store_dtype"], autocast=cfg.get("autocast"),
     num_workers=workers, pca_components=cfg.get("pca_components"),
     progress=progress(f"{dataset['name']}/{spec['name']}"),
+    kinds=cfg["kinds"], rule_seed=int(cfg["rule_seed"]), sketch_size=int(cfg["sketch_size"]),
 )
