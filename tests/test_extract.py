@@ -306,3 +306,25 @@ def test_catalogue_entries_build_with_the_block_count_the_dag_uses(name):
     blocks = resolve_blocks(module, FAMILY_BLOCKS[spec["family"]])
     assert len(blocks) == n_blocks(spec)
     assert len(sample_layers(len(blocks), spec["n_layers"])) == min(len(blocks), spec["n_layers"])
+
+
+def test_autocast_leaves_the_objectives_own_arithmetic_in_float32():
+    """Under bf16 autocast only the network runs in bf16: view sampling (affine_grid is a bmm), MAE's patch
+    targets and the zero-shot logits stay float32 (in bf16 the views alone put 6 % error into the gradients)."""
+    x = torch.rand(3, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        views = objectives.seeded_views(x, [1, 2, 3])
+        patches = mae.patchify(x, 8)
+    assert torch.equal(views, objectives.seeded_views(x, [1, 2, 3]))
+    assert torch.equal(patches, mae.patchify(x, 8))
+
+    class FixedEmbedding:
+        spec = {"name": "fixed"}
+
+        def embed(self, images):
+            return torch.linspace(-1, 1, 3 * 16).view(3, 16) + images.mean()
+
+    obj = objectives.ZeroShot(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), 100.0, -10.0, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = obj(FixedEmbedding(), x, torch.arange(3))
+    torch.testing.assert_close(low, obj(FixedEmbedding(), x, torch.arange(3)), rtol=0, atol=0)

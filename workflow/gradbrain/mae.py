@@ -78,8 +78,8 @@ class MAEDecoder(nn.Module):
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, L, p*p*C) in MAE's order (models_mae.py ``patchify``)."""
     b, c, h, w = x.shape
-    x = x.reshape(b, c, h // p, p, w // p, p)
-    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
+    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)  # einsum nchpwq->nhwpqc, never autocast
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
 def seeded_masks(index: torch.Tensor, n_patches: int, mask_ratio: float, seed: int, device) -> tuple:

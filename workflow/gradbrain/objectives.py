@@ -62,9 +62,10 @@ def seeded_views(x: torch.Tensor, seeds: Sequence[int], min_scale: float = 0.5) 
                      (2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1, bright])  # fmt: skip
     params = to_device(torch.tensor(rows, dtype=torch.float64), x.device, x.dtype)
     theta, lo, hi, gain = params[:, :6].view(b, 2, 3), params[:, 6:8], params[:, 8:10], params[:, 10]
-    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
-    grid = torch.maximum(torch.minimum(grid, hi[:, None, None]), lo[:, None, None])
-    views = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    with torch.autocast(x.device.type, enabled=False):  # affine_grid is a bmm: under autocast it would be bf16
+        grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+        grid = torch.maximum(torch.minimum(grid, hi[:, None, None]), lo[:, None, None])
+        views = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return views * gain.view(b, 1, 1, 1)
 
 
@@ -101,7 +102,8 @@ class ZeroShot:
         img = F.normalize(model.embed(x).float(), dim=-1)
         if self.text.device != img.device:
             self.text = self.text.to(img.device)
-        logits = self.scale * img @ self.text.T
+        with torch.autocast(img.device.type, enabled=False):  # logits in float32 (x100 scale) under autocast
+            logits = self.scale * img @ self.text.T.to(img.dtype)
         if self.bias is not None:
             logits = logits + self.bias
         target = logits.argmax(1).detach()
