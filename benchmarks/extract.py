@@ -68,12 +68,18 @@ class Probe:
         self.u = torch.randn(dim, generator=torch.Generator().manual_seed(0)).to(device)
 
     def __call__(self, model, x, index, pause=None):
-        return model.embed(x).float() @ self.u
+        z = model.embed(x).float()
+        with torch.autocast(z.device.type, enabled=False):
+            return z @ self.u
 
 
 def run(model, objective, x: torch.Tensor, batch: int, autocast: str | None, device: str, keep: int = 0):
     """images/s of the extraction loop over ``x`` in batches, and the outputs of the first ``keep`` images."""
-    batches = lambda: ((x[lo : lo + batch], torch.arange(lo, min(lo + batch, len(x)))) for lo in range(0, len(x), batch))  # noqa: E731,E501
+
+    def batches():
+        for lo in range(0, len(x), batch):
+            yield x[lo : lo + batch], torch.arange(lo, min(lo + batch, len(x)))
+
     for _ in extract.iter_features(model, objective, [(x[:batch], torch.arange(batch))], device, autocast):
         pass  # warm-up (kernel selection, allocator, compilation)
     sync(device)

@@ -132,7 +132,8 @@ def loaded(tmp_path_factory):
                          "written": str(tmp / "vit.pt")}
     cases["clip_file"] = {"spec": {**CASES["clip"]["spec"], "weights": {"file": str(tmp / "clip.pt")},
                                    "quick_gelu": True}, "written": str(tmp / "clip.pt")}
-    cases["vit_missing"] = {"spec": {**CASES["vit"]["spec"], "weights": {"hub": "timm/vit_tiny_patch16_224.augreg_in21k"}}}
+    cases["vit_missing"] = {"spec": {**CASES["vit"]["spec"],
+                                     "weights": {"hub": "timm/vit_tiny_patch16_224.augreg_in21k"}}}
     cases["clip_missing"] = {"spec": {**CASES["clip"]["spec"], "weights": {"hub": "laion2b_s34b_b79k"}}}
     return _load_offline(tmp, cases), cache  # fmt: skip
 

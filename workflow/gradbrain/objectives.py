@@ -96,7 +96,8 @@ class ZeroShot:
         self.text = F.normalize(text_features.float(), dim=-1)
         self.scale, self.bias, self.sigmoid = logit_scale, logit_bias, sigmoid
         self.name = "siglip_zeroshot" if sigmoid else "clip_zeroshot"
-        self.settings = {"text_bank_size": int(self.text.shape[0]), "logit_scale": logit_scale, "logit_bias": logit_bias}
+        self.settings = {"text_bank_size": int(self.text.shape[0]), "logit_scale": logit_scale,
+                         "logit_bias": logit_bias}
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         img = F.normalize(model.embed(x).float(), dim=-1)
