@@ -52,6 +52,8 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
                                      {"feedback_alignment": white["feedback_alignment"]})
     roi_of = np.repeat(np.arange(len(ROIS)), VOXELS_PER_ROI)
     distance = roi_of * 12.0 + np.random.default_rng(0).uniform(0, 6, len(roi_of))
+    ijk = np.stack([np.arange(len(roi_of)) % 8, np.arange(len(roi_of)) // 8, np.zeros(len(roi_of), int)], 1)
+    ijk = ijk.astype(np.int32)  # a voxel grid, as prepare_fmri writes it (the report's brain maps read it)
     times = np.arange(-0.1, 1.05, 1 / 20)
     n_ch = 8
     fits, scenarios = [], {}
@@ -60,7 +62,8 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
         Y = simulate.fmri_signal(scenario, [driver], ROIS, roi_of, {"gradient_gain": 1.0}, rng)
         fmri = _brain(tmp / f"{scenario}_fmri.zarr", Y + 0.8 * rng.standard_normal(Y.shape), ids,
                       {"distance_v1": distance.astype(np.float32), "roi": np.array([ROIS[r]["name"] for r in roi_of]),
-                       "hemi": np.full(len(roi_of), "lh")}, {"modality": "fmri"})
+                       "hemi": np.full(len(roi_of), "lh"), "ijk": ijk, "coords_mm": (ijk * 1.8).astype(np.float32)},
+                      {"modality": "fmri"})
         evoked = simulate.meg_evoked(scenario, [driver], MEG, times, n_ch, rng)  # (n, ch, t) -> time-major targets
         Y = (evoked + 0.5 * rng.standard_normal(evoked.shape)).transpose(0, 2, 1).reshape(N_IMAGES, -1)
         meg = _brain(tmp / f"{scenario}_meg.zarr", Y, ids,
