@@ -9,11 +9,9 @@ prepared targets must equal the loaders' output on the source trees.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import yaml
 import zarr
 
 import realdata
+from snakerun import run_snakemake
 from gradbrain import download as dl
 from gradbrain import nsd, things_meg
 
@@ -30,7 +29,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index"),
     pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP's zip is needed to make the encrypted archive"),
 ]
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "fixture-password"
 ROIS = {"prf-visualrois": ["V1", "V2", "V3", "hV4"]}
 TRIALS = 60  # per session file (750 in real NSD)
@@ -61,12 +59,7 @@ def config(tmp: Path, images_url: str, **nsd_keys) -> dict:
 def snakemake(tmp: Path, cfg: dict, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     path = tmp / f"config-{len(list(tmp.glob('config-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
-           "--configfile", str(path), "--replace-workflow-config", "--workflow-profile", "none", "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return run_snakemake(path, "--replace-workflow-config", *args, check=check, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +106,7 @@ def test_fmri_side_downloads_and_encodes(servers, tmp_path):
     cfg = study(servers, tmp_path)
     snakemake(tmp_path, cfg, "--until", "encode_fmri", env=env(servers))
     root, src = tmp_path / "data" / "nsd", servers["src"] / "nsd"
-    wanted = sorted(set(dl.nsd_subject_keys(1, 2, ROIS) + dl.nsd_shared_keys()))
+    wanted = sorted(set(nsd.required_files(1, 2, ROIS) + dl.nsd_shared_keys()))
     assert files_under(root) == wanted, "exactly the files the config needs, no .part left"
     for key in wanted:
         assert (root / key).read_bytes() == (src / key).read_bytes(), key

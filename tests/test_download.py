@@ -178,7 +178,7 @@ def test_nsd_keys_are_exactly_what_the_loader_needs(tmp_path):
     full = tmp_path / "full"
     realdata.build_nsd(full, n_sessions=3, fmt="hdf5")
     rois = {"streams": ["midventral", "ventral"]}
-    keys = dl.nsd_subject_keys(1, 2, rois, fmt="hdf5") + dl.nsd_shared_keys()
+    keys = nsd.required_files(1, 2, rois, fmt="hdf5") + dl.nsd_shared_keys()
     assert all((full / k).is_file() for k in keys)
     assert not any("session03" in k or k.endswith(".nii.gz") and "betas_session" in k for k in keys)
     part = tmp_path / "part"
@@ -199,7 +199,7 @@ def test_nsd_keys_are_exactly_what_the_loader_needs(tmp_path):
 
 
 def test_fsaverage_and_meg_keys():
-    keys = dl.nsd_subject_keys(2, 1, {"prf-visualrois": "all"}, space="fsaverage")
+    keys = nsd.required_files(2, 1, {"prf-visualrois": "all"}, space="fsaverage")
     assert "nsddata_betas/ppdata/subj02/fsaverage/betas_fithrf_GLMdenoise_RR/lh.betas_session01.mgh" in keys
     assert "nsddata_betas/ppdata/subj02/fsaverage/betas_fithrf_GLMdenoise_RR/rh.ncsnr.mgh" in keys
     assert "nsddata/freesurfer/fsaverage/label/rh.prf-visualrois.mgz" in keys
@@ -333,7 +333,7 @@ def test_targets_terms_and_root_patterns():
     sim_ds = {**nsd_ds, "simulated": "backprop", "root": "data/sim/backprop/nsd"}
     datasets = {"nsd": nsd_ds, "meg": meg_ds, "sim": sim_ds}
     assert list(dl.download_datasets(datasets, "nsd")) == ["nsd"], "a simulated dataset is never downloaded"
-    keys = dl.nsd_subject_keys(1, 2, ["streams"], fmt="hdf5")
+    keys = nsd.required_files(1, 2, ["streams"], fmt="hdf5")
     assert dl.download_targets(nsd_ds, 1) == [f"data/nsd/{k}" for k in keys]
     assert dl.download_targets(nsd_ds) == [f"data/nsd/{k}" for k in dl.nsd_shared_keys()]
     assert dl.download_targets(meg_ds, 2) == [f"/abs/ds004212/{f}" for f in dl.things_meg_files(2)]

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from snakerun import REPO, SNAKEMAKE, run_snakemake
 
 
 def small_config(tmp: Path) -> dict:
@@ -36,18 +34,6 @@ def small_config(tmp: Path) -> dict:
         if "images_root" in ds:
             ds["images_root"] = ds["images_root"].replace("data/sim", sim["root"])
     return cfg
-
-
-def run_snakemake(
-    configfile: Path, *args: str, check: bool = True, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), "--configfile",
-           str(configfile), "--workflow-profile", "none", "--cores", "2", *args]
-    env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")

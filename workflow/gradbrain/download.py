@@ -88,21 +88,6 @@ def nsd_shared_keys() -> list[str]:
     return [p.as_posix() for p in (nsd.expdesign_path(root), nsd.stim_info_path(root), nsd.stimuli_path(root))]
 
 
-def nsd_subject_keys(
-    subject: int,
-    n_sessions: int,
-    rois: Iterable[str],
-    *,
-    fmt: str = "nii.gz",
-    space: str = "func1pt8mm",
-    beta_version: str = "betas_fithrf_GLMdenoise_RR",
-) -> list[str]:
-    """Bucket keys ``prepare_fmri`` reads for one subject: design, betas of each session, ncsnr, ROIs and tables."""
-    from . import nsd
-
-    return nsd.required_files(subject, n_sessions, rois, fmt=fmt, space=space, beta_version=beta_version)
-
-
 def things_meg_files(subject: int | str) -> list[str]:
     """Paths under the THINGS-MEG root of one participant's preprocessed epochs: the first file and its splits."""
     from . import things_meg
@@ -134,7 +119,7 @@ def roots_pattern(roots: Iterable[str]) -> str:
 def download_targets(dataset: Mapping, subject: int | str | None = None) -> list[str]:
     """Files a job of this dataset reads, as paths under its roots: one subject's (prepare) or the extraction's (None).
 
-    NSD: :func:`nsd_subject_keys` for a subject, :func:`nsd_shared_keys` for the extraction. THINGS-MEG: the epochs
+    NSD: ``nsd.required_files`` for a subject, :func:`nsd_shared_keys` for the extraction. THINGS-MEG: the epochs
     files of the subject, or of every subject plus ``<images_root>/object_images`` for the extraction (which reads
     the trial metadata of every participant and the images).
     """
@@ -143,7 +128,9 @@ def download_targets(dataset: Mapping, subject: int | str | None = None) -> list
         if subject is None:
             keys = nsd_shared_keys()
         else:
-            keys = nsd_subject_keys(
+            from . import nsd
+
+            keys = nsd.required_files(
                 int(subject),
                 dataset["sessions"][int(subject)],
                 dataset["rois"],
@@ -229,6 +216,17 @@ def _part(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+def _retry_or_give_up(source: str, err: Exception, attempt: int, attempts: int, part: Path, say: Log) -> None:
+    """After an interrupted transfer: wait and return (the caller retries), or raise after the last attempt."""
+    if attempt == attempts:
+        raise IncompleteDownload(
+            f"{source}: transfer failed {attempts} times ({err}); the bytes received are kept in {part}, "
+            "run the workflow again to resume"
+        ) from err
+    say(f"{source}: transfer interrupted ({err}); retrying ({attempt}/{attempts})")
+    time.sleep(min(2**attempt, 30))
+
+
 def _finish(part: Path, dest: Path, size: int | None, source: str) -> Path:
     got = part.stat().st_size
     if size is not None and got != size:
@@ -292,13 +290,7 @@ def download_object(
         except ClientError as err:
             raise _client_error(err, bucket, key) from err
         except (BotoCoreError, OSError) as err:
-            if attempt == attempts:
-                raise IncompleteDownload(
-                    f"{source}: transfer failed {attempts} times ({err}); the bytes received are kept in {part}, "
-                    "run the workflow again to resume"
-                ) from err
-            say(f"{source}: transfer interrupted ({err}); retrying ({attempt}/{attempts})")
-            time.sleep(min(2**attempt, 30))
+            _retry_or_give_up(source, err, attempt, attempts, part, say)
             continue
         if part.stat().st_size >= size:
             break
@@ -383,13 +375,7 @@ def download_url(
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             if isinstance(err, IncompleteDownload):
                 raise
-            if attempt == attempts:
-                raise IncompleteDownload(
-                    f"{url}: transfer failed {attempts} times ({err}); the bytes received are kept in {part}, "
-                    "run the workflow again to resume"
-                ) from err
-            say(f"{url}: transfer interrupted ({err}); retrying ({attempt}/{attempts})")
-            time.sleep(min(2**attempt, 30))
+            _retry_or_give_up(url, err, attempt, attempts, part, say)
             continue
         if size is None or part.stat().st_size >= size:
             break
