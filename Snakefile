@@ -28,6 +28,7 @@ include: "workflow/rules/brain.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/hierarchy.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/power.smk"
 
 
 rule all:

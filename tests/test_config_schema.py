@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_PATH = ROOT / "config" / "config.yaml"
 README_PATH = ROOT / "config" / "README.md"
-SECTIONS = ("results", "extraction", "demo_training", "simulation", "encoding", "hierarchy")
+SECTIONS = ("results", "extraction", "demo_training", "simulation", "encoding", "hierarchy", "power")
 
 
 def load(path: Path):

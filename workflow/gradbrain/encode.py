@@ -1,7 +1,9 @@
 """encode_fmri / encode_meg: Pearson r per (kind, layer, target) for one subject and model.
 
 Writes results/encoding/{dataset}/{model}/sub-{subject}.zarr: r/<kind> and alpha/<kind> (n_layers, n_targets), the
-held-out r when the brain store has a test split, and the layer identifiability of each kind (attrs).
+held-out r when the brain store has a test split, the layer identifiability of each kind (attrs), and r_own/<kind>:
+the same encoding of each layer's own contribution (contributions.py) for the modalities in
+``encoding.own_contribution``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import store
+from .contributions import own_contributions
 from .encoding import CrossValidatedRidge, heldout_scores, make_folds
 from .hierarchy import best_layers
 from .identifiability import linear_cka, planted_targets, recovery
@@ -97,6 +100,9 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
                 store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
             fits = [cv or CrossValidatedRidge(X, folds, alphas, **solver) for cv, X in zip(fits, train_layers)]
             group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, fits, depths, r_all, cfg)
+            if brain.attrs["modality"] in cfg.get("own_contribution", ()):
+                r_own = own_scores(X_layers, kind, train, Y_train, folds, alphas, solver)
+                store.write_array(group, f"r_own/{kind}", r_own)
         group.attrs.update(
             {
                 "layers": layers,
@@ -110,10 +116,22 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
                 "pooling": feats.attrs["pooling"],
                 "weights_id": feats.attrs["weights_id"],
                 "modality": brain.attrs["modality"],
+                "own_contribution": brain.attrs["modality"] in cfg.get("own_contribution", ()),
                 "seconds": time.time() - t0,
             }
         )
     return Path(out)
+
+
+def own_scores(
+    X_layers: list[np.ndarray], kind: str, train: np.ndarray, Y_train: np.ndarray, folds: np.ndarray,
+    alphas: np.ndarray, solver: dict[str, Any],
+) -> np.ndarray:
+    """Cross-validated r (n_layers, n_targets) of every layer's own contribution (innovations over all stimuli)."""
+    own = own_contributions(X_layers, kind, alphas, **{k: solver[k] for k in ("backend", "device", "dtype")})
+    r = [CrossValidatedRidge(X[train], folds, alphas, **solver).score(Y_train)[0] for X in own]
+    log.info("%s own contributions: max r per layer %s", kind, np.round([np.max(x) for x in r], 3).tolist())
+    return np.stack(r).astype(np.float32)
 
 
 def _identifiability(X_layers, fits, depths, r_all, cfg) -> dict[str, Any]:

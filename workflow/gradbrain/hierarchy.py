@@ -3,7 +3,8 @@
 fMRI: d*(v) = depth of argmax_k r_k(v); h(v) = distance from the V1 centroid of the same hemisphere.
   spatial_score S = Pearson(d*, h) over voxels significant for the kind; voxel_agreement A = Pearson(d*_a, d*_g);
   spatial_divergence D_S = S_a - S_g.
-MEG: R_k(t) = mean over sensors of r; T_k = mean of the times with R_k(t)/max_t R_k >= 0.95;
+MEG: R_k(t) = mean over sensors of r; T_k = mean of the times with R_k(t)/max_t R_k >= 0.95 (robust variant:
+  the centroid of R_k above half its maximum, centroid_latencies);
   temporal_score T = Pearson(d_k, T_k); temporal_divergence D_T = T_g + T_a;
   after_forward_fraction = share of layers whose gradient T_k exceeds max_k of the activation T_k.
 """
@@ -122,3 +123,17 @@ def fit_gain(r_kind: np.ndarray, r_reference: np.ndarray) -> float:
     best = np.nanmax(np.nan_to_num(r_kind, nan=-np.inf), 0)
     ref = np.nanmax(np.nan_to_num(r_reference, nan=-np.inf), 0)
     return float(np.mean(best - ref))
+
+def centroid_latencies(curves: np.ndarray, times: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """T_k = centroid of R_k(t) above ``fraction`` of its maximum: sum_t t w_k(t) / sum_t w_k(t),
+    w_k(t) = max(R_k(t) - fraction * max_t R_k, 0).
+
+    Robust beside :func:`peak_latencies`: it weighs every time point of the response by its height instead of
+    hinging on the few points within 5 % of a noisy maximum, so noise moves T_k smoothly rather than by jumps between
+    bumps of similar height. A curve whose maximum is not positive gets the time of its maximum.
+    """
+    curves = np.asarray(curves, dtype=float)
+    peak = curves.max(1, keepdims=True)
+    w = np.clip(curves - fraction * peak, 0, None)
+    w = np.where(peak > 0, w, (curves >= peak).astype(float))
+    return (w * times[None]).sum(1) / w.sum(1)

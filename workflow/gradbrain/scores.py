@@ -171,6 +171,96 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
     return rows.rows
 
 
+ROBUST_VARIANTS = (  # (metric suffix, score maps, latency estimator) of the estimators beside the paper's
+    ("centroid", "r", "centroid"), ("own", "r_own", "peak"), ("own_centroid", "r_own", "centroid"),
+)  # fmt: skip
+ROBUST_METRICS = tuple(
+    f"{m}_{suffix}" for suffix, _, _ in ROBUST_VARIANTS
+    for m in ("temporal_score", "temporal_divergence", "after_forward_fraction")
+) + ("spatial_score_own", "voxel_agreement_own", "spatial_divergence_own")  # fmt: skip
+
+
+def robust_meg_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
+    """Temporal metrics of the robust estimators (docs/metrics.md): the centroid latency of each layer's curve
+    (suffix ``_centroid``), the paper's peak window on the curves of each layer's own contribution (``_own``, when
+    the encoding store has ``r_own``), and both (``_own_centroid``)."""
+    enc, brain, depths, kinds = _load(fit)
+    n_ch, n_t = int(brain.attrs["n_channels"]), int(brain.attrs["n_times"])
+    times = np.asarray(brain["targets"]["time"][...], dtype=float)
+    seed = int(cfg["seed"])
+    perms = stats.layer_permutations(len(depths), int(cfg["permutations"]), seed)
+    latency = {
+        "peak": lambda c: H.peak_latencies(c, times, float(cfg["peak_fraction"])),
+        "centroid": lambda c: H.centroid_latencies(c, times, float(cfg.get("centroid_fraction", 0.5))),
+    }
+    rows = Rows(fit)
+    for suffix, maps, estimator in ROBUST_VARIANTS:
+        if not all(f"{maps}/{kind}" in enc for kind in kinds):
+            continue
+        lat = {}
+        for kind in kinds:
+            curves = H.meg_curves(np.asarray(enc[f"{maps}/{kind}"][...], dtype=float), n_ch, n_t)
+            lat[kind] = latency[estimator](curves)
+            t = H.temporal_score(depths, lat[kind])
+            rows.add(kind, f"temporal_score_{suffix}", t)
+            null = H.temporal_null(depths, lat[kind], perms)
+            rows.add(kind, f"temporal_score_{suffix}_p", stats.permutation_p(t, null))
+            if maps == "r_own" and estimator == "peak":
+                rows.add(kind, "peak_r_own", curves.max())
+        for kind in kinds:
+            if kind == BASE_KIND or BASE_KIND not in kinds:
+                continue
+            t_a = H.temporal_score(depths, lat[BASE_KIND])
+            d = H.temporal_score(depths, lat[kind]) + t_a
+            rows.add(kind, f"temporal_divergence_{suffix}", d)
+            rows.add(kind, f"temporal_divergence_{suffix}_p",
+                     stats.permutation_p(d, t_a + H.temporal_null(depths, lat[kind], perms)))
+            rows.add(kind, f"after_forward_fraction_{suffix}", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+    return rows.rows
+
+
+def robust_fmri_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
+    """Spatial score, voxel agreement and spatial divergence from the best layers of each layer's own contribution
+    (suffix ``_own``; nothing when the encoding store has no ``r_own``)."""
+    enc, brain, depths, kinds = _load(fit)
+    if not all(f"r_own/{kind}" in enc for kind in kinds):
+        return []
+    h = np.asarray(brain["targets"]["distance_v1"][...], dtype=float)
+    n, alpha, seed = int(enc.attrs["n_train"]), float(cfg["fdr_alpha"]), int(cfg["seed"])
+    perms = stats.layer_permutations(len(depths), int(cfg["permutations"]), seed)
+    rows, r, best, spatial = Rows(fit), {}, {}, {}
+    for kind in kinds:
+        r[kind] = np.asarray(enc[f"r_own/{kind}"][...], dtype=float)
+        b = best[kind] = H.best_layers(r[kind], depths, n, alpha)
+        sig = b.significant
+        s = spatial[kind] = H.spatial_score(b.best_depth[sig], h[sig])
+        rows.add(kind, "spatial_score_own", s)
+        rows.add(kind, "spatial_score_own_p",
+                 stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
+        rows.add(kind, "n_significant_own", sig.sum())
+    for kind in kinds:
+        if kind == BASE_KIND or BASE_KIND not in kinds:
+            continue
+        a, g = best[BASE_KIND], best[kind]
+        both = a.significant & g.significant
+        agree = stats.pearson(a.best_depth[both], g.best_depth[both])
+        rows.add(kind, "voxel_agreement_own", agree)
+        rows.add(kind, "voxel_agreement_own_p",
+                 stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
+
+        def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
+            ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
+            return H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]) - H.spatial_score(
+                bg.best_depth[bg.significant], h[bg.significant]
+            )
+
+        d = spatial[BASE_KIND] - spatial[kind]
+        rows.add(kind, "spatial_divergence_own", d)
+        null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(int(cfg["permutations"]), 200), seed)
+        rows.add(kind, "spatial_divergence_own_p", stats.permutation_p(d, null))
+    return rows.rows
+
+
 def _identifiability_rows(rows: Rows, enc, kind: str) -> None:
     ident = enc.attrs.get(f"identifiability_{kind}")
     if ident:
@@ -184,7 +274,7 @@ def group_tests(scores: pd.DataFrame) -> pd.DataFrame:
     Each row also carries the mean layer identifiability of its (dataset, model, kind), so that a divergence is read
     beside how well the model's layers can be told apart at all (NaN where it was not computed).
     """
-    main = scores[scores.metric.isin(MAIN_METRICS)]
+    main = scores[scores.metric.isin(MAIN_METRICS + ROBUST_METRICS)]
     out = []
     for (dataset, model, kind, metric), frame in main.groupby(["dataset", "model", "kind", "metric"], sort=True):
         out.append({"dataset": dataset, "model": model, "kind": kind, "metric": metric,
@@ -236,14 +326,20 @@ def verdicts(scores: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
                                       "value", "recovered"])
 
 
+def new_extra() -> dict[str, list]:
+    """Empty collectors for the per-target tables the metric functions fill beside their rows."""
+    return {"profiles": [], "latencies": [], "best_layers": [], "topographies": []}
+
+
 def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, str], outdir: str | Path) -> None:
     """Compute every table of the hierarchy stage and write them to ``outdir``."""
     outdir = Path(outdir)
-    extra: dict[str, list] = {"profiles": [], "latencies": [], "best_layers": [], "topographies": []}
+    extra = new_extra()
     rows = []
     for fit in fits:
         modality = store.open_group(fit.brain).attrs["modality"]
         rows += (fmri_metrics if modality == "fmri" else meg_metrics)(fit, cfg, extra)
+        rows += (robust_fmri_metrics if modality == "fmri" else robust_meg_metrics)(fit, cfg)
         log.info("%s %s sub-%s done", fit.dataset, fit.model, fit.subject)
     scores = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
     tables = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import correlate1d
 
 from . import nsd, things_meg
 from .photos import PHOTOGRAPHS, crops
@@ -324,10 +325,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sd_samples: 
     kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sd_samples) ** 2)
     kernel /= np.sqrt((kernel**2).sum())
     white = rng.standard_normal((*shape[:-1], shape[-1] + 2 * half)).astype(np.float32)
-    out = np.empty(shape, dtype=np.float32)
-    for k in range(shape[-1]):
-        out[..., k] = white[..., k : k + 2 * half + 1] @ kernel
-    return out
+    smooth = correlate1d(white, kernel, axis=-1, mode="constant")  # out[k] = white[k - half : k + half + 1] @ kernel
+    return np.ascontiguousarray(smooth[..., half : half + shape[-1]])
 
 
 def meg_evoked(
@@ -347,7 +346,7 @@ def meg_evoked(
             sig = _mixture(drivers, kind, float(depth), n_src, rng)  # (n_images, n_src)
             topo = rng.standard_normal((n_src, n_ch)) / math.sqrt(n_ch)
             env = np.exp(-0.5 * ((times - lats[k]) / float(cfg["width"])) ** 2)
-            evoked += np.einsum("is,sc,t->ict", sig, topo, env).astype(np.float32)
+            evoked += np.multiply.outer(sig @ topo, env).astype(np.float32)  # sum_s sig[i,s] topo[s,c] env[t]
     return evoked / evoked.std()
 
 

@@ -59,8 +59,14 @@ def atomic_group(path: str | os.PathLike) -> Iterator[zarr.Group]:
     tmp.rename(path)
 
 
-def open_group(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
-    """Open a zarr group, with an error naming the file and the rule that makes it when it is missing."""
+def open_group(path: str | os.PathLike | Any, mode: str = "r") -> zarr.Group:
+    """Open a zarr group, with an error naming the file and the rule that makes it when it is missing.
+
+    An object that is not a path (an open group, or an in-memory stand-in such as ``power.MemoryGroup``) is
+    returned as it is.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return path
     if mode == "r" and not Path(path).exists():
         raise FileNotFoundError(
             f"{path} does not exist: run the workflow stage that writes it (snakemake {path})"

@@ -206,3 +206,49 @@ def by_attempt(value):
 def on_gpu(device):
     """GPUs a job asks for: one when its stage runs on a CUDA device."""
     return 1 if str(device).startswith("cuda") else 0
+
+
+# ------------------------------------------------------------------ power analysis (power.smk)
+from gradbrain import power as power_lib  # noqa: E402
+
+POWER = config.get("power", {})
+POWER_CELLS = power_lib.cells(POWER, MODELS) if POWER else []
+REAL_DATASETS = [n for n, d in DATASETS.items() if not d.get("simulated")]
+
+
+def real_encoding_files():
+    """Encoding stores of the real datasets: their image counts mark the power curves' operating point."""
+    return [f for f in encoding_files() if Path(f).parts[-3] in REAL_DATASETS]
+
+
+def power_cell_params(wildcards):
+    """The grid cell a power_cell job computes."""
+    return {
+        "model": wildcards.model,
+        "modality": wildcards.modality,
+        "scenario": wildcards.planted,
+        "noise": float(wildcards.noise),
+        "n_images": int(wildcards.n_images),
+    }
+
+
+def power_cell_config(wildcards):
+    """The config a power_cell job depends on (so that unrelated edits leave the cells alone)."""
+    sim, enc = config["simulation"], config["encoding"]
+    solver = ("folds", "seed", "alphas", "backend", "device", "dtype", "target_batch")
+    return {
+        "simulation": {
+            **{k: sim[k] for k in ("image_size", "readout_components") if k in sim},
+            wildcards.modality: sim[wildcards.modality],
+        },
+        "encoding": {k: enc[k] for k in solver if k in enc},
+        "hierarchy": config["hierarchy"],
+        "power": POWER,
+    }
+
+
+def power_cell_features(wildcards):
+    return {
+        m: f"{RESULTS}/power/features/{m}.zarr"
+        for m in power_lib.driver_names(POWER, wildcards.model) + [wildcards.model]
+    }
