@@ -14,8 +14,8 @@ import yaml
 from test_envs import action_rules
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT_RULES = {"report"}
-"""Rules that only draw figures from small tables; every other rule with an action is heavy."""
+LIGHT_RULES = {"report", "power"}
+"""Rules that only tabulate and draw from small tables; every other rule with an action is heavy."""
 
 
 def test_every_heavy_rule_has_a_log_and_a_benchmark():

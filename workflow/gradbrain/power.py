@@ -276,35 +276,36 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     layers = [f"layer{k:02d}" for k in range(len(depths))]
     layout = fmri_layout(sim) if modality == "fmri" else None
     operator = meg_time_operator(power.get("preprocessing", {})) if modality == "meg" else None
+    subjects = [(run, subject) for run in range(int(power["seeds"])) for subject in range(1, n_subjects + 1)]
+    Ys, meta = [], {}
+    for run, subject in subjects:
+        rng = subject_rng(power["seed"], run, subject)
+        if modality == "meg":
+            y, times, n_ch = meg_targets(drivers, scenario, sim, {}, rng, operator)
+            meta = {"attrs": {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
+                    "targets": {"time": times.astype(np.float32),
+                                "channel": np.array(S.spread_channels(int(sim["n_sensors"])))}}
+        else:
+            y = fmri_targets(drivers, scenario, sim, layout, rng)
+            meta = {"attrs": {"modality": "fmri"},
+                    "targets": {k: layout[k] for k in ("distance_v1", "roi", "hemi", "ijk", "coords_mm")}}
+        Ys.append(y)
+    # every seed's subjects side by side: each layer's fold SVDs are computed once per cell
+    Y, width = np.concatenate(Ys, axis=1), Ys[0].shape[1]
+    del Ys
+    r = {f"{m}/{kind}": np.stack([CrossValidatedRidge(X, folds, alphas, **solver,
+                                                      target_batch=encoding.get("target_batch")).score(Y)[0]
+                                  for X in fs[kind]])
+         for m, fs in maps.items() for kind in KINDS}
+    log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
     rows = []
-    for run in range(int(power["seeds"])):
-        Ys, meta = [], {}
-        for subject in range(1, n_subjects + 1):
-            rng = subject_rng(power["seed"], run, subject)
-            if modality == "meg":
-                y, times, n_ch = meg_targets(drivers, scenario, sim, {}, rng, operator)
-                meta = {"attrs": {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
-                        "targets": {"time": times.astype(np.float32),
-                                    "channel": np.array(S.spread_channels(int(sim["n_sensors"])))}}
-            else:
-                y = fmri_targets(drivers, scenario, sim, layout, rng)
-                meta = {"attrs": {"modality": "fmri"},
-                        "targets": {k: layout[k] for k in ("distance_v1", "roi", "hemi", "ijk", "coords_mm")}}
-            Ys.append(y)
-        Y, width = np.concatenate(Ys, axis=1), Ys[0].shape[1]
-        del Ys
-        r = {f"{m}/{kind}": np.stack([CrossValidatedRidge(X, folds, alphas, **solver,
-                                                          target_batch=encoding.get("target_batch")).score(Y)[0]
-                                      for X in fs[kind]])
-             for m, fs in maps.items() for kind in KINDS}
-        for subject in range(1, n_subjects + 1):
-            cols = slice((subject - 1) * width, subject * width)
-            fit = subject_stores(f"{run}-{subject}", {k: v[:, cols] for k, v in r.items()}, layers, depths, n,
-                                 meta["attrs"], meta["targets"])
-            for _, _, _, kind, metric, value in subject_metrics(fit, modality, hierarchy):
-                rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind,
-                             metric, value))
-        log.info("%s seed %d: %d subjects scored", cell_name(cell), run, n_subjects)
+    for i, (run, subject) in enumerate(subjects):
+        cols = slice(i * width, (i + 1) * width)
+        fit = subject_stores(f"{run}-{subject}", {k: v[:, cols] for k, v in r.items()}, layers, depths, n,
+                             meta["attrs"], meta["targets"])
+        for _, _, _, kind, metric, value in subject_metrics(fit, modality, hierarchy):
+            rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind,
+                         metric, value))
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
