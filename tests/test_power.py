@@ -4,6 +4,7 @@ the workflow's encoding and hierarchy functions, the rates, and the false-positi
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
 # ---------------------------------------------------------------------------------------------------- the rates
 def test_power_table_counts_each_test_as_the_definitions_say():
     rows = []
-    values = {1: [-0.9, -0.95, -0.5, -0.85], 2: [-0.9, -0.7, -0.9, -0.99]}
+    values = {1: [-0.9, -0.95, -0.5, -0.85], 2: [-0.9, -0.7, 0.9, -0.99]}
     p_values = {1: [0.001, 0.2, 0.04, 0.01], 2: [0.001, 0.01, 0.5, 0.002]}
     for seed in (0, 1):
         for subject in range(1, 5):
@@ -150,19 +151,34 @@ def test_power_table_counts_each_test_as_the_definitions_say():
                 rows.append(("m", "meg", "backprop", 1.0, 100, seed, subject, "gradients", metric, value))
             rows.append(("m", "meg", "backprop", 1.0, 100, seed, subject, "activations", "peak_r", 0.2))
     cell = pd.DataFrame(rows, columns=P.CELL_COLUMNS)
-    table = P.power_table([cell], {"n_subjects": [2, 4], "alpha": 0.05})
+    table = P.power_table([cell], {"n_subjects": [2, 6], "alpha": 0.05})
     get = lambda test, claim, k=1: table[(table.test == test) & (table.claim == claim)  # noqa: E731
                                          & (table.n_subjects == k) & (table.metric == "temporal_score")].iloc[0]
     perm = get("permutation", "< 0")
     assert perm.rate == pytest.approx(6 / 8) and perm.planted == "effect" and perm.n_runs == 8
     assert get("permutation", "> 0").rate == 0 and get("permutation", "> 0").planted == "no_effect"
     threshold = get("threshold", "<= -0.8")
-    assert threshold.rate == pytest.approx(6 / 8) and threshold.planted == "effect"
-    group4 = get("wilcoxon", "< 0", 4)
-    expected = np.mean([stats.group_test(np.array(values[s]))["p"] < 0.05 for s in (1, 2)])
-    assert group4.rate == pytest.approx(expected) and group4.n_runs == 2
+    assert threshold.rate == pytest.approx(5 / 8) and threshold.planted == "effect"
+    group6 = get("wilcoxon", "< 0", 6)
+    assert group6.n_runs == 1000  # random groups of 6 of the 8 pooled subjects (both seeds)
+    p, means = P.group_draws(np.array(values[1] + values[2]), 6, 1000, 0)
+    assert group6.rate == pytest.approx(np.mean((p < 0.05) & (means < 0)))
+    assert 0.1 < group6.rate < 0.5  # the 7 of 28 groups without the positive subject reach p = 1/32
     assert get("wilcoxon", "< 0", 2).rate == 0  # two subjects cannot reach p < 0.05 with a Wilcoxon test
     assert perm.observed_r == pytest.approx(0.2) and perm.observed_r_gradients == pytest.approx(0.1)
+
+
+def test_group_draws_are_wilcoxon_tests_of_groups_drawn_without_replacement():
+    pool = np.array([-0.1, -0.2, -0.4, -0.8, -1.6, 3.2, np.nan])  # distinct group means; the NaN subject is left out
+    p, means = P.group_draws(pool, 6, 50, 0)
+    assert np.allclose(means, np.nanmean(pool)) and np.allclose(p, stats.group_test(pool)["p"])
+    p, means = P.group_draws(pool, 3, 2000, 0)
+    draws = {round(m, 6) for m in means}
+    assert len(draws) == 20  # every one of the C(6, 3) groups appears, no group repeats a subject
+    for m, q in zip(means[:20], p[:20]):
+        group = [c for c in itertools.combinations(pool[:6], 3) if np.isclose(np.mean(c), m)]
+        assert np.isclose(q, stats.group_test(np.array(group[0]))["p"])
+    assert P.group_draws(pool, 7, 10, 0)[0].size == 0  # fewer finite subjects than the group size
 
 
 # ------------------------------------------------------------------------------ false positives under the null
