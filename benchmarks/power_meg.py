@@ -26,6 +26,7 @@ import yaml
 
 from gradbrain import hierarchy as H
 from gradbrain import power as P
+from gradbrain import simulate as S
 from gradbrain.catalogue import model_spec
 from gradbrain.contributions import own_contributions
 from gradbrain.encode import alpha_grid
@@ -56,7 +57,8 @@ def score(r: dict, depths: np.ndarray, times: np.ndarray, n_ch: int, n: int, kin
     """The hierarchy stage's per-subject MEG metrics of one simulated subject, as {(kind, metric): value}."""
     fit = P.subject_stores("s", r, [f"l{k}" for k in range(len(depths))], depths, n,
                            {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
-                           {"time": times.astype(np.float32)}, kinds=kinds)
+                           {"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
+                           kinds=kinds)
     rows = P.subject_metrics(fit, "meg", hierarchy)
     return {(kind, metric): value for *_, kind, metric, value in rows}
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from gradbrain import power
 from snakerun import REPO, SNAKEMAKE, run_snakemake
 
 
@@ -69,6 +71,40 @@ def test_planted_truth_is_recovered(small_study):
     assert list(tests.columns) == ["dataset", "model", "kind", "metric", "n_subjects", "mean", "sem", "statistic",
                                    "p", "p_fdr", "layer_identifiability"]
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_power_runs_on_the_trained_demo_models(small_study):
+    """`snakemake power` on a one-point grid reuses the study's trained models: a cell per model and modality, the
+    table and the curves; a stored cell equals a direct run of that planted study (power.run_cell)."""
+    tmp, configfile = small_study
+    cfg = yaml.safe_load(configfile.read_text())
+    cfg["power"].update(modalities=["meg", "fmri"], scenarios=["backprop"], noise={"meg": [1.0], "fmri": [1.4]},
+                        n_images=[120], n_subjects=[2], seeds=1, group_draws=50)
+    power_config = tmp / "power.yaml"
+    power_config.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(power_config, "power")
+    assert "train_demo_model" not in proc.stdout + proc.stderr  # the study's models are reused
+    out = tmp / "results" / "power"
+    table = pd.read_csv(out / "power.csv")
+    assert set(table.model) == {"demo_vit", "demo_cnn"} and set(table.modality) == {"meg", "fmri"}
+    assert (out / "power_curves.png").stat().st_size > 10_000
+    forward = table[(table.modality == "meg") & (table.kind == "activations") & (table.metric == "temporal_score")
+                    & (table.test == "permutation") & (table.claim == "> 0")]
+    assert (forward.rate == 1).all() and (forward.planted == "effect").all()  # 120 images, noise 1: a clear sweep
+
+    cell = {"model": "demo_cnn", "modality": "meg", "scenario": "backprop", "noise": 1.0, "n_images": 120}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job ran
+    try:
+        direct = power.run_cell(cell, {"demo_cnn": str(out / "features" / "demo_cnn.zarr")}, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    stored = pd.read_csv(out / "cells" / power.cell_name(cell))
+    keys = ["seed", "subject", "kind", "metric"]
+    both = stored.merge(direct, on=keys, suffixes=("_stored", "_direct"))
+    assert len(both) == len(stored) == len(direct) > 100
+    assert np.allclose(both.value_stored, both.value_direct, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 ARTEFACTS = REPO / "tests" / "artefacts"

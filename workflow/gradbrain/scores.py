@@ -56,6 +56,18 @@ def _load(fit: Fit) -> tuple[Any, Any, np.ndarray, list[str]]:
     return enc, brain, np.asarray(enc.attrs["relative_depths"]), list(enc.attrs["kinds"])
 
 
+def _agreement_rows(rows: Rows, kind: str, a: H.SpatialResult, g: H.SpatialResult, depths: np.ndarray,
+                    perms: np.ndarray, metric: str) -> np.ndarray:
+    """Voxel agreement of two best-layer maps over the targets significant in both, and its permutation p;
+    returns that target mask."""
+    both = a.significant & g.significant
+    agree = stats.pearson(a.best_depth[both], g.best_depth[both])
+    rows.add(kind, metric, agree)
+    rows.add(kind, f"{metric}_p",
+             stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
+    return both
+
+
 def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
     """Spatial score (Pearson, Spearman, ROI-level), voxel agreement and spatial divergence of one subject."""
     enc, brain, depths, kinds = _load(fit)
@@ -99,12 +111,7 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
     for kind in kinds:
         if kind == BASE_KIND or BASE_KIND not in kinds:
             continue
-        a, g = best[BASE_KIND], best[kind]
-        both = a.significant & g.significant
-        agree = stats.pearson(a.best_depth[both], g.best_depth[both])
-        rows.add(kind, "voxel_agreement", agree)
-        rows.add(kind, "voxel_agreement_p",
-                 stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
+        both = _agreement_rows(rows, kind, best[BASE_KIND], best[kind], depths, perms, "voxel_agreement")
         rows.add(kind, "n_significant_both", both.sum())
         if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
             rows.add(kind, "gain_over_gradients", H.fit_gain(r[kind], r[REFERENCE_KIND]))
@@ -241,12 +248,7 @@ def robust_fmri_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
     for kind in kinds:
         if kind == BASE_KIND or BASE_KIND not in kinds:
             continue
-        a, g = best[BASE_KIND], best[kind]
-        both = a.significant & g.significant
-        agree = stats.pearson(a.best_depth[both], g.best_depth[both])
-        rows.add(kind, "voxel_agreement_own", agree)
-        rows.add(kind, "voxel_agreement_own_p",
-                 stats.permutation_p(agree, H.agreement_null(a.best_index[both], g.best_index[both], depths, perms)))
+        _agreement_rows(rows, kind, best[BASE_KIND], best[kind], depths, perms, "voxel_agreement_own")
 
         def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
             ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
