@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -52,6 +52,15 @@ def test_schema_is_a_valid_json_schema():
 def test_shipped_configs_validate(path):
     """config/config.yaml and any further study (config/paper.yaml) are complete configs on their own."""
     check(load(path))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "power").glob("*.yaml")), ids=lambda p: p.name)
+def test_overlay_configs_validate_merged_over_the_default(path):
+    """config/power/*.yaml are given with --configfile beside the default, which Snakemake updates key by key."""
+    merged = load(CONFIG_PATH)
+    update_config(merged, load(path))
+    check(merged)
+    assert merged["datasets"] == check(load(CONFIG_PATH))["datasets"]  # the overlay only changes the power grid
 
 
 def test_defaults_are_filled_in(config):
