@@ -31,7 +31,7 @@ SMALL = {  # small random-init stand-ins of each family, built offline through t
     },
     "clip": {  # open_clip's own ViT image tower (CLIP, OWL-ViT)
         "catalogue": "owlvit_b32",
-        "weights": {"file": None},
+        "weights": {"file": None, "hub": None},
         "n_blocks": 2,
         "kwargs": {
             "embed_dim": 32,

@@ -15,7 +15,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import owlvit
 from .catalogue import FAMILY_BLOCKS, n_blocks, relative_depths, sample_layers
+
+# Catalogue `converter`: checkpoints in another library's layout that open_clip models load after key conversion.
+CONVERTERS = {"owlvit": owlvit}
 
 
 @dataclass
@@ -239,6 +243,8 @@ class OpenClipSource:
     A pretrained tag (``weights.hub``) is resolved with open_clip's own table: the checkpoint comes from the hub
     cache (open_clip_model.safetensors or open_clip_pytorch_model.bin of the tag's repository), QuickGELU follows the
     tag, and the preprocessing (mean, std, resize mode) is the tag's. A file goes through open_clip's checkpoint loader.
+    With a ``converter`` in the entry (``owlvit``), a hub repository id that is not a tag, or a file in that
+    library's layout, is read from the hub cache or disk and converted to open_clip's key names (``converted``).
     """
 
     @staticmethod
@@ -249,6 +255,15 @@ class OpenClipSource:
         hub = spec["weights"].get("hub")
         kwargs = dict(spec.get("kwargs", {}))
         quick_gelu = bool(spec.get("quick_gelu", False))
+        converter = spec.get("converter")
+        if converter is not None and converter not in CONVERTERS:
+            raise ValueError(f"models.{spec['name']}.converter: '{converter}' is not one of {sorted(CONVERTERS)}")
+        if converter and weights_file is None and hub and not open_clip.get_pretrained_cfg(spec["arch"], hub):
+            return OpenClipSource.converted(spec, None)
+        if converter and weights_file is not None:
+            state = _load_state_dict(weights_file)
+            if CONVERTERS[converter].is_transformers_checkpoint(state):
+                return OpenClipSource.converted(spec, weights_file, state)
         if weights_file is None and hub:
             tag_cfg = open_clip.get_pretrained_cfg(spec["arch"], hub)
             if not tag_cfg:
@@ -283,6 +298,49 @@ class OpenClipSource:
             crop_pct=float(spec.get("crop_pct", 1.0)),
             interpolation=pp.get("interpolation", "bicubic"),
             resize_mode=pp.get("resize_mode", "shortest"),
+        )
+        return module, prep, weights_id
+
+    @staticmethod
+    def converted(
+        spec: dict[str, Any], weights_file: Path | None, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[nn.Module, Preprocessing, str]:
+        """An open_clip model loaded from a checkpoint in the layout of the entry's ``converter`` (e.g. OWL-ViT's
+        transformers checkpoint), from ``weights_file`` or else the hub repository ``weights.hub``; the
+        preprocessing comes from the checkpoint's ``preprocessor_config.json`` when there is one."""
+        import open_clip
+
+        conv = CONVERTERS[spec["converter"]]
+        if weights_file is None:
+            repo = spec["weights"]["hub"]
+            try:
+                weights_file = conv.hub_checkpoint(repo, _missing_errors())
+            except _missing_errors() as err:
+                raise _hub_error(spec, repo, conv.REPO_FILES, err) from err
+            pp_config = conv.hub_preprocessor_config(repo, _missing_errors())
+            weights_id = f"hf-hub:{repo}"
+        else:
+            pp_config = conv.read_preprocessor_config(weights_file.parent)
+            weights_id = f"file:{weights_file.name}"
+        kwargs = dict(spec.get("kwargs", {}))
+        module = open_clip.create_model(spec["arch"], force_quick_gelu=bool(spec.get("quick_gelu")), **kwargs)
+        try:
+            module.load_state_dict(conv.to_open_clip(state or _load_state_dict(weights_file)), strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"weights {weights_file} of model {spec['name']}, converted by gradbrain.{spec['converter']}, do not "
+                f"fit open_clip {spec['arch']} built with kwargs {kwargs}: set the entry's kwargs to the checkpoint's "
+                f"sizes (force_image_size, force_context_length, vision_cfg, text_cfg). {str(err)[:800]}"
+            ) from err
+        size = module.visual.image_size
+        pp = conv.preprocessing(pp_config, size[0] if isinstance(size, (tuple, list)) else size)
+        prep = Preprocessing(
+            input_size=int(spec.get("input_size") or pp["input_size"]),
+            mean=pp["mean"],
+            std=pp["std"],
+            crop_pct=float(spec.get("crop_pct", pp["crop_pct"])),
+            interpolation=pp["interpolation"],
+            resize_mode=pp["resize_mode"],
         )
         return module, prep, weights_id
 
