@@ -401,15 +401,15 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
                 if not found or f"{metric}_p" not in sub.columns or sub[metric].isna().all():
                     continue
                 values, p = sub[metric].to_numpy(float), sub[f"{metric}_p"].to_numpy(float)
+                groups = {int(k): group_draws(values, int(k), int(power.get("group_draws", 1000)),
+                                              int(power.get("seed", 0))) for k in power["n_subjects"]}
                 for sign, claim in ((1, "> 0"), (-1, "< 0")):
                     planted = planted_label(scenario, kind, found[0], sign)
                     add(1, "permutation", kind, metric, claim, planted,
                         (p < alpha) & (np.sign(values) == sign), values)
-                    for k in power["n_subjects"]:
-                        p_group, means = group_draws(values, int(k), int(power.get("group_draws", 1000)),
-                                                     int(power.get("seed", 0)))
-                        add(int(k), "wilcoxon", kind, metric, claim, planted,
-                            (p_group < alpha) & (np.sign(means) == sign), means)
+                    for k, (p_group, means) in groups.items():
+                        add(k, "wilcoxon", kind, metric, claim, planted, (p_group < alpha) & (np.sign(means) == sign),
+                            means)
             for t_kind, metric, op, value in thresholds():
                 if t_kind != kind or metric not in sub.columns or sub[metric].isna().all():
                     continue
