@@ -53,7 +53,7 @@ def small_config(**power) -> dict:
     cfg["simulation"]["meg"]["n_sensors"] = 4
     cfg["simulation"]["readout_components"] = 12
     cfg["encoding"]["target_batch"] = None
-    cfg["power"].update({"hierarchy": {"bootstraps": 0, "permutations": 199}, **power})
+    cfg["power"].update({"hierarchy": {"bootstraps": 0, "permutations": 199}, "own_contribution": True, **power})
     return cfg
 
 
@@ -166,6 +166,17 @@ def test_power_table_counts_each_test_as_the_definitions_say():
     assert 0.1 < group6.rate < 0.5  # the 7 of 28 groups without the positive subject reach p = 1/32
     assert get("wilcoxon", "< 0", 2).rate == 0  # two subjects cannot reach p < 0.05 with a Wilcoxon test
     assert perm.observed_r == pytest.approx(0.2) and perm.observed_r_gradients == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("rounding", [None, 1, 0])
+def test_signed_rank_p_equals_scipy_per_group(rounding):
+    """The enumerated sign-flip p equals stats.group_test (SciPy) row by row: without ties, with ties, with zeros."""
+    groups = np.random.default_rng(3).standard_normal((200, 7)) * 2
+    if rounding is not None:
+        groups = np.round(groups, rounding)
+    expected = np.array([stats.group_test(row)["p"] for row in groups])
+    assert np.allclose(stats.signed_rank_p(groups), expected, equal_nan=True, rtol=1e-12)
+    assert np.allclose(stats.signed_rank_p(groups[:20], max_exact=5), expected[:20], equal_nan=True)
 
 
 def test_group_draws_are_wilcoxon_tests_of_groups_drawn_without_replacement():

@@ -24,7 +24,6 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from . import scores, stats, store, things_meg
 from . import simulate as S
@@ -61,6 +60,9 @@ PLANTED = {
 FAMILIES = ("spatial_score", "voxel_agreement", "spatial_divergence", "temporal_score", "temporal_divergence",
             "after_forward_fraction")
 SUFFIXES = ("", "_centroid", "_own", "_own_centroid")
+CELL_KEYS = ("seeds", "seed", "n_subjects", "drivers", "own_contribution", "preprocessing", "hierarchy")
+"""The ``power`` keys a grid cell's numbers depend on (the rest only choose cells or aggregate them)."""
+SIGNED_FAMILIES = FAMILIES[:-1]  # group-tested against 0; a fraction of layers in [0, 1] has no sign to test
 
 
 # ------------------------------------------------------------------------------------------------------ the grid
@@ -271,7 +273,7 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     alphas = alpha_grid(encoding)
     solver = {k: encoding[k] for k in ("backend", "device", "dtype")}
     maps = {"r": feats} | ({"r_own": {kind: own_contributions(feats[kind], kind, alphas, **solver) for kind in KINDS}}
-                           if power.get("own_contribution", True) else {})
+                           if power.get("own_contribution", False) else {})
     folds = make_folds(n, int(encoding["folds"]), int(encoding["seed"]))
     n_subjects = max(int(k) for k in power["n_subjects"])
     layers = [f"layer{k:02d}" for k in range(len(depths))]
@@ -368,9 +370,8 @@ def group_draws(values: np.ndarray, k: int, draws: int, seed: int) -> tuple[np.n
         return np.array([]), np.array([])
     rng = np.random.default_rng([seed, len(pool), k])
     groups = pool[np.argsort(rng.random((draws, len(pool))), axis=1)[:, :k]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = scipy_stats.wilcoxon(groups, axis=1, zero_method="wilcox", alternative="two-sided").pvalue
-    return np.where(np.any(groups != 0, axis=1), p, np.nan), groups.mean(1)
+    p = stats.signed_rank_p(groups)
+    return p, groups.mean(1)
 
 
 def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> pd.DataFrame:
@@ -402,7 +403,8 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
                     continue
                 values, p = sub[metric].to_numpy(float), sub[f"{metric}_p"].to_numpy(float)
                 groups = {int(k): group_draws(values, int(k), int(power.get("group_draws", 1000)),
-                                              int(power.get("seed", 0))) for k in power["n_subjects"]}
+                                              int(power.get("seed", 0)))
+                          for k in power["n_subjects"] if found[0] in SIGNED_FAMILIES}
                 for sign, claim in ((1, "> 0"), (-1, "< 0")):
                     planted = planted_label(scenario, kind, found[0], sign)
                     add(1, "permutation", kind, metric, claim, planted,

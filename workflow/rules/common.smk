@@ -243,7 +243,7 @@ def power_cell_config(wildcards):
         },
         "encoding": {k: enc[k] for k in solver if k in enc},
         "hierarchy": config["hierarchy"],
-        "power": POWER,
+        "power": {k: POWER[k] for k in power_lib.CELL_KEYS if k in POWER},
     }
 
 
