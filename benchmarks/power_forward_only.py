@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-
 from gradbrain import hierarchy as H
 from gradbrain import power as P
 from gradbrain import simulate as S

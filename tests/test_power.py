@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-
 from gradbrain import hierarchy as H
 from gradbrain import power as P
 from gradbrain import scores, stats, store

@@ -448,26 +448,33 @@ def operating_points(scores_csv: str | Path | None, encoding_files: Iterable[str
     return pd.DataFrame(out, columns=cols)
 
 
-FIGURE_TESTS = {  # (modality, kind, metric, claim) drawn on the curves (per-subject permutation tests)
-    "meg": [("activations", "temporal_score", "> 0"), ("gradients", "temporal_score", "< 0"),
-            ("gradients", "temporal_score_centroid", "< 0"), ("gradients", "temporal_score_own_centroid", "< 0"),
-            ("gradients", "temporal_divergence", "> 0")],
-    "fmri": [("activations", "spatial_score", "> 0"), ("gradients", "spatial_score", "> 0"),
-             ("gradients", "voxel_agreement", "> 0"), ("gradients", "spatial_divergence", "> 0"),
-             ("gradients", "spatial_score_own", "> 0")],
+FIGURE_TESTS = {  # (modality: kind, metric, claim, test) drawn on the curves; group tests at the largest group
+    "meg": [("activations", "temporal_score", "> 0", "permutation"),
+            ("gradients", "temporal_score", "< 0", "permutation"),
+            ("gradients", "temporal_score_centroid", "< 0", "permutation"),
+            ("gradients", "temporal_score_own_centroid", "< 0", "permutation"),
+            ("gradients", "temporal_divergence", "> 0", "permutation"),
+            ("gradients", "temporal_score_centroid", "< 0", "wilcoxon")],
+    "fmri": [("activations", "spatial_score", "> 0", "permutation"),
+             ("gradients", "spatial_score", "> 0", "permutation"),
+             ("gradients", "voxel_agreement", "> 0", "permutation"),
+             ("gradients", "spatial_divergence", "> 0", "permutation"),
+             ("gradients", "spatial_score_own", "> 0", "permutation"),
+             ("gradients", "spatial_score", "> 0", "wilcoxon")],
 }
 
 
 def power_figure(table: pd.DataFrame, points: pd.DataFrame, out: str | Path) -> Path:
     """Power curves: per model and modality (rows) and scenario (columns), the rate of each headline permutation
-    test against the observed activation r, one line per image count; dashed where the claim is planted false;
-    the real data's observed r marked by a vertical line."""
+    test, and of the group test at the largest group size, against the observed activation r, one line per image
+    count; dashed where the claim is planted false; the real data's observed r marked by a vertical line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = table[table.test == "permutation"]
+    largest = table.loc[table.test == "wilcoxon", "n_subjects"].max() if (table.test == "wilcoxon").any() else 0
+    table = table[(table.test == "permutation") | ((table.test == "wilcoxon") & (table.n_subjects == largest))]
     panels = [(m, mod) for m in table.model.unique() for mod in table.modality.unique()]
     scenarios = list(table.scenario.unique())
     fig, axes = plt.subplots(max(len(panels), 1), max(len(scenarios), 1), squeeze=False,
@@ -477,14 +484,16 @@ def power_figure(table: pd.DataFrame, points: pd.DataFrame, out: str | Path) -> 
         for j, scenario in enumerate(scenarios):
             ax = axes[i][j]
             sel = table[(table.model == model) & (table.modality == modality) & (table.scenario == scenario)]
-            for c, (kind, metric, claim) in enumerate(FIGURE_TESTS.get(modality, [])):
-                rows = sel[(sel.kind == kind) & (sel.metric == metric) & (sel.claim == claim)]
+            for c, (kind, metric, claim, test) in enumerate(FIGURE_TESTS.get(modality, [])):
+                rows = sel[(sel.kind == kind) & (sel.metric == metric) & (sel.claim == claim) & (sel.test == test)]
+                group = f", group of {largest}" if test == "wilcoxon" else ""
                 for n_images, line in rows.groupby("n_images"):
                     line = line.sort_values("observed_r")
                     style = "--" if (line.planted == "no_effect").any() else "-"
                     ax.plot(line.observed_r, line.rate, style, marker="o", ms=3, color=colours[c % len(colours)],
                             alpha=0.4 + 0.6 * (n_images / sel.n_images.max()),
-                            label=f"{kind[0]} {metric} {claim}" if n_images == sel.n_images.max() else None)
+                            lw=2.5 if test == "wilcoxon" else 1.5,
+                            label=f"{kind[0]} {metric} {claim}{group}" if n_images == sel.n_images.max() else None)
             for point in points[points.modality == modality].itertuples():
                 ax.axvline(point.observed_r, color="k", lw=0.8)
                 ax.text(point.observed_r, 1.02, f"{point.dataset}: {point.n_images} img, {point.n_subjects} sub",
@@ -498,8 +507,9 @@ def power_figure(table: pd.DataFrame, points: pd.DataFrame, out: str | Path) -> 
             ax.set_ylabel("rate p < alpha", fontsize=7)
             if j == 0:
                 ax.legend(fontsize=5, loc="best")
-    fig.suptitle("per-subject permutation tests; one line per image count (lighter: fewer images), points: noise "
-                 "levels; dashed: claim planted false (false-positive rate)", fontsize=8)
+    fig.suptitle("per-subject permutation tests and (thick) the group test at the largest group\none line per image "
+                 "count (lighter: fewer images), points: noise levels\ndashed: claim planted false (false-positive "
+                 "rate)", fontsize=8)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
