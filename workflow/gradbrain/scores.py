@@ -56,6 +56,16 @@ def _load(fit: Fit) -> tuple[Any, Any, np.ndarray, list[str]]:
     return enc, brain, np.asarray(enc.attrs["relative_depths"]), list(enc.attrs["kinds"])
 
 
+def _spatial_rows(rows: Rows, kind: str, b: H.SpatialResult, depths: np.ndarray, h: np.ndarray, perms: np.ndarray,
+                  metric: str) -> float:
+    """Spatial score of a best-layer map over its significant targets and its permutation p; returns the score."""
+    sig = b.significant
+    s = H.spatial_score(b.best_depth[sig], h[sig])
+    rows.add(kind, metric, s)
+    rows.add(kind, f"{metric}_p", stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
+    return s
+
+
 def _agreement_rows(rows: Rows, kind: str, a: H.SpatialResult, g: H.SpatialResult, depths: np.ndarray,
                     perms: np.ndarray, metric: str) -> np.ndarray:
     """Voxel agreement of two best-layer maps over the targets significant in both, and its permutation p;
@@ -85,9 +95,7 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
         r[kind] = np.asarray(enc[f"r/{kind}"][...], dtype=float)
         b = best[kind] = H.best_layers(r[kind], depths, n, alpha)
         sig = b.significant
-        s = spatial[kind] = H.spatial_score(b.best_depth[sig], h[sig])
-        rows.add(kind, "spatial_score", s)
-        rows.add(kind, "spatial_score_p", stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
+        s = spatial[kind] = _spatial_rows(rows, kind, b, depths, h, perms, "spatial_score")
         lo, hi = stats.bootstrap_ci(lambda i: H.spatial_score(b.best_depth[sig][i], h[sig][i]), int(sig.sum()),
                                     n_boot, seed)
         rows.add(kind, "spatial_score_ci_low", lo)
@@ -240,10 +248,7 @@ def robust_fmri_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
         r[kind] = np.asarray(enc[f"r_own/{kind}"][...], dtype=float)
         b = best[kind] = H.best_layers(r[kind], depths, n, alpha)
         sig = b.significant
-        s = spatial[kind] = H.spatial_score(b.best_depth[sig], h[sig])
-        rows.add(kind, "spatial_score_own", s)
-        rows.add(kind, "spatial_score_own_p",
-                 stats.permutation_p(s, H.spatial_null(b.best_index[sig], depths, h[sig], perms)))
+        spatial[kind] = _spatial_rows(rows, kind, b, depths, h, perms, "spatial_score_own")
         rows.add(kind, "n_significant_own", sig.sum())
     for kind in kinds:
         if kind == BASE_KIND or BASE_KIND not in kinds:
