@@ -32,12 +32,15 @@ def residual_chain(rng, n: int, n_layers: int, dim: int, step: float, backward: 
     return layers[::-1] if backward else layers
 
 
-def write_features(path: Path, n: int, n_layers: int = 6, dim: int = 12, seed: int = 0, step: float = 0.7) -> Path:
-    """A power-features store of synthetic residual chains: activations forward, gradients backward (independent)."""
+def write_features(path: Path, n: int, n_layers: int = 6, dim: int = 12, seed: int = 0, step: float = 0.7,
+                   rule_kinds: tuple[str, ...] = ()) -> Path:
+    """A power-features store of synthetic residual chains: activations forward, gradients (and any learning-rule
+    kind) backward, all independent."""
     rng = np.random.default_rng(seed)
     group = zarr.open_group(str(path), mode="w")
     kinds = {"activations": residual_chain(rng, n, n_layers, dim, step, backward=False),
              "gradients": residual_chain(rng, n, n_layers, dim, step, backward=True)}
+    kinds |= {kind: residual_chain(rng, n, n_layers, dim, step, backward=True) for kind in rule_kinds}
     for kind, layers in kinds.items():
         for k, x in enumerate(layers):
             store.write_array(group, f"{kind}/{k:02d}", x.astype(np.float32))
@@ -253,3 +256,23 @@ def test_fmri_cell_recovers_the_planted_spatial_hierarchy(tmp_path):
     assert values[("gradients", "spatial_score_p")] < 0.05
     # a voxel reading layer k reads every innovation up to k, so the best innovation is only loosely tied to k
     assert values[("activations", "spatial_score_own")] > 0 and values[("activations", "spatial_score_own_p")] < 0.05
+
+
+def test_feedback_alignment_brain_is_seen_through_its_own_kind(tmp_path):
+    """A planted feedback-alignment brain: the power analysis extracts and scores the FA kind beside the gradients;
+    the FA errors' backward order is recovered and labelled a power, the gradients (independent here) are not."""
+    n = 200
+    features = write_features(tmp_path / "toy.zarr", n, rule_kinds=("feedback_alignment",))
+    cfg = small_config(n_subjects=[2], seeds=1, own_contribution=False, scenarios=["feedback_alignment"])
+    assert P.power_kinds(cfg["power"]) == ("activations", "gradients", "feedback_alignment")
+    cell = {"model": "toy", "modality": "meg", "scenario": "feedback_alignment", "noise": 1.0, "n_images": n}
+    table = P.power_table([P.run_cell(cell, {"toy": str(features)}, cfg)], cfg["power"])
+    perm = table[(table.test == "permutation") & (table.metric == "temporal_score") & (table.claim == "< 0")]
+    perm = perm.set_index("kind")
+    assert perm.loc["feedback_alignment", "rate"] == 1 and perm.loc["feedback_alignment", "planted"] == "effect"
+    assert perm.loc["feedback_alignment", "mean_value"] < -0.8
+    assert perm.loc["gradients", "planted"] == "unknown" and perm.loc["gradients", "rate"] < 1
+    gain = table[(table.test == "threshold") & (table.metric == "gain_over_gradients") & (table.claim == ">= 0")]
+    gain = gain.set_index("kind")
+    assert gain.loc["feedback_alignment", "planted"] == "effect" and gain.loc["feedback_alignment", "rate"] == 1
+

@@ -31,6 +31,7 @@ from .contributions import own_contributions
 from .encode import alpha_grid
 from .encoding import CrossValidatedRidge, make_folds
 from .photos import PHOTOGRAPHS, crops
+from .scenarios import driver_kinds
 
 log = logging.getLogger(__name__)
 KINDS = ("activations", "gradients")
@@ -55,6 +56,12 @@ PLANTED = {
     "forward_only": {
         ("activations", "spatial_score"): 1, ("activations", "temporal_score"): 1,
         ("gradients", "spatial_score"): 0, ("gradients", "voxel_agreement"): 0, ("gradients", "temporal_score"): 0,
+    },
+    "feedback_alignment": {  # organised as backprop, with the feedback-alignment errors in place of the gradients
+        ("activations", "spatial_score"): 1, ("activations", "temporal_score"): 1,
+        ("feedback_alignment", "spatial_score"): 1, ("feedback_alignment", "voxel_agreement"): 1,
+        ("feedback_alignment", "temporal_score"): -1, ("feedback_alignment", "spatial_divergence"): 0,
+        ("feedback_alignment", "temporal_divergence"): 0,
     },
 }  # fmt: skip
 FAMILIES = ("spatial_score", "voxel_agreement", "spatial_divergence", "temporal_score", "temporal_divergence",
@@ -100,14 +107,23 @@ def driver_names(power: dict[str, Any], model: str) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------------------- the features
+def power_kinds(power: dict[str, Any]) -> tuple[str, ...]:
+    """Feature kinds the power analysis extracts and analyses: activations, gradients and the error kind of every
+    learning-rule scenario in the grid (``feedback_alignment``)."""
+    return driver_kinds(power.get("scenarios", []))
+
+
 def extract_power_features(out: str | Path, model, n_images: int, image_size: int, seed: int,
-                           batch_size: int = 100, device: str = "cpu") -> Path:
-    """Pooled activations and gradients of every sampled layer on ``n_images`` seeded crops, one zarr store."""
+                           batch_size: int = 100, device: str = "cpu", kinds: Iterable[str] = KINDS,
+                           rule_seed: int = 0, sketch_size: int = 16) -> Path:
+    """Pooled features of every sampled layer on ``n_images`` seeded crops, one zarr store: activations, gradients
+    and any learning-rule kind (its feedback matrices seeded by ``rule_seed``, as in the study's extraction)."""
     from .extract import extract_arrays
     from .objectives import make_objective
 
     images, _ = crops(int(n_images), int(image_size), seed=int(seed))
-    arrays = extract_arrays(model, make_objective(model, names=list(PHOTOGRAPHS)), images, batch_size, device)
+    arrays = extract_arrays(model, make_objective(model, names=list(PHOTOGRAPHS)), images, batch_size, device,
+                            kinds=tuple(kinds), rule_seed=int(rule_seed), sketch_size=int(sketch_size))
     with store.atomic_group(out) as group:
         for kind, layers in arrays.items():
             for k, layer in enumerate(layers):
@@ -135,8 +151,8 @@ def make_drivers(features: dict[str, tuple[np.ndarray, dict[str, list[np.ndarray
     """Driver features as ``simulate_stimuli`` makes them: every layer's top principal components, whitened."""
     out = []
     for name, (depths, feats) in features.items():
-        white = {kind: [S.whiten(x, components) for x in feats[kind]] for kind in KINDS}
-        out.append(S.DriverFeatures(name, depths, white["activations"], white["gradients"]))
+        white = {kind: [S.whiten(x, components) for x in layers] for kind, layers in feats.items()}
+        out.append(S.DriverFeatures(name, depths, white.pop("activations"), white.pop("gradients"), extra=white))
     return out
 
 
@@ -272,7 +288,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
                            int(config["simulation"].get("readout_components", 64)))
     alphas = alpha_grid(encoding)
     solver = {k: encoding[k] for k in ("backend", "device", "dtype")}
-    maps = {"r": feats} | ({"r_own": {kind: own_contributions(feats[kind], kind, alphas, **solver) for kind in KINDS}}
+    kinds = tuple(feats)  # every kind of the features store (power_kinds of the grid)
+    maps = {"r": feats} | ({"r_own": {kind: own_contributions(feats[kind], kind, alphas, **solver) for kind in kinds}}
                            if power.get("own_contribution", False) else {})
     folds = make_folds(n, int(encoding["folds"]), int(encoding["seed"]))
     n_subjects = max(int(k) for k in power["n_subjects"])
@@ -299,13 +316,13 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     r = {f"{m}/{kind}": np.stack([CrossValidatedRidge(X, folds, alphas, **solver,
                                                       target_batch=encoding.get("target_batch")).score(Y)[0]
                                   for X in fs[kind]])
-         for m, fs in maps.items() for kind in KINDS}
+         for m, fs in maps.items() for kind in kinds}
     log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
     rows = []
     for i, (run, subject) in enumerate(subjects):
         cols = slice(i * width, (i + 1) * width)
         fit = subject_stores(f"{run}-{subject}", {k: v[:, cols] for k, v in r.items()}, layers, depths, n,
-                             meta["attrs"], meta["targets"])
+                             meta["attrs"], meta["targets"], kinds)
         for _, _, _, kind, metric, value in subject_metrics(fit, modality, hierarchy):
             rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind,
                          metric, value))

@@ -22,6 +22,9 @@ rule power_features:
         seed=POWER.get("image_seed", 100),
         batch_size=POWER.get("batch_size", 100),
         device=config["extraction"]["device"],
+        kinds=power_lib.power_kinds(POWER),
+        rule_seed=config["extraction"].get("rule_seed", 0),
+        sketch_size=config["extraction"].get("sketch_size", 16),
     script:
         "../scripts/power_features.py"
 
