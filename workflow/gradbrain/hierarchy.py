@@ -124,6 +124,7 @@ def fit_gain(r_kind: np.ndarray, r_reference: np.ndarray) -> float:
     ref = np.nanmax(np.nan_to_num(r_reference, nan=-np.inf), 0)
     return float(np.mean(best - ref))
 
+
 def centroid_latencies(curves: np.ndarray, times: np.ndarray, fraction: float = 0.5) -> np.ndarray:
     """T_k = centroid of R_k(t) above ``fraction`` of its maximum: sum_t t w_k(t) / sum_t w_k(t),
     w_k(t) = max(R_k(t) - fraction * max_t R_k, 0).

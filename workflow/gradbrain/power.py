@@ -6,11 +6,11 @@ the same noise model, the THINGS-MEG loader's time operator), encoded with the s
 the model's pooled features of every layer (and of every layer's own contribution), and scored by the hierarchy
 stage's own functions (``scores.meg_metrics`` etc.) on small stores in the stage's formats. Seeds vary the brain
 (read-out weights, topographies, noise); the stimuli are the first ``n_images`` crops of one seeded set, so the
-features and folds are shared and each layer needs one set of fold SVDs per seed for all subjects.
+features and folds are shared and each layer needs one set of fold SVDs for all the cell's subjects.
 
 ``power_table`` turns the per-subject values of every cell into rates: per-subject permutation tests (p < alpha
 with the claimed sign), per-subject thresholds (``scores.EXPECTATIONS`` and their robust analogues) and group
-Wilcoxon tests over the first k subjects of each seed. Each rate carries ``planted``: ``effect`` (the claim is true
+Wilcoxon tests over groups of k subjects drawn from all of the cell's subjects (``group_draws``). Each rate carries ``planted``: ``effect`` (the claim is true
 in the scenario: a power), ``no_effect`` (false: a false-positive rate) or ``unknown`` (the scenario does not decide it).
 """
 
@@ -283,8 +283,9 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     modality, scenario, n = cell["modality"], cell["scenario"], int(cell["n_images"])
     sim = {"image_size": config["simulation"].get("image_size", 64), **config["simulation"][modality],
            "noise": float(cell["noise"])}
-    depths, feats = load_power_features(feature_paths[cell["model"]], n)
-    drivers = make_drivers({m: load_power_features(feature_paths[m], n) for m in driver_names(power, cell["model"])},
+    loaded = {m: load_power_features(feature_paths[m], n) for m in {cell["model"], *driver_names(power, cell["model"])}}
+    depths, feats = loaded[cell["model"]]
+    drivers = make_drivers({m: loaded[m] for m in driver_names(power, cell["model"])},
                            int(config["simulation"].get("readout_components", 64)))
     alphas = alpha_grid(encoding)
     solver = {k: encoding[k] for k in ("backend", "device", "dtype")}
@@ -297,19 +298,17 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     layout = fmri_layout(sim) if modality == "fmri" else None
     operator = meg_time_operator(power.get("preprocessing", {})) if modality == "meg" else None
     subjects = [(run, subject) for run in range(int(power["seeds"])) for subject in range(1, n_subjects + 1)]
-    Ys, meta = [], {}
-    for run, subject in subjects:
-        rng = subject_rng(power["seed"], run, subject)
-        if modality == "meg":
-            y, times, n_ch = meg_targets(drivers, scenario, sim, {}, rng, operator)
-            meta = {"attrs": {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
-                    "targets": {"time": times.astype(np.float32),
-                                "channel": np.array(S.spread_channels(int(sim["n_sensors"])))}}
-        else:
-            y = fmri_targets(drivers, scenario, sim, layout, rng)
-            meta = {"attrs": {"modality": "fmri"},
-                    "targets": {k: layout[k] for k in ("distance_v1", "roi", "hemi", "ijk", "coords_mm")}}
-        Ys.append(y)
+    if modality == "meg":
+        channels = np.array(S.spread_channels(int(sim["n_sensors"])))
+        attrs = {"modality": "meg", "n_channels": len(channels), "n_times": len(operator[1])}
+        targets = {"time": np.asarray(operator[1], dtype=np.float32), "channel": channels}
+        Ys = [meg_targets(drivers, scenario, sim, {}, subject_rng(power["seed"], run, subject), operator)[0]
+              for run, subject in subjects]
+    else:
+        attrs = {"modality": "fmri"}
+        targets = {k: layout[k] for k in ("distance_v1", "roi", "hemi", "ijk", "coords_mm")}
+        Ys = [fmri_targets(drivers, scenario, sim, layout, subject_rng(power["seed"], run, subject))
+              for run, subject in subjects]
     # every seed's subjects side by side: each layer's fold SVDs are computed once per cell
     Y, width = np.concatenate(Ys, axis=1), Ys[0].shape[1]
     del Ys
@@ -321,8 +320,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     rows = []
     for i, (run, subject) in enumerate(subjects):
         cols = slice(i * width, (i + 1) * width)
-        fit = subject_stores(f"{run}-{subject}", {k: v[:, cols] for k, v in r.items()}, layers, depths, n,
-                             meta["attrs"], meta["targets"], kinds)
+        fit = subject_stores(f"{run}-{subject}", {k: v[:, cols] for k, v in r.items()}, layers, depths, n, attrs,
+                             targets, kinds)
         for _, _, _, kind, metric, value in subject_metrics(fit, modality, hierarchy):
             rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind,
                          metric, value))
@@ -538,13 +537,7 @@ def power_figure(table: pd.DataFrame, points: pd.DataFrame, out: str | Path) -> 
 # ------------------------------------------------------------------------------------------------- rule entries
 def write_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[str, Any], out: str | Path) -> Path:
     """Rule power_cell: one cell's per-subject values as CSV (written atomically)."""
-    table = run_cell(cell, feature_paths, config)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.rename(out)
-    return out
+    return store.write_table(run_cell(cell, feature_paths, config), out)
 
 
 def power_outputs(cell_files: Iterable[str], scores_csv: str | None, encoding_files: Iterable[str],
@@ -552,8 +545,6 @@ def power_outputs(cell_files: Iterable[str], scores_csv: str | None, encoding_fi
     """Rule power: power.csv, the operating points of the real data and the curves."""
     table = power_table((pd.read_csv(f) for f in cell_files), power)
     points = operating_points(scores_csv, encoding_files, datasets)
-    for frame, path in ((table, outputs.table), (points, outputs.operating_points)):
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.rename(path)
+    store.write_table(table, outputs.table)
+    store.write_table(points, outputs.operating_points)
     power_figure(table, points, outputs.figure)

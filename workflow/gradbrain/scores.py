@@ -78,6 +78,34 @@ def _agreement_rows(rows: Rows, kind: str, a: H.SpatialResult, g: H.SpatialResul
     return both
 
 
+def _spatial_divergence_rows(rows: Rows, kind: str, r: dict[str, np.ndarray], spatial: dict[str, float],
+                             depths: np.ndarray, h: np.ndarray, n: int, alpha: float, n_perm: int, seed: int,
+                             metric: str) -> None:
+    """D_S = S_a - S_kind from the spatial scores already computed, and its kind-swap permutation p."""
+
+    def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
+        ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
+        return H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]) - H.spatial_score(
+            bg.best_depth[bg.significant], h[bg.significant]
+        )
+
+    d = spatial[BASE_KIND] - spatial[kind]
+    rows.add(kind, metric, d)
+    null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(n_perm, 200), seed)
+    rows.add(kind, f"{metric}_p", stats.permutation_p(d, null))
+
+
+def _temporal_divergence_rows(rows: Rows, kind: str, lat: dict[str, np.ndarray], depths: np.ndarray,
+                              perms: np.ndarray, suffix: str = "") -> None:
+    """D_T = T_kind + T_a with its layer-shuffle p (the kind's latencies shuffled), and the after-forward fraction."""
+    t_a = H.temporal_score(depths, lat[BASE_KIND])
+    d = H.temporal_score(depths, lat[kind]) + t_a
+    rows.add(kind, f"temporal_divergence{suffix}", d)
+    rows.add(kind, f"temporal_divergence{suffix}_p",
+             stats.permutation_p(d, t_a + H.temporal_null(depths, lat[kind], perms)))
+    rows.add(kind, f"after_forward_fraction{suffix}", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+
+
 def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
     """Spatial score (Pearson, Spearman, ROI-level), voxel agreement and spatial divergence of one subject."""
     enc, brain, depths, kinds = _load(fit)
@@ -123,17 +151,7 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
         rows.add(kind, "n_significant_both", both.sum())
         if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
             rows.add(kind, "gain_over_gradients", H.fit_gain(r[kind], r[REFERENCE_KIND]))
-
-        def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
-            ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
-            return H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]) - H.spatial_score(
-                bg.best_depth[bg.significant], h[bg.significant]
-            )
-
-        d = spatial[BASE_KIND] - spatial[kind]  # = divergence(r_a, r_g), already computed above
-        rows.add(kind, "spatial_divergence", d)
-        null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(n_perm, 200), seed)
-        rows.add(kind, "spatial_divergence_p", stats.permutation_p(d, null))
+        _spatial_divergence_rows(rows, kind, r, spatial, depths, h, n, alpha, n_perm, seed, "spatial_divergence")
     return rows.rows
 
 
@@ -175,12 +193,7 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
     for kind in kinds:
         if kind == BASE_KIND or BASE_KIND not in kinds:
             continue
-        t_a, t_g = H.temporal_score(depths, lat[BASE_KIND]), H.temporal_score(depths, lat[kind])
-        d = t_g + t_a
-        rows.add(kind, "temporal_divergence", d)
-        null = t_a + H.temporal_null(depths, lat[kind], perms)
-        rows.add(kind, "temporal_divergence_p", stats.permutation_p(d, null))
-        rows.add(kind, "after_forward_fraction", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+        _temporal_divergence_rows(rows, kind, lat, depths, perms)
         if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
             rows.add(kind, "gain_over_gradients", H.fit_gain(r_of[kind], r_of[REFERENCE_KIND]))
     return rows.rows
@@ -225,12 +238,7 @@ def robust_meg_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
         for kind in kinds:
             if kind == BASE_KIND or BASE_KIND not in kinds:
                 continue
-            t_a = H.temporal_score(depths, lat[BASE_KIND])
-            d = H.temporal_score(depths, lat[kind]) + t_a
-            rows.add(kind, f"temporal_divergence_{suffix}", d)
-            rows.add(kind, f"temporal_divergence_{suffix}_p",
-                     stats.permutation_p(d, t_a + H.temporal_null(depths, lat[kind], perms)))
-            rows.add(kind, f"after_forward_fraction_{suffix}", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+            _temporal_divergence_rows(rows, kind, lat, depths, perms, f"_{suffix}")
     return rows.rows
 
 
@@ -254,17 +262,8 @@ def robust_fmri_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
         if kind == BASE_KIND or BASE_KIND not in kinds:
             continue
         _agreement_rows(rows, kind, best[BASE_KIND], best[kind], depths, perms, "voxel_agreement_own")
-
-        def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
-            ba, bg = H.best_layers(ra, depths, n, alpha), H.best_layers(rg, depths, n, alpha)
-            return H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]) - H.spatial_score(
-                bg.best_depth[bg.significant], h[bg.significant]
-            )
-
-        d = spatial[BASE_KIND] - spatial[kind]
-        rows.add(kind, "spatial_divergence_own", d)
-        null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(int(cfg["permutations"]), 200), seed)
-        rows.add(kind, "spatial_divergence_own_p", stats.permutation_p(d, null))
+        _spatial_divergence_rows(rows, kind, r, spatial, depths, h, n, alpha, int(cfg["permutations"]), seed,
+                                 "spatial_divergence_own")
     return rows.rows
 
 
@@ -360,8 +359,5 @@ def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, 
         "best_layers.csv": pd.concat(extra["best_layers"]) if extra["best_layers"] else pd.DataFrame(),
         "topographies.csv": pd.concat(extra["topographies"]) if extra["topographies"] else pd.DataFrame(),
     }
-    outdir.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
-        tmp = outdir / f".{name}.tmp"
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.rename(outdir / name)
+        store.write_table(frame, outdir / name)

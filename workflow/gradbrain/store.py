@@ -59,6 +59,16 @@ def atomic_group(path: str | os.PathLike) -> Iterator[zarr.Group]:
     tmp.rename(path)
 
 
+def write_table(frame: Any, path: str | os.PathLike) -> Path:
+    """Write a pandas table as CSV (6 significant digits) through ``.<name>.tmp``, so no partial file is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.rename(path)
+    return path
+
+
 def open_group(path: str | os.PathLike | Any, mode: str = "r") -> zarr.Group:
     """Open a zarr group, with an error naming the file and the rule that makes it when it is missing.
 
