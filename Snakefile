@@ -21,10 +21,9 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/simulation.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/download.smk"
 include: "workflow/rules/features.smk"
-include: "workflow/rules/brain.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/hierarchy.smk"
 include: "workflow/rules/report.smk"

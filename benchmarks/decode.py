@@ -16,13 +16,15 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from gradbrain import extract, nsd, photos, prepare, things_meg
-from gradbrain.models import Preprocessing
+from gradbrain.data import nsd, prepare, things_meg
+from gradbrain.features import extract
+from gradbrain.models.load import Preprocessing
+from gradbrain.simulation import photos
 
 PREP = Preprocessing(input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=1.0)
 
@@ -32,7 +34,7 @@ def write_stimuli(root: Path, n: int, nsd_size: int, things_size: int) -> tuple[
     nsd.write_image_brick(root / "nsd", images)
     small, _ = photos.crops(n, things_size, seed=1)
     ids = [f"concept{i // 12:04d}/concept{i // 12:04d}_{i % 12:02d}s.jpg" for i in range(n)]
-    for sid, img in zip(ids, small):
+    for sid, img in zip(ids, small, strict=True):
         things_meg.write_image(root / "things", sid, img)
     return (
         {"format": "nsd", "root": str(root / "nsd")},
@@ -63,7 +65,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     counts = [int(w) for w in args.workers.split(",")] if args.workers else sorted(
         {0, 1, *[2**k for k in range(1, 8) if 2**k <= cores]})  # fmt: skip
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": cores,
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_count": cores,
               "machine": platform.processor() or platform.machine(), "n_images": args.n, "batch": args.batch,
               "nsd_size": args.nsd_size, "things_size": args.things_size, "images_per_s": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,9 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,8 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from gradbrain.encoding import cross_validated_scores, make_folds, standardise
-from gradbrain.ridge import fit_predict_gcv, pearson_columns
+from gradbrain.encoding.cv import cross_validated_scores, make_folds, standardise
+from gradbrain.encoding.ridge import fit_predict_gcv, pearson_columns
 
 OUT = Path(__file__).resolve().parent / "out" / "encode.json"
 
@@ -126,9 +127,13 @@ def main() -> None:
     parser.add_argument("--alphas", type=int, default=10, help="alphas, log-spaced over 1..1e8")
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="torch device of our solver")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="our compute dtype")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch and the BLAS libraries (default: theirs); 1 steadies timings on a "
-                             "CPU shared with other jobs, where spinning BLAS threads slow down by 10x or more")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and the BLAS libraries (default: theirs); 1 steadies timings on a "
+        "CPU shared with other jobs, where spinning BLAS threads slow down by 10x or more",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="solvers to skip: numpy sklearn himalaya")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -141,8 +146,10 @@ def main() -> None:
     folds = make_folds(args.n, args.folds, seed=0)
     alphas = np.logspace(0, 8, args.alphas)
     on_cuda = str(args.device).startswith("cuda")
-    print(f"n={args.n} p={args.p} t={args.t} folds={args.folds} alphas={args.alphas} device={args.device} "
-          f"dtype={args.dtype} torch_threads={torch.get_num_threads()}")
+    print(
+        f"n={args.n} p={args.p} t={args.t} folds={args.folds} alphas={args.alphas} device={args.device} "
+        f"dtype={args.dtype} torch_threads={torch.get_num_threads()}"
+    )
 
     Xw, Yw = make_problem(64, 8, 8, seed=1)
     fw = make_folds(64, args.folds)
@@ -207,14 +214,18 @@ def main() -> None:
                 "fold0_alpha_agreement": float(same.mean()),
                 "r_max_abs_diff": float(np.abs(res["r"] - ref["r"]).max()) if res else None,
             }
-        print("agreement with scikit-learn: fold-0 predictions (max difference / max |prediction|, over all targets and"
-              " over targets with the same alpha), share of equal alphas, max difference of fold-mean r;"
-              " *_float64: float64 data and solver against scikit-learn on the same float64 data")
+        print(
+            "agreement with scikit-learn: fold-0 predictions (max difference / max |prediction|, over all targets and"
+            " over targets with the same alpha), share of equal alphas, max difference of fold-mean r;"
+            " *_float64: float64 data and solver against scikit-learn on the same float64 data"
+        )
         for name, values in agreement.items():
             r_diff = values["r_max_abs_diff"]
-            print(f"{name:>28s}: pred {values['fold0_pred_max_rel_diff']:.2e} "
-                  f"(same alpha {values['fold0_pred_max_rel_diff_same_alpha']:.2e})  "
-                  f"alpha {values['fold0_alpha_agreement']:.4f}  r " + ("-" if r_diff is None else f"{r_diff:.2e}"))
+            print(
+                f"{name:>28s}: pred {values['fold0_pred_max_rel_diff']:.2e} "
+                f"(same alpha {values['fold0_pred_max_rel_diff_same_alpha']:.2e})  "
+                f"alpha {values['fold0_alpha_agreement']:.4f}  r " + ("-" if r_diff is None else f"{r_diff:.2e}")
+            )
         print(f"mean r (scikit-learn): {ref['r'].mean():.4f}")
 
     wall = time.perf_counter() - wall_start

@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from gradbrain import store
-from gradbrain.encode import encode_subject
+from gradbrain.encoding.stage import encode_subject
 
 OUT = Path(__file__).resolve().parent / "out" / "encode_scale.json"
 SCALES = {"meg": (22248, 271 * 281, 200), "nsd": (10000, 40000, 0)}
@@ -58,9 +58,16 @@ def write_features(path: Path, n: int, p: int, n_layers: int, seed: int = 1) -> 
                 (n, p), dtype=np.float32
             )
     store.write_array(group, "stimulus_id", np.array([f"img{i:05d}" for i in range(n)]))
-    group.attrs.update({"layers": layers, "relative_depths": list(np.linspace(0, 1, n_layers)),
-                        "kinds": ["activations", "gradients"], "objective": "benchmark", "pooling": "mean",
-                        "weights_id": "random"})
+    group.attrs.update(
+        {
+            "layers": layers,
+            "relative_depths": list(np.linspace(0, 1, n_layers)),
+            "kinds": ["activations", "gradients"],
+            "objective": "benchmark",
+            "pooling": "mean",
+            "weights_id": "random",
+        }
+    )
 
 
 def _child(features: str, brain: str, out: str, cfg: dict) -> None:
@@ -87,11 +94,21 @@ def main() -> None:
     start = time.perf_counter()
     write_brain(brain, n, t, n_test, "meg" if args.scale == "meg" else "fmri")
     write_features(features, n, args.features, args.layers)
-    print(f"wrote {n} x {t} targets and {args.layers} layers x 2 kinds x {args.features} features "
-          f"in {time.perf_counter() - start:.0f} s")
-    cfg = {"folds": args.folds, "seed": 0, "alphas": {"start": 0, "stop": 8, "num": args.alphas},
-           "backend": args.backend, "device": args.device, "dtype": "float32", "target_batch": None,
-           "cache_gb": 2.0, "identifiability_targets": 16}
+    print(
+        f"wrote {n} x {t} targets and {args.layers} layers x 2 kinds x {args.features} features "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+    cfg = {
+        "folds": args.folds,
+        "seed": 0,
+        "alphas": {"start": 0, "stop": 8, "num": args.alphas},
+        "backend": args.backend,
+        "device": args.device,
+        "dtype": "float32",
+        "target_batch": None,
+        "cache_gb": 2.0,
+        "identifiability_targets": 16,
+    }
     start = time.perf_counter()
     child = mp.get_context("spawn").Process(target=_child, args=(str(features), str(brain), str(out), cfg))
     child.start()
@@ -100,9 +117,20 @@ def main() -> None:
     if child.exitcode != 0:
         raise SystemExit(f"encode_subject failed with exit code {child.exitcode}")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
-    result = {"scale": args.scale, "images": n, "targets": t, "test_images": n_test, "features": args.features,
-              "layers": args.layers, "folds": args.folds, "alphas": args.alphas, "device": args.device,
-              "targets_gb": n * t * 4 / 1e9, "peak_rss_gb": peak_gb, "seconds": seconds}
+    result = {
+        "scale": args.scale,
+        "images": n,
+        "targets": t,
+        "test_images": n_test,
+        "features": args.features,
+        "layers": args.layers,
+        "folds": args.folds,
+        "alphas": args.alphas,
+        "device": args.device,
+        "targets_gb": n * t * 4 / 1e9,
+        "peak_rss_gb": peak_gb,
+        "seconds": seconds,
+    }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

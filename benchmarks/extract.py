@@ -25,14 +25,14 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from gradbrain import extract, objectives
-from gradbrain.catalogue import model_spec
-from gradbrain.models import compile_blocks, load_model
+from gradbrain.features import extract, objectives
+from gradbrain.models.catalogue import model_spec
+from gradbrain.models.load import compile_blocks, load_model
 
 GFLOP_FWD_VITL16 = 125.7  # per 224-px image, the figure (24 blocks, 201 tokens)
 
@@ -90,7 +90,7 @@ def run(model, objective, x: torch.Tensor, batch: int, autocast: str | None, dev
             kept.append([torch.from_numpy(v) for v in feats["activations"] + feats["gradients"]])
     sync(device)
     rate = len(x) / (time.perf_counter() - t0)
-    outs = [torch.cat(parts)[:keep] for parts in zip(*kept)] if kept else []
+    outs = [torch.cat(parts)[:keep] for parts in zip(*kept, strict=True)] if kept else []
     return rate, outs
 
 
@@ -108,7 +108,10 @@ def run_batched(model, objective, x, batch, autocast, device, keep):
 
 
 def rel_errors(test: list[torch.Tensor], ref: list[torch.Tensor]) -> list[float]:
-    return [float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)) for a, b in zip(test, ref)]
+    return [
+        float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+        for a, b in zip(test, ref, strict=True)
+    ]
 
 
 def main() -> None:
@@ -139,7 +142,7 @@ def main() -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(args.n, 3, args.size, args.size, device=device, generator=gen)
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine()),
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "arch": args.arch, "size": args.size, "blocks": len(model.blocks), "sampled_layers": len(model.layer_indices),

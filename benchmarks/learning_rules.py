@@ -12,14 +12,15 @@ import argparse
 import json
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from gradbrain import extract, learning_rules, objectives
-from gradbrain.catalogue import model_spec
-from gradbrain.models import load_model
+from gradbrain.features import extract, objectives
+from gradbrain.features import rules as learning_rules
+from gradbrain.models.catalogue import model_spec
+from gradbrain.models.load import load_model
 
 
 def images_per_s(model, objective, x, batch: int, kinds, autocast, device: str) -> float:
@@ -66,10 +67,12 @@ def main() -> None:
     x = torch.randn(args.n, 3, args.size, args.size, device=device)
     base = learning_rules.BASE_KINDS
     runs = {"default": base} | {k: (*base, k) for k in learning_rules.RULE_KINDS} | {"all": learning_rules.ALL_KINDS}
-    rates = {name: images_per_s(model, objective, x, args.batch, kinds, args.autocast, device)
-             for name, kinds in runs.items()}
+    rates = {
+        name: images_per_s(model, objective, x, args.batch, kinds, args.autocast, device)
+        for name, kinds in runs.items()
+    }
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         "arch": args.arch, "size": args.size, "blocks": len(model.blocks), "batch": args.batch, "n": args.n,
         "autocast": args.autocast, "objective": args.objective, "images_per_s": rates,

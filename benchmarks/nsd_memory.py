@@ -98,14 +98,20 @@ def write_subject(root: Path, sessions: int, formats: list[str], seed: int = 0) 
 
 def measure(root: Path, sessions: int, fmt: str, what: str, out: Path) -> dict:
     """Run in a fresh process: peak RSS of prepare_fmri (or load_subject) on the subject under ``root``."""
-    from gradbrain import prepare
+    from gradbrain.data import prepare
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     rois = {"nsdgeneral": ["nsdgeneral"]}
     if what == "prepare_fmri":
-        dataset = {"format": "nsd", "root": str(root), "sessions": {SUBJECT: sessions}, "rois": rois,
-                   "beta_format": fmt, "heldout": "shared1000"}
+        dataset = {
+            "format": "nsd",
+            "root": str(root),
+            "sessions": {SUBJECT: sessions},
+            "rois": rois,
+            "beta_format": fmt,
+            "heldout": "shared1000",
+        }
         prepare.prepare_fmri(dataset, SUBJECT, out)
         import zarr
 
@@ -114,8 +120,15 @@ def measure(root: Path, sessions: int, fmt: str, what: str, out: Path) -> dict:
         shape = list(nsd.load_subject(root, SUBJECT, sessions, rois, fmt=fmt, log=lambda m: None).Y.shape)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"function": what, "format": fmt, "sessions": sessions, "Y_shape": shape, "seconds": round(seconds, 1),
-            "peak_rss_mb": round(peak / 1024), "rss_after_imports_mb": round(baseline / 1024)}
+    return {
+        "function": what,
+        "format": fmt,
+        "sessions": sessions,
+        "Y_shape": shape,
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak / 1024),
+        "rss_after_imports_mb": round(baseline / 1024),
+    }
 
 
 def main() -> None:

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from gradbrain import hierarchy as H
+
 from gradbrain import power as P
-from gradbrain import simulate as S
-from gradbrain.encode import alpha_grid
-from gradbrain.encoding import CrossValidatedRidge, make_folds
+from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
+from gradbrain.encoding.stage import alpha_grid
+from gradbrain.hierarchy import metrics as H
+from gradbrain.simulation import study as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,43 +64,77 @@ def main() -> None:
                     # the brain's read-outs and topographies come from its own seed; the noise from (brain, rep)
                     S._smooth_noise = lambda rng, shape, sd, g=noise_rng: smooth(g, shape, sd)
                     try:
-                        y, times, n_ch = P.meg_targets(drivers, "forward_only", sim, {},
-                                                       np.random.default_rng([7, brain]), operator)
+                        y, times, n_ch = P.meg_targets(
+                            drivers, "forward_only", sim, {}, np.random.default_rng([7, brain]), operator
+                        )
                     finally:
                         S._smooth_noise = smooth
                     Ys.append(y)
                     draws.append((brain, rep))
             width = Ys[0].shape[1]
-            r = np.stack([CrossValidatedRidge(X, folds, alphas).score(np.concatenate(Ys, 1))[0]
-                          for X in feats["gradients"]])
+            r = np.stack(
+                [CrossValidatedRidge(X, folds, alphas).score(np.concatenate(Ys, 1))[0] for X in feats["gradients"]]
+            )
             for i, (brain, rep) in enumerate(draws):
-                curves = H.meg_curves(r[:, i * width:(i + 1) * width], n_ch, len(times))
+                curves = H.meg_curves(r[:, i * width : (i + 1) * width], n_ch, len(times))
                 window = H.peak_latencies(curves, times, float(hierarchy["peak_fraction"]))
                 centroid = H.centroid_latencies(curves, times, float(hierarchy.get("centroid_fraction", 0.5)))
-                row = {"model": model, "noise": noise, "brain": brain, "rep": rep,
-                       "temporal_score": H.temporal_score(depths, window),
-                       "temporal_score_centroid": H.temporal_score(depths, centroid),
-                       "peak_r_gradients": float(curves.max())}
+                row = {
+                    "model": model,
+                    "noise": noise,
+                    "brain": brain,
+                    "rep": rep,
+                    "temporal_score": H.temporal_score(depths, window),
+                    "temporal_score_centroid": H.temporal_score(depths, centroid),
+                    "peak_r_gradients": float(curves.max()),
+                }
                 results.append(row)
-                print(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-                      flush=True)
+                print(
+                    " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True
+                )
             print(f"{model} noise {noise}: {time.perf_counter() - start:.0f} s", flush=True)
     summary = []
     for model in args.models:
         for noise in args.noise:
             for metric in ("temporal_score", "temporal_score_centroid"):
-                table = np.array([[row[metric] for row in results if row["model"] == model and row["noise"] == noise
-                                   and row["brain"] == b] for b in range(args.brains)])  # (brains, reps)
+                table = np.array(
+                    [
+                        [
+                            row[metric]
+                            for row in results
+                            if row["model"] == model and row["noise"] == noise and row["brain"] == b
+                        ]
+                        for b in range(args.brains)
+                    ]
+                )  # (brains, reps)
                 within = float(np.nanmean(np.nanstd(table, axis=1, ddof=1)))
                 between = float(np.nanstd(np.nanmean(table, axis=1), ddof=1))
-                summary.append({"model": model, "noise": noise, "metric": metric, "sd_within_brain": within,
-                                "sd_between_brain_means": between})
-                print(f"{model} noise {noise} {metric}: SD within a brain {within:.2f}, SD of brain means {between:.2f}")
+                summary.append(
+                    {
+                        "model": model,
+                        "noise": noise,
+                        "metric": metric,
+                        "sd_within_brain": within,
+                        "sd_between_brain_means": between,
+                    }
+                )
+                print(
+                    f"{model} noise {noise} {metric}: SD within a brain {within:.2f}, SD of brain means {between:.2f}"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                                    "cpu_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in
-                                                                                       vars(args).items()},
-                                    "runs": results, "summary": summary}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": platform.platform(),
+                "cpu_threads": torch.get_num_threads(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "runs": results,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import yaml
 
-from gradbrain import hierarchy as H
 from gradbrain import power as P
-from gradbrain import simulate as S
-from gradbrain.catalogue import model_spec
-from gradbrain.contributions import own_contributions
-from gradbrain.encode import alpha_grid
-from gradbrain.encoding import CrossValidatedRidge, make_folds
+from gradbrain.encoding.contributions import own_contributions
+from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
+from gradbrain.encoding.stage import alpha_grid
+from gradbrain.hierarchy import metrics as H
+from gradbrain.models.catalogue import model_spec
+from gradbrain.simulation import study as S
 
 REPO = Path(__file__).resolve().parents[1]
 ESTIMATORS = ("temporal_score", "temporal_score_centroid", "temporal_score_own", "temporal_score_own_centroid")
@@ -38,7 +38,7 @@ ESTIMATORS = ("temporal_score", "temporal_score_centroid", "temporal_score_own",
 
 def features(model: str, weights_dir: Path, out_dir: Path, n: int, cfg: dict) -> Path:
     """The model's power features on ``n`` crops, extracted once."""
-    from gradbrain.models import load_model
+    from gradbrain.models.load import load_model
 
     path = out_dir / f"{model}.zarr"
     if not path.exists():
@@ -49,16 +49,24 @@ def features(model: str, weights_dir: Path, out_dir: Path, n: int, cfg: dict) ->
 
 
 def fit_maps(maps: dict[str, list[np.ndarray]], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray) -> dict:
-    return {key: np.stack([CrossValidatedRidge(X, folds, alphas).score(Y)[0] for X in layers])
-            for key, layers in maps.items()}
+    return {
+        key: np.stack([CrossValidatedRidge(X, folds, alphas).score(Y)[0] for X in layers])
+        for key, layers in maps.items()
+    }
 
 
 def score(r: dict, depths: np.ndarray, times: np.ndarray, n_ch: int, n: int, kinds: tuple, hierarchy: dict) -> dict:
     """The hierarchy stage's per-subject MEG metrics of one simulated subject, as {(kind, metric): value}."""
-    fit = P.subject_stores("s", r, [f"l{k}" for k in range(len(depths))], depths, n,
-                           {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
-                           {"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
-                           kinds=kinds)
+    fit = P.subject_stores(
+        "s",
+        r,
+        [f"l{k}" for k in range(len(depths))],
+        depths,
+        n,
+        {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
+        {"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
+        kinds=kinds,
+    )
     rows = P.subject_metrics(fit, "meg", hierarchy)
     return {(kind, metric): value for *_, kind, metric, value in rows}
 
@@ -85,12 +93,19 @@ def main() -> None:
     folds = make_folds(args.n_images, int(cfg["encoding"]["folds"]), int(cfg["encoding"]["seed"]))
     pre = cfg["power"].get("preprocessing", {})
     machine = f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} torch threads)"
-    result = {"scenario": args.scenario, "machine": machine,
-              "n_images": args.n_images, "target_r": args.target_r, "seeds": args.seeds, "models": {}}
+    result = {
+        "scenario": args.scenario,
+        "machine": machine,
+        "n_images": args.n_images,
+        "target_r": args.target_r,
+        "seeds": args.seeds,
+        "models": {},
+    }
     for model in args.models:
         t0 = time.time()
-        depths, feats = P.load_power_features(features(model, args.weights_dir, args.features_dir, args.n_images,
-                                                       cfg), args.n_images)
+        depths, feats = P.load_power_features(
+            features(model, args.weights_dir, args.features_dir, args.n_images, cfg), args.n_images
+        )
         drivers = P.make_drivers({model: (depths, feats)}, int(cfg["simulation"]["readout_components"]))
         sim = {"image_size": cfg["simulation"]["image_size"], **cfg["simulation"]["meg"]}
         t_features = time.time() - t0
@@ -99,8 +114,9 @@ def main() -> None:
         noise, calibration = args.noise, []
         for _ in range(0 if args.noise else 2):
             noise = noise or 8.0
-            Y, times, n_ch = P.meg_targets(drivers, args.scenario, {**sim, "noise": noise}, pre,
-                                           P.subject_rng(cfg["power"]["seed"], 10_000, 1))
+            Y, times, n_ch = P.meg_targets(
+                drivers, args.scenario, {**sim, "noise": noise}, pre, P.subject_rng(cfg["power"]["seed"], 10_000, 1)
+            )
             r = fit_maps({"r/activations": feats["activations"]}, Y, folds, alphas)["r/activations"]
             peak = float(H.meg_curves(r, n_ch, len(times)).max())
             calibration.append({"noise": noise, "peak_r_activations": peak})
@@ -112,31 +128,36 @@ def main() -> None:
         own = own_contributions(feats["gradients"], "gradients", alphas)
         runs = []
         for seed in range(args.seeds):
-            Y, times, n_ch = P.meg_targets(drivers, args.scenario, {**sim, "noise": noise}, pre,
-                                           P.subject_rng(cfg["power"]["seed"], seed, 1))
+            Y, times, n_ch = P.meg_targets(
+                drivers, args.scenario, {**sim, "noise": noise}, pre, P.subject_rng(cfg["power"]["seed"], seed, 1)
+            )
             maps = {"r/gradients": feats["gradients"]} | ({"r_own/gradients": own} if seed < args.own_seeds else {})
             r = fit_maps(maps, Y, folds, alphas)
             values = score(r, depths, times, n_ch, args.n_images, ("gradients",), hierarchy)
             curves = H.meg_curves(r["r/gradients"], n_ch, len(times))
-            runs.append({
-                "seed": seed,
-                "peak_r_gradients": values[("gradients", "peak_r")],
-                **{m: values[("gradients", m)] for m in ESTIMATORS if ("gradients", m) in values},
-                **{f"{m}_p": values[("gradients", f"{m}_p")] for m in ESTIMATORS if ("gradients", m) in values},
-                "latency_peak": H.peak_latencies(curves, times, hierarchy["peak_fraction"]).round(3).tolist(),
-                "latency_centroid": H.centroid_latencies(curves, times).round(3).tolist(),
-            })
+            runs.append(
+                {
+                    "seed": seed,
+                    "peak_r_gradients": values[("gradients", "peak_r")],
+                    **{m: values[("gradients", m)] for m in ESTIMATORS if ("gradients", m) in values},
+                    **{f"{m}_p": values[("gradients", f"{m}_p")] for m in ESTIMATORS if ("gradients", m) in values},
+                    "latency_peak": H.peak_latencies(curves, times, hierarchy["peak_fraction"]).round(3).tolist(),
+                    "latency_centroid": H.centroid_latencies(curves, times).round(3).tolist(),
+                }
+            )
             print(model, seed, {k: round(v, 3) for k, v in runs[-1].items() if k in ESTIMATORS}, flush=True)
         result["models"][model] = {
             "noise": noise,
             "calibration": calibration,
             "planted_gradient_latency": (lambda lat: None if lat is None else lat.round(3).tolist())(
-                P.S.latencies(args.scenario, depths, sim)[1]),
+                P.S.latencies(args.scenario, depths, sim)[1]
+            ),
             "runs": runs,
             "recovered_fraction": {m: float(np.mean([run[m] <= -0.8 for run in runs if m in run])) for m in ESTIMATORS},
             "n_seeds": {m: sum(m in run for run in runs) for m in ESTIMATORS},
-            "median": {m: float(np.median([run[m] for run in runs if m in run]))
-                       for m in ESTIMATORS + ("peak_r_gradients",)},
+            "median": {
+                m: float(np.median([run[m] for run in runs if m in run])) for m in ESTIMATORS + ("peak_r_gradients",)
+            },
             "seconds": {"features": t_features, "calibration": t_calibration, "total": time.time() - t0},
         }
         print(model, json.dumps(result["models"][model]["recovered_fraction"]), flush=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .catalogue import n_blocks
-from .nsd import TRIALS_PER_SESSION
+from gradbrain.data.nsd import TRIALS_PER_SESSION
+from gradbrain.models.catalogue import n_blocks
 
 MB = 2**20
 BASE_MB = 1000

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import zarr
@@ -23,9 +24,7 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple | 
         arr = group.create_array(name, shape=data.shape, dtype=VariableLengthUTF8(), overwrite=True)
         arr[...] = data.astype(str)
         return arr
-    arr = group.create_array(
-        name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto", overwrite=True
-    )
+    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto", overwrite=True)
     arr[...] = data
     return arr
 
@@ -78,9 +77,7 @@ def open_group(path: str | os.PathLike | Any, mode: str = "r") -> zarr.Group:
     if not isinstance(path, (str, os.PathLike)):
         return path
     if mode == "r" and not Path(path).exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: run the workflow stage that writes it (snakemake {path})"
-        )
+        raise FileNotFoundError(f"{path} does not exist: run the workflow stage that writes it (snakemake {path})")
     return zarr.open_group(str(path), mode=mode)
 
 

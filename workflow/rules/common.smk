@@ -14,9 +14,9 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
-from gradbrain import download as dl  # noqa: E402
-from gradbrain.catalogue import model_spec  # noqa: E402
-from gradbrain.scenarios import DEFAULT_KINDS, driver_kinds  # noqa: E402
+from gradbrain.data import download as dl  # noqa: E402
+from gradbrain.models.catalogue import model_spec  # noqa: E402
+from gradbrain.simulation.scenarios import DEFAULT_KINDS, driver_kinds  # noqa: E402
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -89,7 +89,7 @@ for _name, _ds in DATASETS.items():
         _ds.setdefault("sessions", _sim_sessions())
         _ds.setdefault("trials_per_session", SIM["fmri"]["trials_per_session"])
     if _ds["modality"] == "fmri":
-        from gradbrain.nsd import COMPLETED_SESSIONS
+        from gradbrain.data.nsd import COMPLETED_SESSIONS
 
         _s = _ds.get("sessions")
         _ds["sessions"] = {

@@ -1,67 +1,154 @@
-# Train a small catalogue model for about a minute (no pretrained weights offline).
-rule train_demo_model:
+# Acquisition of the real datasets (datasets.<name>.download: true); the file lists and the transfers live in
+# workflow/gradbrain/data/download/. Every job fetches one file, so an interrupted run resumes file by file.
+NSD_ROOTS = dl.roots_pattern(
+    ds["root"] for ds in dl.download_datasets(DATASETS, "nsd").values()
+)
+MEG_ROOTS = dl.roots_pattern(
+    ds["root"] for ds in dl.download_datasets(DATASETS, "things_meg").values()
+)
+THINGS_IMAGE_URLS = dl.image_urls(DATASETS)
+IMAGE_ROOTS = dl.roots_pattern(THINGS_IMAGE_URLS)
+
+
+localrules:
+    download_nsd,
+    download_things_meg,
+    download_things_images,
+
+
+# One NSD file from s3://natural-scenes-dataset (anonymous), only after the user accepted the NSD terms; resumable.
+rule download_nsd:
     output:
-        f"{RESULTS}/models/{{model}}.pt",
+        "{nsd_root}/{key}",
     log:
-        f"{RESULTS}/logs/train_demo_model/{{model}}.log",
+        f"{RESULTS}/logs/download_nsd/{{nsd_root}}/{{key}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_demo_model/{{model}}.tsv"
+        f"{RESULTS}/benchmarks/download_nsd/{{nsd_root}}/{{key}}.tsv"
+    wildcard_constraints:
+        nsd_root=NSD_ROOTS,
+        key=r"nsddata(_betas|_stimuli)?/.+",
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(4000),
-        runtime=by_attempt(30),
+        mem_mb=1000,
     params:
-        spec=lambda wc: spec_subset(wc.model, TRAINING_KEYS),
-        training=lambda wc: {
-            **config.get("demo_training", {}),
-            **MODELS[wc.model].get("demo_training", {}),
-        },
+        bucket=dl.NSD_BUCKET,
+        key=lambda wc: wc.key,
+        terms=lambda wc: dl.nsd_terms(DATASETS, wc.nsd_root),
     script:
-        "../scripts/train_demo_model.py"
+        "../scripts/data.py"
 
 
-# Crops of scikit-image's photographs and the driver models' features on them, shared by every scenario.
-rule simulate_stimuli:
-    input:
-        weights=[f"{RESULTS}/models/{m}.pt" for m in SIM_DRIVERS],
+# One file of a participant's preprocessed THINGS-MEG epochs from OpenNeuro ds004212 (anonymous S3, CC0); resumable.
+rule download_things_meg:
     output:
-        directory(f"{SIM_ROOT}/stimuli.zarr"),
+        "{meg_root}/derivatives/preprocessed/{epochs}",
     log:
-        f"{RESULTS}/logs/simulate_stimuli.log",
+        f"{RESULTS}/logs/download_things_meg/{{meg_root}}/{{epochs}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/simulate_stimuli.tsv"
+        f"{RESULTS}/benchmarks/download_things_meg/{{meg_root}}/{{epochs}}.tsv"
+    wildcard_constraints:
+        meg_root=MEG_ROOTS,
+        epochs=r"preprocessed_P\d+-epo(-\d+)?\.fif",
     conda:
-        "../../envs/extract.yaml"
-    threads: 2
-    resources:
-        mem_mb=by_attempt(4000),
-        runtime=by_attempt(30),
-    params:
-        simulation=stimuli_settings(),
-        specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM_DRIVERS},
-    script:
-        "../scripts/simulate_stimuli.py"
-
-
-# A planted-truth study in the real NSD and THINGS-MEG formats.
-rule simulate_study:
-    input:
-        f"{SIM_ROOT}/stimuli.zarr",
-    output:
-        directory(f"{SIM_ROOT}/{{scenario}}"),
-    log:
-        f"{RESULTS}/logs/simulate_study/{{scenario}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/simulate_study/{{scenario}}.tsv"
-    conda:
-        "../../envs/extract.yaml"
+        "../../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=by_attempt(4000),
-        runtime=by_attempt(30),
+        mem_mb=1000,
     params:
-        simulation=SIM,
+        bucket=dl.OPENNEURO_BUCKET,
+        key=lambda wc: dl.openneuro_key(f"derivatives/preprocessed/{wc.epochs}"),
+        terms=None,
     script:
-        "../scripts/simulate_study.py"
+        "../scripts/data.py"
+
+
+# The THINGS image archive from OSF (needs THINGS_PASSWORD, i.e. the accepted image terms); resumable.
+rule download_things_images:
+    output:
+        temp(f"{{images_root}}/{dl.THINGS_ARCHIVE}"),
+    log:
+        f"{RESULTS}/logs/download_things_images/{{images_root}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download_things_images/{{images_root}}.tsv"
+    wildcard_constraints:
+        images_root=IMAGE_ROOTS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        url=lambda wc: THINGS_IMAGE_URLS[wc.images_root],
+    script:
+        "../scripts/data.py"
+
+
+# The password-protected THINGS archive -> <images_root>/object_images/<concept>/<file>.
+rule unpack_things_images:
+    input:
+        f"{{images_root}}/{dl.THINGS_ARCHIVE}",
+    output:
+        directory("{images_root}/object_images"),
+    log:
+        f"{RESULTS}/logs/unpack_things_images/{{images_root}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/unpack_things_images/{{images_root}}.tsv"
+    wildcard_constraints:
+        images_root=IMAGE_ROOTS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/data.py"
+
+
+# NSD betas -> z-scored, repeat-averaged voxel targets with coordinates, ROI, distance from V1, noise ceiling.
+rule prepare_fmri:
+    input:
+        dataset_input,
+    output:
+        directory(f"{RESULTS}/brain/{{dataset}}/sub-{{subject}}.zarr"),
+    log:
+        f"{RESULTS}/logs/prepare_fmri/{{dataset}}/sub-{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_fmri/{{dataset}}/sub-{{subject}}.tsv"
+    wildcard_constraints:
+        dataset=FMRI_DATASETS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_size("prepare", "mem_mb"),
+        runtime=job_size("prepare", "runtime"),
+    params:
+        dataset=lambda wc: DATASETS[wc.dataset],
+    script:
+        "../scripts/data.py"
+
+
+# THINGS-MEG epochs -> low-passed, resampled, z-scored sensor x time targets.
+rule prepare_meg:
+    input:
+        dataset_input,
+    output:
+        directory(f"{RESULTS}/brain/{{dataset}}/sub-{{subject}}.zarr"),
+    log:
+        f"{RESULTS}/logs/prepare_meg/{{dataset}}/sub-{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_meg/{{dataset}}/sub-{{subject}}.tsv"
+    wildcard_constraints:
+        dataset=MEG_DATASETS,
+    conda:
+        "../../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_size("prepare", "mem_mb"),
+        runtime=job_size("prepare", "runtime"),
+    params:
+        dataset=lambda wc: DATASETS[wc.dataset],
+    script:
+        "../scripts/data.py"

@@ -24,4 +24,4 @@ rule extract_features:
         dataset=lambda wc: DATASETS[wc.dataset],
         extraction=config["extraction"],
     script:
-        "../scripts/extract_features.py"
+        "../scripts/features.py"

@@ -26,7 +26,7 @@ rule power_features:
         rule_seed=config["extraction"].get("rule_seed", 0),
         sketch_size=config["extraction"].get("sketch_size", 16),
     script:
-        "../scripts/power_features.py"
+        "../scripts/power.py"
 
 
 # One grid cell: seeds x subjects of one planted study simulated, encoded and scored in memory.
@@ -54,7 +54,7 @@ rule power_cell:
         cell=power_cell_params,
         config=power_cell_config,
     script:
-        "../scripts/power_cell.py"
+        "../scripts/power.py"
 
 
 # Rate of every test per grid cell, and power curves with the real data's operating point when it is configured.

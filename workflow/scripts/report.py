@@ -1,4 +1,4 @@
-"""Rule report: the snakemake object in, one library call."""
+"""Stage report (workflow/rules/report.smk): rule report, the snakemake object in, one library call."""
 
 from pathlib import Path
 

@@ -1,0 +1,12 @@
+"""Fixtures shared by the test packages; plain helpers live in tests/helpers (on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator, fresh per test."""
+    return np.random.default_rng(0)

@@ -1,0 +1,108 @@
+"""The GCV ridge solver equals scikit-learn's RidgeCV(alpha_per_target=True) on both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeCV
+
+from gradbrain.encoding.cv import standardise
+from gradbrain.encoding.ridge import BACKENDS, DEFAULT_ALPHAS, fit_predict_gcv, pearson_columns
+
+ALPHAS = np.logspace(-2, 8, 11)
+
+
+def _problem(n: int, d: int, t: int = 24, n_test: int = 20, seed: int = 0):
+    """Standardised features and targets whose signal-to-noise ratio spans the alpha grid."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n + n_test, d)) @ rng.standard_normal((d, d)) / np.sqrt(d)
+    W = rng.standard_normal((d, t)) * np.logspace(-2, 0.5, t)
+    Y = X @ W + rng.standard_normal((n + n_test, t)) + rng.normal(5, 1, t)
+    X_train, X_test = standardise(X[:n], X[n:])
+    return X_train, Y[:n], X_test
+
+
+def _sklearn(X_train, Y_train, X_test, alphas):
+    model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X_train, Y_train)
+    return model.predict(X_test), model.alpha_
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d", [(90, 25), (30, 70), (41, 40)], ids=["n>d", "n<d", "n~d"])
+def test_equals_sklearn_float64(backend, n, d):
+    X_train, Y_train, X_test = _problem(n, d)
+    expected, expected_alpha = _sklearn(X_train, Y_train, X_test, ALPHAS)
+    assert np.unique(expected_alpha).size >= 3
+    pred, alpha = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=backend, dtype="float64")
+    np.testing.assert_allclose(alpha, expected_alpha, rtol=1e-6)
+    np.testing.assert_allclose(pred, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d", [(90, 25), (30, 70)], ids=["n>d", "n<d"])
+def test_float32_close_to_sklearn(backend, n, d):
+    X_train, Y_train, X_test = _problem(n, d, seed=1)
+    expected, expected_alpha = _sklearn(X_train, Y_train, X_test, DEFAULT_ALPHAS)
+    pred, alpha = fit_predict_gcv(X_train, Y_train, X_test, backend=backend, dtype="float32")
+    assert pred.dtype == np.float32
+    same = alpha == expected_alpha
+    assert same.mean() >= 0.9
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(pred[:, same], expected[:, same], rtol=1e-3, atol=1e-3 * scale)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rank_deficient_features(backend):
+    """A constant column and duplicated rows leave zero singular values; the LOO algebra stays exact."""
+    X_train, Y_train, X_test = _problem(60, 12, seed=2)
+    X_train = np.concatenate([X_train, X_train[:10]])
+    Y_train = np.concatenate([Y_train, Y_train[:10] + 0.1])
+    X_train = np.concatenate([X_train, np.zeros((len(X_train), 1))], 1)
+    X_test = np.concatenate([X_test, np.zeros((len(X_test), 1))], 1)
+    expected, expected_alpha = _sklearn(X_train, Y_train, X_test, ALPHAS)
+    pred, alpha = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=backend, dtype="float64")
+    np.testing.assert_allclose(alpha, expected_alpha, rtol=1e-6)
+    np.testing.assert_allclose(pred, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_batches_change_nothing(backend):
+    X_train, Y_train, X_test = _problem(50, 20, t=23, seed=3)
+    whole = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=backend, dtype="float64")
+    batched = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=backend, dtype="float64", target_batch=5)
+    np.testing.assert_array_equal(whole[1], batched[1])
+    np.testing.assert_allclose(whole[0], batched[0], rtol=1e-12, atol=1e-12)
+
+
+def test_backends_agree_float32():
+    X_train, Y_train, X_test = _problem(80, 30, seed=4)
+    pred_np, alpha_np = fit_predict_gcv(X_train, Y_train, X_test, backend="numpy", dtype="float32")
+    pred_t, alpha_t = fit_predict_gcv(X_train, Y_train, X_test, backend="torch", dtype="float32")
+    same = alpha_np == alpha_t
+    assert same.mean() >= 0.9
+    np.testing.assert_allclose(pred_np[:, same], pred_t[:, same], rtol=1e-4, atol=1e-4 * np.abs(pred_np).max())
+
+
+def test_pearson_columns():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((40, 6))
+    b = a + rng.standard_normal((40, 6))
+    a[:, 2] = 3.0
+    b[:, 4] = 0.0
+    r = pearson_columns(a, b)
+    for j in (0, 1, 3, 5):
+        assert r[j] == pytest.approx(np.corrcoef(a[:, j], b[:, j])[0, 1], abs=1e-12)
+    assert r[2] == 0.0 and r[4] == 0.0
+    torch = pytest.importorskip("torch")
+    r_torch = pearson_columns(torch.as_tensor(a), torch.as_tensor(b))
+    np.testing.assert_allclose(r_torch.numpy(), r, atol=1e-12)
+
+
+def test_rejects_unknown_backend_and_dtype():
+    X_train, Y_train, X_test = _problem(20, 5)
+    with pytest.raises(ValueError):
+        fit_predict_gcv(X_train, Y_train, X_test, backend="jax")
+    with pytest.raises(ValueError):
+        fit_predict_gcv(X_train, Y_train, X_test, dtype="float16")
+    with pytest.raises(ValueError):
+        fit_predict_gcv(X_train, Y_train, X_test, backend="numpy", device="cuda")

@@ -1,0 +1,154 @@
+"""encode_fmri / encode_meg: Pearson r per (kind, layer, target) for one subject and model.
+
+Writes results/encoding/{dataset}/{model}/sub-{subject}.zarr: r/<kind> and alpha/<kind> (n_layers, n_targets), the
+held-out r when the brain store has a test split, the layer identifiability of each kind (attrs), and r_own/<kind>:
+the same encoding of each layer's own contribution (contributions.py) for the modalities in
+``encoding.own_contribution``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradbrain import store
+from gradbrain.encoding.contributions import own_contributions
+from gradbrain.encoding.cv import CrossValidatedRidge, heldout_scores, make_folds
+from gradbrain.encoding.identifiability import linear_cka, planted_targets, recovery
+from gradbrain.hierarchy.metrics import best_layers
+
+log = logging.getLogger(__name__)
+
+
+def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
+    """The ridge alpha grid from the config (default: 10 values log-spaced over 1..1e8)."""
+    a = cfg.get("alphas", {"start": 0, "stop": 8, "num": 10})
+    if isinstance(a, list):
+        return np.asarray(a, dtype=float)
+    return np.logspace(float(a["start"]), float(a["stop"]), int(a["num"]))
+
+
+def align(feature_ids: np.ndarray, brain_ids: np.ndarray, features_path: str) -> np.ndarray:
+    """Row of each brain stimulus in the features store; a missing stimulus is an error naming both files."""
+    lookup = {s: i for i, s in enumerate(feature_ids)}
+    missing = [s for s in brain_ids if s not in lookup]
+    if missing:
+        raise KeyError(
+            f"{features_path} lacks {len(missing)} stimuli of the brain data (e.g. {missing[:3]}); "
+            "re-run extract_features for this dataset (delete the features store) so it covers every subject"
+        )
+    return np.array([lookup[s] for s in brain_ids])
+
+
+def split_rows(Y: Any, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training and test rows of a (zarr) target array as float32, read without a full copy in memory.
+
+    A THINGS-MEG subject's targets are 22,248 x 76,151 float32 (6.8 GB): reading the whole array and then indexing
+    its rows would hold it twice.
+    """
+    out = []
+    for mask in (train, test):
+        rows = np.flatnonzero(mask)
+        if len(rows) == len(mask):
+            block = Y[...]
+        elif len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            block = Y[int(rows[0]) : int(rows[-1]) + 1]
+        else:
+            block = Y.get_orthogonal_selection((rows, slice(None))) if len(rows) else np.zeros((0, Y.shape[1]))
+        out.append(np.asarray(block, dtype=np.float32))
+    return out[0], out[1]
+
+
+def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: dict[str, Any]) -> Path:
+    """Cross-validated ridge from every layer of both kinds onto one subject's targets."""
+    t0 = time.time()
+    brain = store.open_group(brain_path)
+    feats = store.open_group(features_path)
+    split = store.read_array(brain, "split")
+    rows = align(store.read_array(feats, "stimulus_id"), store.read_array(brain, "stimulus_id"), features_path)
+    train, test = split == "train", split == "test"
+    Y_train, Y_test = split_rows(brain["Y"], train, test)
+    folds = make_folds(int(train.sum()), int(cfg["folds"]), int(cfg["seed"]))
+    alphas = alpha_grid(cfg)
+    solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
+    layers, depths = list(feats.attrs["layers"]), np.asarray(feats.attrs["relative_depths"])
+    kinds = [k for k in feats.attrs["kinds"] if k in cfg.get("kinds", feats.attrs["kinds"])]
+    with store.atomic_group(out) as group:
+        for kind in kinds:
+            X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
+            train_layers = [X[train] for X in X_layers]
+            r_all, alpha_all, r_test, fits = [], [], [], []
+            budget = float(cfg.get("cache_gb", 2.0)) * 2**30
+            for name, X, X_train in zip(layers, X_layers, train_layers, strict=True):
+                cv = CrossValidatedRidge(X_train, folds, alphas, **solver)
+                r, alpha, _ = cv.score(Y_train)
+                r_all.append(r)
+                alpha_all.append(alpha)
+                budget -= cv.nbytes
+                fits.append(cv if budget > 0 else None)  # kept for the identifiability pass while memory allows
+                if test.any():
+                    r_test.append(heldout_scores(X_train, Y_train, X[test], Y_test, alphas, **solver)[0])
+                log.info("%s %s: median r %.3f, max r %.3f", kind, name, np.median(r), np.max(r))
+            r_all = np.stack(r_all).astype(np.float32)
+            store.write_array(group, f"r/{kind}", r_all)
+            store.write_array(group, f"alpha/{kind}", np.stack(alpha_all).astype(np.float32))
+            if r_test:
+                store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
+            fits = [
+                cv or CrossValidatedRidge(X, folds, alphas, **solver) for cv, X in zip(fits, train_layers, strict=True)
+            ]
+            group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, fits, depths, r_all, cfg)
+            if brain.attrs["modality"] in cfg.get("own_contribution", ()):
+                r_own = own_scores(X_layers, kind, train, Y_train, folds, alphas, solver)
+                store.write_array(group, f"r_own/{kind}", r_own)
+        group.attrs.update(
+            {
+                "layers": layers,
+                "relative_depths": depths.tolist(),
+                "kinds": kinds,
+                "n_train": int(train.sum()),
+                "n_test": int(test.sum()),
+                "folds": int(cfg["folds"]),
+                "alphas": alphas.tolist(),
+                "objective": feats.attrs["objective"],
+                "pooling": feats.attrs["pooling"],
+                "weights_id": feats.attrs["weights_id"],
+                "modality": brain.attrs["modality"],
+                "own_contribution": brain.attrs["modality"] in cfg.get("own_contribution", ()),
+                "seconds": time.time() - t0,
+            }
+        )
+    return Path(out)
+
+
+def own_scores(
+    X_layers: list[np.ndarray],
+    kind: str,
+    train: np.ndarray,
+    Y_train: np.ndarray,
+    folds: np.ndarray,
+    alphas: np.ndarray,
+    solver: dict[str, Any],
+) -> np.ndarray:
+    """Cross-validated r (n_layers, n_targets) of every layer's own contribution (innovations over all stimuli)."""
+    own = own_contributions(X_layers, kind, alphas, **{k: solver[k] for k in ("backend", "device", "dtype")})
+    r = [CrossValidatedRidge(X[train], folds, alphas, **solver).score(Y_train)[0] for X in own]
+    log.info("%s own contributions: max r per layer %s", kind, np.round([np.max(x) for x in r], 3).tolist())
+    return np.stack(r).astype(np.float32)
+
+
+def _identifiability(X_layers, fits, depths, r_all, cfg) -> dict[str, Any]:
+    """Planted-layer recovery at the typical best r of the significant real targets, and linear CKA."""
+    best = best_layers(r_all, depths, X_layers[0].shape[0])
+    observed = best.best_r[best.significant]
+    target_r = float(np.median(observed)) if len(observed) else 0.1
+    Y, planted = planted_targets(X_layers, target_r, int(cfg.get("identifiability_targets", 16)), int(cfg["seed"]))
+    r = np.stack([cv.score(Y)[0] for cv in fits])
+    result = recovery(r, planted, depths, target_r)
+    result["cka"] = np.round(linear_cka(X_layers), 4).tolist()
+    result["n_significant"] = int(best.significant.sum())
+    return result

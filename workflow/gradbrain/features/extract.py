@@ -1,0 +1,440 @@
+"""Activations and per-image gradients of the sampled layers, pooled, written to zarr with resume.
+
+g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i L_i per batch (DESIGN.md).
+Further kinds (alternative learning rules, ``extraction.kinds``) come from the same forward pass: learning_rules.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zarr
+
+from gradbrain import store
+from gradbrain.models.load import LoadedModel, Preprocessing
+
+log = logging.getLogger(__name__)
+KINDS = ("activations", "gradients")
+
+
+class Capture:
+    """Forward hooks that keep the outputs of the sampled blocks (graph attached, so gradients can be taken)."""
+
+    def __init__(self, blocks: Sequence[torch.nn.Module]):
+        self.outputs: list[torch.Tensor] = []
+        self.active = True
+        self.handles = [b.register_forward_hook(self._hook) for b in blocks]
+
+    def _hook(self, module, inputs, output):
+        if self.active:
+            self.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forward passes inside this block are not captured (e.g. the stop-gradient view of ssl_view)."""
+        self.active = False
+        try:
+            yield
+        finally:
+            self.active = True
+
+    def take(self) -> list[torch.Tensor]:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def pool(h: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool a block output to (B, D): tokens (B,T,D) by mean / class token / both; feature maps (B,C,H,W) by mean."""
+    if h.ndim == 4:
+        if pooling != "mean":
+            raise ValueError(f"pooling '{pooling}' needs tokens; a convolutional block output has none (use mean)")
+        return h.mean(dim=(2, 3))
+    if h.ndim != 3:
+        raise ValueError(f"cannot pool a block output of shape {tuple(h.shape)}")
+    if pooling == "mean":
+        return h.mean(1)
+    if pooling == "cls":
+        return h[:, 0]
+    return torch.cat([h[:, 0], h.mean(1)], dim=-1)
+
+
+def preprocess(images: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 (B,H,W,3) -> normalised float (B,3,S,S) on the images' device.
+
+    ``shortest``: the short side to S/crop_pct, centre crop S; ``squash``: both sides to S/crop_pct, centre crop S.
+    """
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    x = x.permute(0, 3, 1, 2).float() / 255.0
+    size = prep.input_size
+    short = int(round(size / prep.crop_pct))
+    h, w = x.shape[-2:]
+    if prep.resize_mode == "squash":
+        new = (short, short)
+    elif prep.resize_mode == "shortest":
+        scale = short / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    else:
+        raise ValueError(f"preprocessing resize_mode '{prep.resize_mode}' is not one of shortest, squash")
+    if new != (h, w):
+        mode = "bicubic" if prep.interpolation == "bicubic" else "bilinear"
+        x = F.interpolate(x, size=new, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    x = x[:, :, top : top + size, left : left + size]
+    mean, std = _channel_stats(tuple(prep.mean), tuple(prep.std), x.device)
+    return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation constants on ``device``, copied once (a host-to-device copy per batch would stall the queue)."""
+    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std))
+
+
+def extract_batch(
+    model: LoadedModel,
+    objective: Callable,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    capture: Capture,
+    autocast: str | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Pooled activations and gradients of every sampled layer for one batch (lists over layers of (B, D))."""
+    pooling = model.spec["pooling"]
+    x = x.detach().requires_grad_(True)
+    ctx = torch.autocast(x.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
+    capture.take()
+    with torch.enable_grad(), ctx:
+        losses = objective(model, x, index, capture.paused)
+        outputs = capture.take()
+        if len(outputs) != len(model.layer_indices):
+            raise RuntimeError(
+                f"captured {len(outputs)} block outputs for {len(model.layer_indices)} sampled layers; "
+                "a block ran more than once per forward pass"
+            )
+        grads = torch.autograd.grad(losses.sum(), outputs)
+    return [pool(h.detach(), pooling) for h in outputs], [pool(g, pooling) for g in grads]
+
+
+def make_rules(model: LoadedModel, kinds: Sequence[str] = KINDS, seed: int = 0, sketch_size: int = 16):
+    """The learning-rule kinds of ``kinds`` for ``model`` (a learning_rules.RuleSet), or None for the default kinds."""
+    from gradbrain.features.rules import RuleSet, check_kinds
+
+    if check_kinds(kinds) == KINDS:
+        return None
+    return RuleSet(model, kinds, seed=seed, sketch_size=sketch_size)
+
+
+def batch_features(model, objective, x, index, capture, rules=None, autocast=None) -> dict[str, list[torch.Tensor]]:
+    """Per kind, the pooled features of every sampled layer for one batch (extract_batch, or the rule kinds too)."""
+    if rules is None:
+        return dict(zip(KINDS, extract_batch(model, objective, x, index, capture, autocast), strict=True))
+    from gradbrain.features.rules import extract_batch_kinds
+
+    return extract_batch_kinds(model, objective, x, index, capture, rules, autocast)
+
+
+class ImageBatches(torch.utils.data.Dataset):
+    """Batches of stimuli read by ``read(ids) -> uint8`` (runs in DataLoader workers).
+
+    ``decode_only``: yield the decoded uint8 images (B,H,W,3), preprocessed later on the model's device (GPU runs:
+    the workers only decode); otherwise yield them preprocessed (CPU runs: the workers resize too).
+    """
+
+    def __init__(self, read: Callable[[Sequence[str]], np.ndarray], ids: Sequence[str], prep: Preprocessing, bs: int,
+                 decode_only: bool = False):  # fmt: skip
+        self.read, self.ids, self.prep, self.bs, self.decode_only = read, list(ids), prep, bs, decode_only
+
+    def __len__(self) -> int:
+        return (len(self.ids) + self.bs - 1) // self.bs
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = b * self.bs, min((b + 1) * self.bs, len(self.ids))
+        images = self.read(self.ids[lo:hi])
+        if self.decode_only:
+            return torch.from_numpy(np.ascontiguousarray(images)), torch.arange(lo, hi)
+        return preprocess(images, self.prep), torch.arange(lo, hi)
+
+
+def image_loader(
+    read: Callable[[Sequence[str]], np.ndarray],
+    ids: Sequence[str],
+    prep: Preprocessing,
+    batch_size: int,
+    num_workers: int = 0,
+    device: str = "cpu",
+    decode_only: bool | None = None,
+) -> torch.utils.data.DataLoader:
+    """Batches in stimulus order, decoded by ``num_workers`` processes ahead of the model (pinned memory on CUDA).
+
+    Each worker holds its own file handles (the readers open them lazily per process); the DataLoader returns the
+    batches in index order whatever the number of workers. Off the CPU, workers only decode (``decode_only``) and
+    the model's device resizes and normalises.
+    """
+    if decode_only is None:
+        decode_only = not str(device).startswith("cpu")
+    return torch.utils.data.DataLoader(
+        ImageBatches(read, ids, prep, batch_size, decode_only=decode_only),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=str(device).startswith("cuda"),
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+
+
+def iter_features(
+    model: LoadedModel,
+    objective: Callable,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str = "cpu",
+    autocast: str | None = None,
+    rules: Any = None,
+) -> Iterator[tuple[torch.Tensor, dict[str, list[np.ndarray]]]]:
+    """Per batch of (images, indices): the indices and, per kind, the float32 features of every sampled layer.
+
+    Images are uint8 (preprocessed here, on the device) or already preprocessed. ``rules`` (a
+    learning_rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. On CUDA nothing waits per layer:
+    a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
+    next one is queued, so the host's work (storing, decoding) overlaps the device's.
+    """
+    capture = Capture(model.sampled_blocks)
+    cuda = str(device).startswith("cuda")
+    pending = None
+    try:
+        with rules.attached() if rules else nullcontext():
+            for x, idx in batches:
+                x = x.to(device, non_blocking=True)
+                if x.dtype == torch.uint8:
+                    x = preprocess(x, model.preprocessing)
+                if model.extra.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats = batch_features(model, objective, x, idx, capture, rules, autocast)
+                dims = {kind: [t.shape[1] for t in values] for kind, values in feats.items()}
+                flat = torch.cat([t.float() for values in feats.values() for t in values], dim=1)
+                host = flat.to("cpu", non_blocking=cuda)
+                event = torch.cuda.Event() if cuda else None
+                if event is not None:
+                    event.record()
+                if pending is not None:
+                    yield _unpack(*pending)
+                pending = (idx, host, event, dims)
+            if pending is not None:
+                yield _unpack(*pending)
+    finally:
+        capture.remove()
+
+
+def _unpack(idx, host, event, dims: dict[str, list[int]]) -> tuple[torch.Tensor, dict[str, list[np.ndarray]]]:
+    if event is not None:
+        event.synchronize()
+    sizes = [d for kind_dims in dims.values() for d in kind_dims]
+    parts = np.split(host.numpy(), np.cumsum(sizes)[:-1], axis=1)
+    out, start = {}, 0
+    for kind, kind_dims in dims.items():
+        out[kind] = parts[start : start + len(kind_dims)]
+        start += len(kind_dims)
+    return idx, out
+
+
+def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) -> str:
+    """Hash of everything that determines the features, so a resumed run never mixes two configurations."""
+    h = hashlib.sha256()
+    h.update(json.dumps([model.spec, model.weights_id, settings], sort_keys=True, default=str).encode())
+    h.update("\n".join(ids).encode())
+    return h.hexdigest()
+
+
+def _prepare_partial(
+    path: Path, model: LoadedModel, ids: Sequence[str], dims: dict[str, list[int]], settings: dict, rules=None
+) -> zarr.Group:
+    sig = signature(model, ids, settings)
+    if path.exists():
+        group = zarr.open_group(str(path), mode="r+")
+        if group.attrs.get("signature") == sig:
+            return group
+        shutil.rmtree(path)
+    group = zarr.open_group(str(path), mode="w")
+    chunk = int(settings["chunk_images"])
+    for kind, kind_dims in dims.items():
+        sub = group.create_group(kind)
+        for name, depth, dim in zip(model.layer_names, model.depths, kind_dims, strict=True):
+            arr = sub.create_array(name, shape=(len(ids), dim), chunks=(chunk, dim), dtype=settings["store_dtype"])
+            arr.attrs.update({"layer": name, "relative_depth": depth, "kind": kind})
+    store.write_array(group, "stimulus_id", np.asarray(ids))
+    group.attrs.update(
+        {
+            "signature": sig,
+            "n_done": 0,
+            "model": model.spec["name"],
+            "layers": model.layer_names,
+            "relative_depths": model.depths,
+            "pooling": model.spec["pooling"],
+            "objective": model.spec["objective"],
+            "preprocessing": model.preprocessing.as_dict(),
+            "weights_id": model.weights_id,
+            "source": model.spec["source"],
+            "arch": model.spec["arch"],
+            "kinds": list(dims),
+            **_rule_attrs(rules),
+        }
+    )
+    return group
+
+
+def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str, rules=None) -> dict[str, list[int]]:
+    x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
+    capture = Capture(model.sampled_blocks)
+    try:
+        with rules.attached() if rules else nullcontext():
+            feats = batch_features(model, objective, x, torch.zeros(1, dtype=torch.long), capture, rules)
+    finally:
+        capture.remove()
+    return {kind: [a.shape[1] for a in values] for kind, values in feats.items()}
+
+
+def extract_to_zarr(
+    model: LoadedModel,
+    objective: Callable,
+    read: Callable[[Sequence[str]], np.ndarray],
+    ids: Sequence[str],
+    out: str | Path,
+    *,
+    batch_size: int = 64,
+    chunk_images: int = 256,
+    device: str = "cpu",
+    store_dtype: str = "float32",
+    autocast: str | None = None,
+    num_workers: int = 0,
+    pca_components: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    kinds: Sequence[str] = KINDS,
+    rule_seed: int = 0,
+    sketch_size: int = 16,
+) -> Path:
+    """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
+
+    Work happens in ``<out>.partial`` (unknown to Snakemake, so it survives a killed job); the finished store is
+    renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
+    ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
+    (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
+    ``kinds`` beyond activations and gradients add learning-rule kinds (learning_rules.py), seeded by ``rule_seed``.
+    """
+    out = Path(out)
+    chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
+    settings = {
+        "batch_size": batch_size,
+        "chunk_images": chunk_images,
+        "store_dtype": store_dtype,
+        "autocast": autocast,
+        "device": torch.device(device).type,
+    }
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    if rules:
+        settings["rules"] = {"kinds": list(rules.kinds), "seed": rule_seed, "sketch_size": sketch_size}
+    partial = out.with_name(out.name + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    dims = _feature_dims(model, objective, model.preprocessing, device, rules)
+    group = _prepare_partial(partial, model, ids, dims, settings, rules)
+    group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
+    start = int(group.attrs["n_done"])
+    if start:
+        log.info("resuming %s at image %d of %d", out, start, len(ids))
+    arrays = {kind: [group[kind][name] for name in model.layer_names] for kind in dims}
+    loader = image_loader(read, ids[start:], model.preprocessing, batch_size, num_workers, device)
+    batches = ((x, idx + start) for x, idx in loader)
+    buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in dims}
+    done, t0 = start, time.time()
+    for idx, feats in iter_features(model, objective, batches, device, autocast, rules):
+        for kind, values in feats.items():
+            for buf, v in zip(buffers[kind], values, strict=True):
+                buf.append(v)
+        done = int(idx[-1]) + 1
+        if done % chunk_images == 0 or done == len(ids):
+            lo = done - sum(len(b) for b in buffers["activations"][0])
+            for kind in dims:
+                for arr, buf in zip(arrays[kind], buffers[kind], strict=True):
+                    arr[lo:done] = np.concatenate(buf).astype(store_dtype)
+                    buf.clear()
+            group.attrs["n_done"] = done
+        if progress:
+            progress(done, len(ids))
+    rate = (done - start) / max(time.time() - t0, 1e-9)
+    group.attrs.update({"n_done": done, "images_per_second": rate, "complete": True})
+    if pca_components:
+        from gradbrain.features.pca import reduce_store
+
+        reduced = out.with_name(out.name + ".pca.partial")
+        reduce_store(partial, reduced, int(pca_components), device=device)
+        if out.exists():
+            shutil.rmtree(out)
+        reduced.rename(out)
+        shutil.rmtree(partial)
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out
+
+
+def _rule_attrs(rules) -> dict[str, Any]:
+    """What the rule kinds replaced and sketched, for the store's attributes (nothing for the default kinds)."""
+    if rules is None:
+        return {}
+    attrs: dict[str, Any] = {"rule_seed": rules.seed}
+    if rules.feedback:
+        attrs["feedback_modules"] = rules.summary.get("replaced", [])
+        attrs["exact_backward_modules"] = rules.summary.get("exact", []) + sorted(rules.state.exact_calls)
+    if "weight_gradient_sketch" in rules.kinds:
+        attrs.update(sketch_size=rules.sketch_size, sketch_modules=rules.layer_modules)
+    return attrs
+
+
+def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
+    """One layer (n_images, d) or all layers of one kind as a dict, as float32."""
+    group = store.open_group(path)
+    if kind not in group:
+        raise KeyError(f"{path} has no kind '{kind}'; it has {sorted(k for k, _ in group.groups())}")
+    if layer is not None:
+        return np.asarray(group[kind][layer][...], dtype=np.float32)
+    return {name: np.asarray(group[kind][name][...], dtype=np.float32) for name in group.attrs["layers"]}
+
+
+def extract_arrays(
+    model: LoadedModel,
+    objective: Callable,
+    images: np.ndarray,
+    batch_size: int = 100,
+    device: str = "cpu",
+    kinds: Sequence[str] = KINDS,
+    rule_seed: int = 0,
+    sketch_size: int = 16,
+) -> dict[str, list[np.ndarray]]:
+    """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
+    rules = make_rules(model, kinds, rule_seed, sketch_size)
+    kinds = rules.kinds if rules else KINDS
+    out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in kinds}
+    data = ImageBatches(
+        lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing, batch_size
+    )
+    for _, feats in iter_features(model, objective, (data[b] for b in range(len(data))), device, rules=rules):
+        for kind, values in feats.items():
+            for buf, v in zip(out[kind], values, strict=True):
+                buf.append(v)
+    return {kind: [np.concatenate(b) for b in bufs] for kind, bufs in out.items()}

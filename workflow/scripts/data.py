@@ -1,0 +1,33 @@
+"""Stage data (workflow/rules/data.smk): downloads, the THINGS archive, the brain stores; one library call a rule."""
+
+from pathlib import Path
+
+from gradbrain.logs import setup
+
+sm = snakemake  # noqa: F821
+log = setup(sm.log[0], sm.threads)
+if sm.rule in ("download_nsd", "download_things_meg"):
+    from gradbrain.data import download
+
+    if sm.params.terms is not None:
+        download.require_nsd_terms(sm.params.terms["accepted"], sm.params.terms["dataset"])
+    download.download_object(download.s3_client(), sm.params.bucket, sm.params.key, sm.output[0], log=log.info)
+elif sm.rule == "download_things_images":
+    from gradbrain.data import download
+
+    download.things_password()
+    download.download_url(sm.params.url, sm.output[0], log=log.info)
+elif sm.rule == "unpack_things_images":
+    from gradbrain.data import download
+
+    download.unpack_things_images(sm.input[0], Path(sm.output[0]).parent, download.things_password(), log=log.info)
+elif sm.rule == "prepare_fmri":
+    from gradbrain.data.prepare import prepare_fmri
+
+    prepare_fmri(sm.params.dataset, int(sm.wildcards.subject), sm.output[0])
+elif sm.rule == "prepare_meg":
+    from gradbrain.data.prepare import prepare_meg
+
+    prepare_meg(sm.params.dataset, int(sm.wildcards.subject), sm.output[0])
+else:
+    raise ValueError(f"workflow/scripts/data.py does not run rule {sm.rule}")
