@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gradbrain.features import extract, objectives
-from gradbrain.features import rules as learning_rules
+from gradbrain.features.kinds import ALL_KINDS, BASE_KINDS, RULE_KINDS
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
 
@@ -65,8 +65,8 @@ def main() -> None:
     model = load_model(spec, device=device)
     objective = objectives.make_objective(model, seed=0)
     x = torch.randn(args.n, 3, args.size, args.size, device=device)
-    base = learning_rules.BASE_KINDS
-    runs = {"default": base} | {k: (*base, k) for k in learning_rules.RULE_KINDS} | {"all": learning_rules.ALL_KINDS}
+    base = BASE_KINDS
+    runs = {"default": base} | {k: (*base, k) for k in RULE_KINDS} | {"all": ALL_KINDS}
     rates = {
         name: images_per_s(model, objective, x, args.batch, kinds, args.autocast, device)
         for name, kinds in runs.items()

@@ -9,6 +9,7 @@ import zarr
 from helpers.models import array_reader, small_model
 
 from gradbrain.features import extract, objectives
+from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.features.objectives import mae
 from gradbrain.models.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
 from gradbrain.models.load import resolve_blocks
@@ -237,7 +238,7 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
     seen = []
     extract.extract_to_zarr(model, obj, array_reader(images), ids, out, progress=lambda d, n: seen.append(d), **kw)
     assert seen[0] == 12, "resumed after the complete chunk"
-    for kind in extract.KINDS:
+    for kind in BASE_KINDS:
         a = extract.load_features(full, kind)
         b = extract.load_features(out, kind)
         for layer in a:

@@ -14,11 +14,12 @@ from torch import nn
 
 from gradbrain.features import extract, objectives
 from gradbrain.features import rules as learning_rules
+from gradbrain.features.kinds import ALL_KINDS, RULE_KINDS, check_kinds
 from gradbrain.simulation import scenarios
 from gradbrain.simulation import study as simulate
 
-RULES = learning_rules.RULE_KINDS
-ALL = learning_rules.ALL_KINDS
+RULES = RULE_KINDS
+ALL = ALL_KINDS
 
 
 def _model(family: str, objective: str | None = None):
@@ -320,9 +321,9 @@ def test_default_kinds_take_the_plain_path():
     assert extract.make_rules(model) is None
     assert extract.make_rules(model, ["gradients", "activations"]) is None
     with pytest.raises(ValueError, match="must contain"):
-        learning_rules.check_kinds(["activations", "feedback_alignment"])
+        check_kinds(["activations", "feedback_alignment"])
     with pytest.raises(ValueError, match="unknown"):
-        learning_rules.check_kinds(["activations", "gradients", "hebbian"])
+        check_kinds(["activations", "gradients", "hebbian"])
 
 
 def test_scenarios_name_the_kinds_their_drivers_need():

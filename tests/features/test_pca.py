@@ -8,6 +8,7 @@ from sklearn.decomposition import PCA
 
 from gradbrain import store
 from gradbrain.features import extract, objectives, pca
+from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
 
@@ -64,7 +65,7 @@ def test_extraction_writes_pca_scores_per_kind_and_layer(tmp_path):
     group = zarr.open_group(str(red), mode="r")
     assert group.attrs["pca_components"] == 5 and group.attrs["layers"] == model.layer_names
     assert store.read_array(group, "stimulus_id").tolist() == ids
-    for kind in extract.KINDS:
+    for kind in BASE_KINDS:
         for layer, x in extract.load_features(raw, kind).items():
             scores = extract.load_features(red, kind, layer)
             fit = pca.randomized_pca(torch.from_numpy(x), 5)

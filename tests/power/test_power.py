@@ -20,6 +20,7 @@ from gradbrain import power as P
 from gradbrain import stats, store
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.stage import alpha_grid, encode_subject
+from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.hierarchy import metrics as H
 from gradbrain.hierarchy import stage as scores
 from gradbrain.simulation import study as S
@@ -126,7 +127,7 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
     )
     ids = np.array([f"img{i:04d}" for i in range(n)])
     fgroup = zarr.open_group(str(tmp_path / "features.zarr"), mode="w")
-    for kind in P.KINDS:
+    for kind in BASE_KINDS:
         for k, x in enumerate(feats[kind]):
             store.write_array(fgroup, f"{kind}/block{k}", x)
     store.write_array(fgroup, "stimulus_id", ids)
@@ -134,7 +135,7 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
         {
             "layers": [f"block{k}" for k in range(len(depths))],
             "relative_depths": depths.tolist(),
-            "kinds": list(P.KINDS),
+            "kinds": list(BASE_KINDS),
             "objective": "ce_pseudo",
             "pooling": "mean",
             "weights_id": "toy",

@@ -16,7 +16,8 @@ os.environ.update(
 
 from gradbrain.data import download as dl  # noqa: E402
 from gradbrain.models.catalogue import model_spec  # noqa: E402
-from gradbrain.simulation.scenarios import DEFAULT_KINDS, driver_kinds  # noqa: E402
+from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
+from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -58,7 +59,7 @@ def stimuli_settings():
     }
     # a learning-rule scenario needs its drivers' errors, seeded as the extraction's
     kinds = driver_kinds(SIM.get("scenarios", []))
-    if kinds != DEFAULT_KINDS:
+    if kinds != BASE_KINDS:
         settings.update(
             driver_kinds=list(kinds), rule_seed=config["extraction"]["rule_seed"]
         )

@@ -22,14 +22,7 @@ import numpy as np
 
 from gradbrain.encoding.cv import standardise
 from gradbrain.encoding.ridge import fit_predict_gcv
-
-FORWARD_KINDS = ("activations",)
-"""Kinds computed in the forward direction; every other kind (gradients, a learning rule's errors) runs backward."""
-
-
-def direction(kind: str) -> str:
-    """``forward`` for activations, ``backward`` for gradients and other error signals."""
-    return "forward" if kind in FORWARD_KINDS else "backward"
+from gradbrain.features.kinds import direction
 
 
 def residualise(target: np.ndarray, predictor: np.ndarray, alphas: Any, **solver: Any) -> np.ndarray:

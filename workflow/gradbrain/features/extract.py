@@ -23,10 +23,10 @@ import torch.nn.functional as F
 import zarr
 
 from gradbrain import store
+from gradbrain.features.kinds import BASE_KINDS, check_kinds
 from gradbrain.models.load import LoadedModel, Preprocessing
 
 log = logging.getLogger(__name__)
-KINDS = ("activations", "gradients")
 
 
 class Capture:
@@ -131,11 +131,11 @@ def extract_batch(
     return [pool(h.detach(), pooling) for h in outputs], [pool(g, pooling) for g in grads]
 
 
-def make_rules(model: LoadedModel, kinds: Sequence[str] = KINDS, seed: int = 0, sketch_size: int = 16):
+def make_rules(model: LoadedModel, kinds: Sequence[str] = BASE_KINDS, seed: int = 0, sketch_size: int = 16):
     """The learning-rule kinds of ``kinds`` for ``model`` (a learning_rules.RuleSet), or None for the default kinds."""
-    from gradbrain.features.rules import RuleSet, check_kinds
+    from gradbrain.features.rules import RuleSet
 
-    if check_kinds(kinds) == KINDS:
+    if check_kinds(kinds) == BASE_KINDS:
         return None
     return RuleSet(model, kinds, seed=seed, sketch_size=sketch_size)
 
@@ -143,7 +143,7 @@ def make_rules(model: LoadedModel, kinds: Sequence[str] = KINDS, seed: int = 0, 
 def batch_features(model, objective, x, index, capture, rules=None, autocast=None) -> dict[str, list[torch.Tensor]]:
     """Per kind, the pooled features of every sampled layer for one batch (extract_batch, or the rule kinds too)."""
     if rules is None:
-        return dict(zip(KINDS, extract_batch(model, objective, x, index, capture, autocast), strict=True))
+        return dict(zip(BASE_KINDS, extract_batch(model, objective, x, index, capture, autocast), strict=True))
     from gradbrain.features.rules import extract_batch_kinds
 
     return extract_batch_kinds(model, objective, x, index, capture, rules, autocast)
@@ -324,7 +324,7 @@ def extract_to_zarr(
     num_workers: int = 0,
     pca_components: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
 ) -> Path:
@@ -422,13 +422,13 @@ def extract_arrays(
     images: np.ndarray,
     batch_size: int = 100,
     device: str = "cpu",
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
 ) -> dict[str, list[np.ndarray]]:
     """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
     rules = make_rules(model, kinds, rule_seed, sketch_size)
-    kinds = rules.kinds if rules else KINDS
+    kinds = rules.kinds if rules else BASE_KINDS
     out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in kinds}
     data = ImageBatches(
         lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing, batch_size

@@ -32,13 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradbrain.features.kinds import FEEDBACK_KINDS, check_kinds
 from gradbrain.models.load import LoadedModel
 
 log = logging.getLogger(__name__)
-BASE_KINDS = ("activations", "gradients")
-FEEDBACK_KINDS = ("feedback_alignment", "sign_symmetry")
-RULE_KINDS = ("feedback_alignment", "direct_feedback_alignment", "sign_symmetry", "weight_gradient_sketch")
-ALL_KINDS = BASE_KINDS + RULE_KINDS
 LINEAR_FORWARDS = {nn.Linear.forward}
 try:  # timm's Linear only adds a torchscript cast; its eager forward is F.linear
     from timm.layers import Linear as _TimmLinear
@@ -46,17 +43,6 @@ try:  # timm's Linear only adds a torchscript cast; its eager forward is F.linea
     LINEAR_FORWARDS.add(_TimmLinear.forward)
 except ImportError:  # pragma: no cover - timm is a dependency
     pass
-
-
-def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    """Validate ``extraction.kinds``: activations and gradients first, then known rule kinds in the given order."""
-    unknown = [k for k in kinds if k not in ALL_KINDS]
-    if unknown:
-        raise ValueError(f"extraction.kinds: {unknown} unknown; choose from {list(ALL_KINDS)}")
-    missing = [k for k in BASE_KINDS if k not in kinds]
-    if missing:
-        raise ValueError(f"extraction.kinds must contain {list(BASE_KINDS)} (missing {missing}); add them")
-    return BASE_KINDS + tuple(dict.fromkeys(k for k in kinds if k in RULE_KINDS))
 
 
 def seeded_normal(shape: Sequence[int], seed: int, tag: str) -> torch.Tensor:

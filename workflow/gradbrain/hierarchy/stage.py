@@ -19,15 +19,14 @@ import numpy as np
 import pandas as pd
 
 from gradbrain import stats, store
+from gradbrain.features.kinds import ACTIVATIONS, GRADIENTS
 from gradbrain.hierarchy import metrics as H
 
 log = logging.getLogger(__name__)
-BASE_KIND = "activations"
 MAIN_METRICS = (
     "spatial_score", "spatial_score_spearman", "spatial_score_roi", "voxel_agreement", "spatial_divergence",
     "temporal_score", "temporal_divergence", "after_forward_fraction", "layer_identifiability", "gain_over_gradients",
 )  # fmt: skip
-REFERENCE_KIND = "gradients"  # learning-rule kinds are compared with backprop's gradients (gain_over_gradients)
 
 
 @dataclass
@@ -104,9 +103,9 @@ def _spatial_divergence_rows(
             bg.best_depth[bg.significant], h[bg.significant]
         )
 
-    d = spatial[BASE_KIND] - spatial[kind]
+    d = spatial[ACTIVATIONS] - spatial[kind]
     rows.add(kind, metric, d)
-    null = H.kind_swap_null(divergence, r[BASE_KIND], r[kind], min(n_perm, 200), seed)
+    null = H.kind_swap_null(divergence, r[ACTIVATIONS], r[kind], min(n_perm, 200), seed)
     rows.add(kind, f"{metric}_p", stats.permutation_p(d, null))
 
 
@@ -114,13 +113,13 @@ def _temporal_divergence_rows(
     rows: Rows, kind: str, lat: dict[str, np.ndarray], depths: np.ndarray, perms: np.ndarray, suffix: str = ""
 ) -> None:
     """D_T = T_kind + T_a with its layer-shuffle p (the kind's latencies shuffled), and the after-forward fraction."""
-    t_a = H.temporal_score(depths, lat[BASE_KIND])
+    t_a = H.temporal_score(depths, lat[ACTIVATIONS])
     d = H.temporal_score(depths, lat[kind]) + t_a
     rows.add(kind, f"temporal_divergence{suffix}", d)
     rows.add(
         kind, f"temporal_divergence{suffix}_p", stats.permutation_p(d, t_a + H.temporal_null(depths, lat[kind], perms))
     )
-    rows.add(kind, f"after_forward_fraction{suffix}", H.after_forward_fraction(lat[kind], lat[BASE_KIND]))
+    rows.add(kind, f"after_forward_fraction{suffix}", H.after_forward_fraction(lat[kind], lat[ACTIVATIONS]))
 
 
 def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
@@ -175,12 +174,12 @@ def fmri_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[
             "x_mm": xyz[:, 0], "y_mm": xyz[:, 1], "z_mm": xyz[:, 2],
         }))  # fmt: skip
     for kind in kinds:
-        if kind == BASE_KIND or BASE_KIND not in kinds:
+        if kind == ACTIVATIONS or ACTIVATIONS not in kinds:
             continue
-        both = _agreement_rows(rows, kind, best[BASE_KIND], best[kind], depths, perms, "voxel_agreement")
+        both = _agreement_rows(rows, kind, best[ACTIVATIONS], best[kind], depths, perms, "voxel_agreement")
         rows.add(kind, "n_significant_both", both.sum())
-        if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
-            rows.add(kind, "gain_over_gradients", H.fit_gain(r[kind], r[REFERENCE_KIND]))
+        if kind != GRADIENTS and GRADIENTS in kinds:
+            rows.add(kind, "gain_over_gradients", H.fit_gain(r[kind], r[GRADIENTS]))
         _spatial_divergence_rows(rows, kind, r, spatial, depths, h, n, alpha, n_perm, seed, "spatial_divergence")
     return rows.rows
 
@@ -224,11 +223,11 @@ def meg_metrics(fit: Fit, cfg: dict[str, Any], extra: dict[str, list]) -> list[t
             for time, value in zip(times, curve, strict=True):
                 extra["profiles"].append((fit.dataset, fit.model, fit.subject, kind, layer, depth, "time", time, value))
     for kind in kinds:
-        if kind == BASE_KIND or BASE_KIND not in kinds:
+        if kind == ACTIVATIONS or ACTIVATIONS not in kinds:
             continue
         _temporal_divergence_rows(rows, kind, lat, depths, perms)
-        if kind != REFERENCE_KIND and REFERENCE_KIND in kinds:
-            rows.add(kind, "gain_over_gradients", H.fit_gain(r_of[kind], r_of[REFERENCE_KIND]))
+        if kind != GRADIENTS and GRADIENTS in kinds:
+            rows.add(kind, "gain_over_gradients", H.fit_gain(r_of[kind], r_of[GRADIENTS]))
     return rows.rows
 
 
@@ -269,7 +268,7 @@ def robust_meg_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
             if maps == "r_own" and estimator == "peak":
                 rows.add(kind, "peak_r_own", curves.max())
         for kind in kinds:
-            if kind == BASE_KIND or BASE_KIND not in kinds:
+            if kind == ACTIVATIONS or ACTIVATIONS not in kinds:
                 continue
             _temporal_divergence_rows(rows, kind, lat, depths, perms, f"_{suffix}")
     return rows.rows
@@ -292,9 +291,9 @@ def robust_fmri_metrics(fit: Fit, cfg: dict[str, Any]) -> list[tuple]:
         spatial[kind] = _spatial_rows(rows, kind, b, depths, h, perms, "spatial_score_own")
         rows.add(kind, "n_significant_own", sig.sum())
     for kind in kinds:
-        if kind == BASE_KIND or BASE_KIND not in kinds:
+        if kind == ACTIVATIONS or ACTIVATIONS not in kinds:
             continue
-        _agreement_rows(rows, kind, best[BASE_KIND], best[kind], depths, perms, "voxel_agreement_own")
+        _agreement_rows(rows, kind, best[ACTIVATIONS], best[kind], depths, perms, "voxel_agreement_own")
         _spatial_divergence_rows(
             rows, kind, r, spatial, depths, h, n, alpha, int(cfg["permutations"]), seed, "spatial_divergence_own"
         )

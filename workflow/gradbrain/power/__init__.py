@@ -32,13 +32,13 @@ from gradbrain.data import things_meg
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
 from gradbrain.encoding.stage import alpha_grid
+from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.hierarchy import stage as scores
 from gradbrain.simulation import study as S
 from gradbrain.simulation.photos import PHOTOGRAPHS, crops
 from gradbrain.simulation.scenarios import driver_kinds
 
 log = logging.getLogger(__name__)
-KINDS = ("activations", "gradients")
 MEG_SFREQ, MEG_TMIN, MEG_SAMPLES = 200.0, -0.1, 281  # the simulated epochs (simulate.simulate_meg)
 CELL_COLUMNS = ["model", "modality", "scenario", "noise", "n_images", "seed", "subject", "kind", "metric", "value"]
 POWER_COLUMNS = [
@@ -158,7 +158,7 @@ def extract_power_features(
     seed: int,
     batch_size: int = 100,
     device: str = "cpu",
-    kinds: Iterable[str] = KINDS,
+    kinds: Iterable[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
 ) -> Path:
@@ -350,7 +350,7 @@ def subject_stores(
     n_train: int,
     brain_attrs: dict[str, Any],
     targets: dict[str, np.ndarray],
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = BASE_KINDS,
 ) -> scores.Fit:
     """Encoding and brain stores of one simulated subject in the hierarchy stage's layout, in memory."""
     enc = MemoryGroup(
@@ -519,7 +519,7 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
             kind: float(wide.xs(kind, level="kind")[r_metric].mean())
             if kind in wide.index.get_level_values("kind")
             else math.nan
-            for kind in KINDS
+            for kind in BASE_KINDS
         }
 
         def add(n_subjects, test, kind, metric, claim, planted, hits, values, key=key, observed=observed):

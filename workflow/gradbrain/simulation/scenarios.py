@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gradbrain.features.kinds import BASE_KINDS
+
 SCENARIOS = ("backprop", "misaligned", "forward_only", "feedback_alignment")
 ERROR_KIND = {"backprop": "gradients", "misaligned": "gradients", "feedback_alignment": "feedback_alignment"}
 BACKWARD_ORDERED = ("backprop", "feedback_alignment")
-DEFAULT_KINDS = ("activations", "gradients")
 
 
 def driver_kinds(scenarios: Iterable[str]) -> tuple[str, ...]:
     """Feature kinds the driver models must provide for ``scenarios``: activations, gradients and any rule kind."""
     extra = [ERROR_KIND[s] for s in scenarios if ERROR_KIND.get(s, "gradients") != "gradients"]
-    return (*DEFAULT_KINDS, *dict.fromkeys(extra))
+    return (*BASE_KINDS, *dict.fromkeys(extra))

@@ -23,8 +23,9 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from gradbrain.data import nsd, things_meg
+from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.simulation.photos import PHOTOGRAPHS, crops
-from gradbrain.simulation.scenarios import BACKWARD_ORDERED, DEFAULT_KINDS, ERROR_KIND, SCENARIOS
+from gradbrain.simulation.scenarios import BACKWARD_ORDERED, ERROR_KIND, SCENARIOS
 
 log = logging.getLogger(__name__)
 ATLAS_LABELS = {  # real label ids of NSD's atlases (data-formats.md 1.9); prf-visualrois V1..V3 split into v/d
@@ -55,7 +56,7 @@ class DriverFeatures:
 
     def features(self, kind: str) -> list[np.ndarray]:
         """The whitened features of ``kind`` per layer (activations, gradients or a learning-rule kind)."""
-        if kind in ("activations", "gradients"):
+        if kind in BASE_KINDS:
             return getattr(self, kind)
         if kind not in self.extra:
             raise KeyError(
@@ -107,7 +108,7 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
                     make_objective(model),
                     images,
                     batch_size,
-                    kinds=cfg.get("driver_kinds", DEFAULT_KINDS),
+                    kinds=cfg.get("driver_kinds", BASE_KINDS),
                     rule_seed=int(cfg.get("rule_seed", 0)),
                 )
                 msub = sub.create_group(model.spec["name"])
