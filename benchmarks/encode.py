@@ -1,6 +1,6 @@
 """Benchmark of the encoding solver against scikit-learn and himalaya inside the same outer K-fold loop.
 
-Times, on one synthetic problem: ``gradbrain.encoding.cross_validated_scores`` (torch on --device, and numpy), a
+Times, on one synthetic problem: ``gradbrain.encoding.cv.CrossValidatedRidge`` (torch on --device, and numpy), a
 scikit-learn loop (StandardScaler + ``RidgeCV(alpha_per_target=True)``, efficient LOO, the reference), and a
 himalaya loop (``himalaya.ridge.RidgeCV``, numpy backend, and torch_cuda when CUDA is available). Every loop
 standardises, fits, predicts and scores Pearson r per target on each outer fold. It prints seconds, speed-ups over
@@ -30,7 +30,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from gradbrain.encoding.cv import cross_validated_scores, make_folds, standardise
+from gradbrain.encoding.cv import CrossValidatedRidge, make_folds, standardise
 from gradbrain.encoding.ridge import fit_predict_gcv, pearson_columns
 
 OUT = Path(__file__).resolve().parent / "out" / "encode.json"
@@ -107,7 +107,7 @@ def himalaya_loop(
 
 def ours(X, Y, folds, alphas, backend: str, device: str, dtype: str) -> dict[str, Any]:
     """gradbrain's cross-validated scores; fold-0 predictions for the agreement check come from a separate call."""
-    r, _, _ = cross_validated_scores(X, Y, folds, alphas, backend=backend, device=device, dtype=dtype)
+    r, _, _ = CrossValidatedRidge(X, folds, alphas, backend=backend, device=device, dtype=dtype).score(Y)
     return {"r": r}
 
 

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import yaml
 
-from gradbrain import power as P
-from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
-from gradbrain.encoding.stage import alpha_grid
+from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
 from gradbrain.hierarchy import metrics as H
+from gradbrain.power import brains as power_brains
+from gradbrain.power import features as power_features
 from gradbrain.simulation import study as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,13 +47,13 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     hierarchy = {**cfg["hierarchy"], **cfg["power"]["hierarchy"]}
-    operator = P.meg_time_operator(cfg["power"]["preprocessing"])
+    operator = power_brains.meg_time_operator(cfg["power"]["preprocessing"])
     folds, alphas = make_folds(args.n_images, int(cfg["encoding"]["folds"]), 0), alpha_grid(cfg["encoding"])
     smooth = S._smooth_noise
     results = []
     for model in args.models:
-        depths, feats = P.load_power_features(args.features / f"{model}.zarr", args.n_images)
-        drivers = P.make_drivers({model: (depths, feats)}, int(cfg["simulation"]["readout_components"]))
+        depths, feats = power_features.load_power_features(args.features / f"{model}.zarr", args.n_images)
+        drivers = power_features.make_drivers({model: (depths, feats)}, int(cfg["simulation"]["readout_components"]))
         for noise in args.noise:
             start = time.perf_counter()
             sim = {**cfg["simulation"]["meg"], "noise": noise}
@@ -64,7 +64,7 @@ def main() -> None:
                     # the brain's read-outs and topographies come from its own seed; the noise from (brain, rep)
                     S._smooth_noise = lambda rng, shape, sd, g=noise_rng: smooth(g, shape, sd)
                     try:
-                        y, times, n_ch = P.meg_targets(
+                        y, times, n_ch = power_brains.meg_targets(
                             drivers, "forward_only", sim, {}, np.random.default_rng([7, brain]), operator
                         )
                     finally:

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 import yaml
 
-from gradbrain import power as P
 from gradbrain.encoding.contributions import own_contributions
-from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
-from gradbrain.encoding.stage import alpha_grid
+from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
 from gradbrain.hierarchy import metrics as H
+from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
 from gradbrain.models.catalogue import model_spec
+from gradbrain.power import brains as power_brains
+from gradbrain.power import features as power_features
 from gradbrain.simulation import study as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,9 @@ def features(model: str, weights_dir: Path, out_dir: Path, n: int, cfg: dict) ->
     if not path.exists():
         spec = model_spec(model, cfg["models"].get(model) or {})
         loaded = load_model(spec, weights_path=str(weights_dir / f"{model}.pt"))
-        P.extract_power_features(path, loaded, n, cfg["simulation"]["image_size"], seed=cfg["power"]["image_seed"])
+        power_features.extract_power_features(
+            path, loaded, n, cfg["simulation"]["image_size"], seed=cfg["power"]["image_seed"]
+        )
     return path
 
 
@@ -57,17 +60,14 @@ def fit_maps(maps: dict[str, list[np.ndarray]], Y: np.ndarray, folds: np.ndarray
 
 def score(r: dict, depths: np.ndarray, times: np.ndarray, n_ch: int, n: int, kinds: tuple, hierarchy: dict) -> dict:
     """The hierarchy stage's per-subject MEG metrics of one simulated subject, as {(kind, metric): value}."""
-    fit = P.subject_stores(
-        "s",
-        r,
-        [f"l{k}" for k in range(len(depths))],
-        depths,
-        n,
-        {"modality": "meg", "n_channels": n_ch, "n_times": len(times)},
-        {"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
-        kinds=kinds,
-    )
-    rows = P.subject_metrics(fit, "meg", hierarchy)
+    subject = SubjectScores(
+        dataset="power", model="model", subject="s", modality="meg", layers=[f"l{k}" for k in range(len(depths))],
+        depths=depths, kinds=list(kinds), n_train=n, n_channels=n_ch, n_times=len(times),
+        r={kind: r[f"r/{kind}"].astype(np.float32) for kind in kinds},
+        r_own={kind: r[f"r_own/{kind}"].astype(np.float32) for kind in kinds if f"r_own/{kind}" in r},
+        targets={"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
+    )  # fmt: skip
+    rows = subject_metrics(subject, hierarchy)
     return {(kind, metric): value for *_, kind, metric, value in rows}
 
 
@@ -103,10 +103,10 @@ def main() -> None:
     }
     for model in args.models:
         t0 = time.time()
-        depths, feats = P.load_power_features(
+        depths, feats = power_features.load_power_features(
             features(model, args.weights_dir, args.features_dir, args.n_images, cfg), args.n_images
         )
-        drivers = P.make_drivers({model: (depths, feats)}, int(cfg["simulation"]["readout_components"]))
+        drivers = power_features.make_drivers({model: (depths, feats)}, int(cfg["simulation"]["readout_components"]))
         sim = {"image_size": cfg["simulation"]["image_size"], **cfg["simulation"]["meg"]}
         t_features = time.time() - t0
 
@@ -114,8 +114,12 @@ def main() -> None:
         noise, calibration = args.noise, []
         for _ in range(0 if args.noise else 2):
             noise = noise or 8.0
-            Y, times, n_ch = P.meg_targets(
-                drivers, args.scenario, {**sim, "noise": noise}, pre, P.subject_rng(cfg["power"]["seed"], 10_000, 1)
+            Y, times, n_ch = power_brains.meg_targets(
+                drivers,
+                args.scenario,
+                {**sim, "noise": noise},
+                pre,
+                power_brains.subject_rng(cfg["power"]["seed"], 10_000, 1),
             )
             r = fit_maps({"r/activations": feats["activations"]}, Y, folds, alphas)["r/activations"]
             peak = float(H.meg_curves(r, n_ch, len(times)).max())
@@ -128,8 +132,12 @@ def main() -> None:
         own = own_contributions(feats["gradients"], "gradients", alphas)
         runs = []
         for seed in range(args.seeds):
-            Y, times, n_ch = P.meg_targets(
-                drivers, args.scenario, {**sim, "noise": noise}, pre, P.subject_rng(cfg["power"]["seed"], seed, 1)
+            Y, times, n_ch = power_brains.meg_targets(
+                drivers,
+                args.scenario,
+                {**sim, "noise": noise},
+                pre,
+                power_brains.subject_rng(cfg["power"]["seed"], seed, 1),
             )
             maps = {"r/gradients": feats["gradients"]} | ({"r_own/gradients": own} if seed < args.own_seeds else {})
             r = fit_maps(maps, Y, folds, alphas)
@@ -150,7 +158,7 @@ def main() -> None:
             "noise": noise,
             "calibration": calibration,
             "planted_gradient_latency": (lambda lat: None if lat is None else lat.round(3).tolist())(
-                P.S.latencies(args.scenario, depths, sim)[1]
+                S.latencies(args.scenario, depths, sim)[1]
             ),
             "runs": runs,
             "recovered_fraction": {m: float(np.mean([run[m] <= -0.8 for run in runs if m in run])) for m in ESTIMATORS},

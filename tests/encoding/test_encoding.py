@@ -9,10 +9,9 @@ from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import StandardScaler
 
 from gradbrain.encoding.cv import (
-    cross_validated_scores,
+    CrossValidatedRidge,
     heldout_scores,
     make_folds,
-    noise_ceiling_normalise,
     standardise,
 )
 from gradbrain.encoding.ridge import BACKENDS
@@ -44,7 +43,7 @@ def _sklearn_loop(X, Y, folds, alphas):
 def test_equals_sklearn_loop(backend, d):
     X, Y = _data(d=d)
     folds = make_folds(len(X), 5, seed=1)
-    r, alpha, r_folds = cross_validated_scores(X, Y, folds, ALPHAS, backend=backend, dtype="float64")
+    r, alpha, r_folds = CrossValidatedRidge(X, folds, ALPHAS, backend=backend, dtype="float64").score(Y)
     expected_folds, alpha_folds = _sklearn_loop(X, Y, folds, ALPHAS)
     np.testing.assert_allclose(r_folds, expected_folds, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(r, expected_folds.mean(0), rtol=1e-6, atol=1e-6)
@@ -56,10 +55,10 @@ def test_equals_sklearn_loop(backend, d):
 def test_target_batches_and_float32():
     X, Y = _data(seed=2)
     folds = make_folds(len(X), 4)
-    r64, _, _ = cross_validated_scores(X, Y, folds, backend="numpy", dtype="float64")
-    r_batched, _, _ = cross_validated_scores(X, Y, folds, backend="numpy", dtype="float64", target_batch=3)
+    r64, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64").score(Y)
+    r_batched, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64", target_batch=3).score(Y)
     np.testing.assert_allclose(r_batched, r64, atol=1e-12)
-    r32, _, _ = cross_validated_scores(X, Y, folds, backend="torch", dtype="float32", target_batch=7)
+    r32, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="torch", dtype="float32", target_batch=7).score(Y)
     np.testing.assert_allclose(r32, r64, atol=1e-3)
 
 
@@ -69,7 +68,7 @@ def test_planted_signal_is_recovered():
     X = rng.standard_normal((n, d))
     Y = rng.standard_normal((n, 20))
     Y[:, :10] += X @ rng.standard_normal((d, 10)) / np.sqrt(d)
-    r, _, _ = cross_validated_scores(X, Y, make_folds(n), backend="torch")
+    r, _, _ = CrossValidatedRidge(X, make_folds(n), ALPHAS, backend="torch").score(Y)
     assert r[:10].min() > 0.4
     assert np.abs(r[10:]).max() < 0.25
     assert r[:10].mean() > r[10:].mean() + 0.4
@@ -78,7 +77,7 @@ def test_planted_signal_is_recovered():
 def test_constant_target_scores_zero():
     X, Y = _data(seed=4)
     Y[:, 3] = 7.0
-    r, _, r_folds = cross_validated_scores(X, Y, make_folds(len(X)), backend="numpy", dtype="float64")
+    r, _, r_folds = CrossValidatedRidge(X, make_folds(len(X)), ALPHAS, backend="numpy", dtype="float64").score(Y)
     assert r[3] == 0.0 and np.all(r_folds[:, 3] == 0.0)
 
 
@@ -113,13 +112,6 @@ def test_standardise_matches_standard_scaler():
     np.testing.assert_allclose(train, scaler.transform(X[:70]), atol=1e-12)
     np.testing.assert_allclose(test, scaler.transform(X[70:]), atol=1e-12)
     assert standardise(X[:70].astype(np.float32), X[70:].astype(np.float32))[0].dtype == np.float32
-
-
-def test_noise_ceiling_normalise():
-    r = np.array([[0.2, 0.3, 0.4], [0.1, 0.1, 0.1]])
-    out = noise_ceiling_normalise(r, np.array([25.0, 0.0, -1.0]))
-    np.testing.assert_allclose(out[:, 0], [0.4, 0.2])
-    assert np.isnan(out[:, 1:]).all()
 
 
 @pytest.mark.parametrize("layout", ["all_train", "tail_test", "interleaved"])

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import RidgeCV
 
 from gradbrain.encoding.cv import standardise
-from gradbrain.encoding.ridge import BACKENDS, DEFAULT_ALPHAS, fit_predict_gcv, pearson_columns
+from gradbrain.encoding.ridge import BACKENDS, fit_predict_gcv, pearson_columns
 
 ALPHAS = np.logspace(-2, 8, 11)
 
@@ -42,8 +42,9 @@ def test_equals_sklearn_float64(backend, n, d):
 @pytest.mark.parametrize("n, d", [(90, 25), (30, 70)], ids=["n>d", "n<d"])
 def test_float32_close_to_sklearn(backend, n, d):
     X_train, Y_train, X_test = _problem(n, d, seed=1)
-    expected, expected_alpha = _sklearn(X_train, Y_train, X_test, DEFAULT_ALPHAS)
-    pred, alpha = fit_predict_gcv(X_train, Y_train, X_test, backend=backend, dtype="float32")
+    grid = np.logspace(0, 8, 10)
+    expected, expected_alpha = _sklearn(X_train, Y_train, X_test, grid)
+    pred, alpha = fit_predict_gcv(X_train, Y_train, X_test, grid, backend=backend, dtype="float32")
     assert pred.dtype == np.float32
     same = alpha == expected_alpha
     assert same.mean() >= 0.9
@@ -76,8 +77,8 @@ def test_target_batches_change_nothing(backend):
 
 def test_backends_agree_float32():
     X_train, Y_train, X_test = _problem(80, 30, seed=4)
-    pred_np, alpha_np = fit_predict_gcv(X_train, Y_train, X_test, backend="numpy", dtype="float32")
-    pred_t, alpha_t = fit_predict_gcv(X_train, Y_train, X_test, backend="torch", dtype="float32")
+    pred_np, alpha_np = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend="numpy", dtype="float32")
+    pred_t, alpha_t = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend="torch", dtype="float32")
     same = alpha_np == alpha_t
     assert same.mean() >= 0.9
     np.testing.assert_allclose(pred_np[:, same], pred_t[:, same], rtol=1e-4, atol=1e-4 * np.abs(pred_np).max())
@@ -101,8 +102,8 @@ def test_pearson_columns():
 def test_rejects_unknown_backend_and_dtype():
     X_train, Y_train, X_test = _problem(20, 5)
     with pytest.raises(ValueError):
-        fit_predict_gcv(X_train, Y_train, X_test, backend="jax")
+        fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend="jax")
     with pytest.raises(ValueError):
-        fit_predict_gcv(X_train, Y_train, X_test, dtype="float16")
+        fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, dtype="float16")
     with pytest.raises(ValueError):
-        fit_predict_gcv(X_train, Y_train, X_test, backend="numpy", device="cuda")
+        fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend="numpy", device="cuda")

@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 
 from gradbrain import stats
+from gradbrain.encoding.significance import best_layers
 from gradbrain.hierarchy import metrics as H
-from gradbrain.hierarchy import stage as scores
+from gradbrain.hierarchy import nulls
+from gradbrain.hierarchy.group import group_tests
+from gradbrain.hierarchy.verdicts import verdicts
 
 
 def test_best_layers_and_spatial_score_exact():
@@ -17,7 +20,7 @@ def test_best_layers_and_spatial_score_exact():
     r = np.full((3, 6), 0.05)
     best = np.array([0, 1, 2, 0, 1, 2])
     r[best, np.arange(6)] = 0.6
-    res = H.best_layers(r, depths, n_images=500)
+    res = best_layers(r, depths, n_images=500)
     np.testing.assert_array_equal(res.best_index, best)
     assert res.significant.all()
     h = np.array([0.0, 10, 20, 2, 12, 22])
@@ -28,7 +31,7 @@ def test_best_layers_and_spatial_score_exact():
 def test_insignificant_voxels_are_excluded():
     depths = np.array([0.0, 1.0])
     r = np.array([[0.5, 0.01, 0.02], [0.1, 0.0, 0.01]])
-    res = H.best_layers(r, depths, n_images=200)
+    res = best_layers(r, depths, n_images=200)
     assert res.significant.tolist() == [True, False, False]
 
 
@@ -84,7 +87,7 @@ def test_permutation_p_under_the_null_is_uniform():
     for _ in range(200):
         latencies = rng.normal(size=8)  # no relation with depth
         t = H.temporal_score(depths, latencies)
-        ps.append(stats.permutation_p(t, H.temporal_null(depths, latencies, perms)))
+        ps.append(stats.permutation_p(t, nulls.temporal_null(depths, latencies, perms)))
     assert 0.02 <= np.mean(np.array(ps) < 0.05) <= 0.09
 
 
@@ -99,9 +102,9 @@ def test_spatial_and_agreement_permutation_p_under_the_null_are_uniform():
         index_a, index_g = rng.integers(0, 8, 120), rng.integers(0, 8, 120)
         h = rng.normal(size=120)
         s = H.spatial_score(depths[index_a], h)
-        p_spatial.append(stats.permutation_p(s, H.spatial_null(index_a, depths, h, perms)))
+        p_spatial.append(stats.permutation_p(s, nulls.spatial_null(index_a, depths, h, perms)))
         a = stats.pearson(depths[index_a], depths[index_g])
-        p_agree.append(stats.permutation_p(a, H.agreement_null(index_a, index_g, depths, perms)))
+        p_agree.append(stats.permutation_p(a, nulls.agreement_null(index_a, index_g, depths, perms)))
     assert 0.02 <= np.mean(np.array(p_spatial) < 0.05) <= 0.09
     assert 0.02 <= np.mean(np.array(p_agree) < 0.05) <= 0.09
 
@@ -114,7 +117,7 @@ def test_tests_table_carries_layer_identifiability_beside_each_test():
         for metric, value in (("spatial_score", 0.5 + 0.05 * s), ("layer_identifiability", ident + 0.01 * s))
     ]
     frame = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
-    tests = scores.group_tests(frame)
+    tests = group_tests(frame)
     ident = tests.set_index(["kind", "metric"]).layer_identifiability
     assert ident["activations", "spatial_score"] == pytest.approx(0.935)
     assert ident["gradients", "spatial_score"] == pytest.approx(0.335)
@@ -126,7 +129,7 @@ def test_spatial_null_detects_a_planted_hierarchy():
     index = rng.integers(0, 6, 300)
     h = depths[index] * 30 + rng.normal(0, 3, 300)
     s = H.spatial_score(depths[index], h)
-    p = stats.permutation_p(s, H.spatial_null(index, depths, h, stats.layer_permutations(6, 500, 0)))
+    p = stats.permutation_p(s, nulls.spatial_null(index, depths, h, stats.layer_permutations(6, 500, 0)))
     assert s > 0.9 and p < 0.01
 
 
@@ -137,11 +140,11 @@ def test_group_test_and_verdicts():
         [("d", "m", "1", "gradients", "temporal_score", -0.9), ("d", "m", "2", "gradients", "temporal_score", -0.2)],
         columns=["dataset", "model", "subject", "kind", "metric", "value"],
     )
-    v = scores.verdicts(frame, {"d": "backprop"})
+    v = verdicts(frame, {"d": "backprop"})
     assert v.recovered.tolist() == [True, False]
 
 
 def test_kind_swap_null_is_zero_for_identical_kinds():
     r = np.random.default_rng(0).random((4, 10))
-    null = H.kind_swap_null(lambda a, g: float(np.sum(a - g)), r, r, 20, 0)
+    null = nulls.kind_swap_null(lambda a, g: float(np.sum(a - g)), r, r, 20, 0)
     np.testing.assert_allclose(null, 0)

@@ -3,7 +3,6 @@ the workflow's encoding and hierarchy functions, the rates, and the false-positi
 
 from __future__ import annotations
 
-import copy
 import itertools
 import subprocess
 import sys
@@ -15,15 +14,25 @@ import pytest
 import yaml
 import zarr
 from helpers import REPO
+from helpers.config import default_config
 
-from gradbrain import power as P
 from gradbrain import stats, store
 from gradbrain.encoding.contributions import own_contributions
-from gradbrain.encoding.stage import alpha_grid, encode_subject
+from gradbrain.encoding.cv import alpha_grid
+from gradbrain.encoding.stage import encode_subject
 from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.hierarchy import metrics as H
-from gradbrain.hierarchy import stage as scores
+from gradbrain.hierarchy.stage import Fit, load_scores
+from gradbrain.hierarchy.subject import subject_metrics
+from gradbrain.power import brains as power_brains
+from gradbrain.power import cell as power_cell
+from gradbrain.power import features as power_features
+from gradbrain.power import figure as power_figure
+from gradbrain.power import grid as power_grid
+from gradbrain.power import rates as power_rates
 from gradbrain.simulation import study as S
+
+ALPHAS = alpha_grid(default_config()["encoding"])
 
 
 def residual_chain(rng, n: int, n_layers: int, dim: int, step: float, backward: bool) -> list[np.ndarray]:
@@ -68,7 +77,7 @@ def write_features(
 
 
 def small_config(**power) -> dict:
-    cfg = copy.deepcopy(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    cfg = default_config()
     cfg["simulation"]["meg"]["n_sensors"] = 4
     cfg["simulation"]["readout_components"] = 12
     cfg["encoding"]["target_batch"] = None
@@ -83,7 +92,7 @@ def test_own_contributions_recover_each_layers_innovation():
     base = rng.standard_normal((n, dim))
     innovation = [rng.standard_normal((n, dim)) for _ in range(3)]
     grads = [base + innovation[0] + innovation[1], base + innovation[1], base]  # g_l = g_{l+1} + e_l
-    own = own_contributions(grads, "gradients", alpha_grid({}), backend="numpy", dtype="float64")
+    own = own_contributions(grads, "gradients", ALPHAS, backend="numpy", dtype="float64")
     for k, e in enumerate(innovation[:2]):
         r = [np.corrcoef(own[k][:, j], e[:, j])[0, 1] for j in range(dim)]
         assert min(r) > 0.9, (k, r)
@@ -91,7 +100,7 @@ def test_own_contributions_recover_each_layers_innovation():
         assert carried < 0.1  # the later layer's part is gone
     np.testing.assert_allclose(own[2].std(0), 1, atol=1e-5)  # the last gradient layer is kept whole
     acts = grads[::-1]  # the same chain run forward: h_l = h_{l-1} + e
-    own_a = own_contributions(acts, "activations", alpha_grid({}), backend="numpy", dtype="float64")
+    own_a = own_contributions(acts, "activations", ALPHAS, backend="numpy", dtype="float64")
     assert np.corrcoef(own_a[2][:, 0], innovation[0][:, 0])[0, 1] > 0.9
 
 
@@ -117,13 +126,13 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
     features = write_features(tmp_path / "toy.zarr", n)
     cfg = small_config(n_subjects=[2], seeds=1)
     cell = {"model": "toy", "modality": "meg", "scenario": "backprop", "noise": 1.0, "n_images": n}
-    table = P.run_cell(cell, {"toy": str(features)}, cfg)
+    table = power_cell.run_cell(cell, {"toy": str(features)}, cfg)
 
-    depths, feats = P.load_power_features(features, n)
-    drivers = P.make_drivers({"toy": (depths, feats)}, cfg["simulation"]["readout_components"])
+    depths, feats = power_features.load_power_features(features, n)
+    drivers = power_features.make_drivers({"toy": (depths, feats)}, cfg["simulation"]["readout_components"])
     sim = {"image_size": 64, **cfg["simulation"]["meg"], "noise": 1.0}
-    Y, times, n_ch = P.meg_targets(
-        drivers, "backprop", sim, cfg["power"]["preprocessing"], P.subject_rng(cfg["power"]["seed"], 0, 2)
+    Y, times, n_ch = power_brains.meg_targets(
+        drivers, "backprop", sim, cfg["power"]["preprocessing"], power_brains.subject_rng(cfg["power"]["seed"], 0, 2)
     )
     ids = np.array([f"img{i:04d}" for i in range(n)])
     fgroup = zarr.open_group(str(tmp_path / "features.zarr"), mode="w")
@@ -151,9 +160,9 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
     bgroup.attrs.update({"modality": "meg", "n_channels": n_ch, "n_times": len(times)})
     encoding = {**cfg["encoding"], "identifiability_targets": 2, "own_contribution": ["meg"]}
     encode_subject(str(tmp_path / "features.zarr"), str(tmp_path / "brain.zarr"), tmp_path / "enc.zarr", encoding)
-    fit = scores.Fit("direct", "toy", "2", str(tmp_path / "enc.zarr"), str(tmp_path / "brain.zarr"))
+    fit = Fit("direct", "toy", "2", str(tmp_path / "enc.zarr"), str(tmp_path / "brain.zarr"))
     hierarchy = {**cfg["hierarchy"], **cfg["power"]["hierarchy"]}
-    direct = P.subject_metrics(fit, "meg", hierarchy)
+    direct = subject_metrics(load_scores(fit), hierarchy)
 
     cell_rows = table[(table.seed == 0) & (table.subject == 2)].set_index(["kind", "metric"]).value
     compared = 0
@@ -178,8 +187,8 @@ def test_power_table_counts_each_test_as_the_definitions_say():
             for metric, value in (("temporal_score", v), ("temporal_score_p", p), ("peak_r", 0.1)):
                 rows.append(("m", "meg", "backprop", 1.0, 100, seed, subject, "gradients", metric, value))
             rows.append(("m", "meg", "backprop", 1.0, 100, seed, subject, "activations", "peak_r", 0.2))
-    cell = pd.DataFrame(rows, columns=P.CELL_COLUMNS)
-    table = P.power_table([cell], {"n_subjects": [2, 6], "alpha": 0.05})
+    cell = pd.DataFrame(rows, columns=power_cell.CELL_COLUMNS)
+    table = power_rates.power_table([cell], {"n_subjects": [2, 6], "alpha": 0.05})
 
     def get(test, claim, k=1):
         sel = (table.test == test) & (table.claim == claim) & (table.n_subjects == k)
@@ -192,7 +201,7 @@ def test_power_table_counts_each_test_as_the_definitions_say():
     assert threshold.rate == pytest.approx(5 / 8) and threshold.planted == "effect"
     group6 = get("wilcoxon", "< 0", 6)
     assert group6.n_runs == 1000  # random groups of 6 of the 8 pooled subjects (both seeds)
-    p, means = P.group_draws(np.array(values[1] + values[2]), 6, 1000, 0)
+    p, means = power_rates.group_draws(np.array(values[1] + values[2]), 6, 1000, 0)
     assert group6.rate == pytest.approx(np.mean((p < 0.05) & (means < 0)))
     assert 0.1 < group6.rate < 0.5  # the 7 of 28 groups without the positive subject reach p = 1/32
     assert get("wilcoxon", "< 0", 2).rate == 0  # two subjects cannot reach p < 0.05 with a Wilcoxon test
@@ -212,15 +221,15 @@ def test_signed_rank_p_equals_scipy_per_group(rounding):
 
 def test_group_draws_are_wilcoxon_tests_of_groups_drawn_without_replacement():
     pool = np.array([-0.1, -0.2, -0.4, -0.8, -1.6, 3.2, np.nan])  # distinct group means; the NaN subject is left out
-    p, means = P.group_draws(pool, 6, 50, 0)
+    p, means = power_rates.group_draws(pool, 6, 50, 0)
     assert np.allclose(means, np.nanmean(pool)) and np.allclose(p, stats.group_test(pool)["p"])
-    p, means = P.group_draws(pool, 3, 2000, 0)
+    p, means = power_rates.group_draws(pool, 3, 2000, 0)
     draws = {round(m, 6) for m in means}
     assert len(draws) == 20  # every one of the C(6, 3) groups appears, no group repeats a subject
     for m, q in zip(means[:20], p[:20], strict=True):
         group = [c for c in itertools.combinations(pool[:6], 3) if np.isclose(np.mean(c), m)]
         assert np.isclose(q, stats.group_test(np.array(group[0]))["p"])
-    assert P.group_draws(pool, 7, 10, 0)[0].size == 0  # fewer finite subjects than the group size
+    assert power_rates.group_draws(pool, 7, 10, 0)[0].size == 0  # fewer finite subjects than the group size
 
 
 # ------------------------------------------------------------------------------ false positives under the null
@@ -233,7 +242,7 @@ def test_forward_only_false_positives_at_the_nominal_rate(tmp_path):
     cfg = small_config(n_subjects=[subjects], seeds=1)
     cfg["simulation"]["meg"]["n_sensors"] = 2
     cell = {"model": "toy", "modality": "meg", "scenario": "forward_only", "noise": 1.0, "n_images": n}
-    table = P.power_table([P.run_cell(cell, {"toy": str(features)}, cfg)], cfg["power"])
+    table = power_rates.power_table([power_cell.run_cell(cell, {"toy": str(features)}, cfg)], cfg["power"])
     perm = table[
         (table.test == "permutation") & (table.kind == "gradients") & table.metric.str.startswith("temporal_score")
     ].set_index(["metric", "claim"])
@@ -270,7 +279,7 @@ def test_snakemake_plans_one_job_per_grid_cell(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    n_cells = len(P.cells(cfg["power"], cfg["models"]))
+    n_cells = len(power_grid.cells(cfg["power"], cfg["models"]))
     counts = {
         line.split()[0]: int(line.split()[1])
         for line in proc.stdout.splitlines()
@@ -294,11 +303,11 @@ def test_operating_point_of_real_data(tmp_path):
         "things": {"modality": "meg", "subjects": [1, 2, 3]},
         "sim_backprop_meg": {"modality": "meg", "simulated": "backprop", "subjects": [1]},
     }
-    points = P.operating_points(scores_csv, encoding, datasets)
+    points = power_figure.operating_points(scores_csv, encoding, datasets)
     assert points.to_dict("records") == [
         {"dataset": "things", "modality": "meg", "observed_r": pytest.approx(0.1), "n_images": 22100, "n_subjects": 3}
     ]
-    assert P.operating_points(scores_csv, [], {"sim": datasets["sim_backprop_meg"]}).empty
+    assert power_figure.operating_points(scores_csv, [], {"sim": datasets["sim_backprop_meg"]}).empty
 
 
 def test_fmri_cell_recovers_the_planted_spatial_hierarchy(tmp_path):
@@ -306,7 +315,7 @@ def test_fmri_cell_recovers_the_planted_spatial_hierarchy(tmp_path):
     features = write_features(tmp_path / "toy.zarr", n, n_layers=7)
     cfg = small_config(n_subjects=[1], seeds=1)
     cell = {"model": "toy", "modality": "fmri", "scenario": "backprop", "noise": 1.0, "n_images": n}
-    values = P.run_cell(cell, {"toy": str(features)}, cfg).set_index(["kind", "metric"]).value
+    values = power_cell.run_cell(cell, {"toy": str(features)}, cfg).set_index(["kind", "metric"]).value
     assert values[("activations", "spatial_score")] >= 0.5 and values[("gradients", "spatial_score")] >= 0.5
     assert values[("gradients", "voxel_agreement")] >= 0.5
     assert values[("gradients", "spatial_score_p")] < 0.05
@@ -320,9 +329,9 @@ def test_feedback_alignment_brain_is_seen_through_its_own_kind(tmp_path):
     n = 200
     features = write_features(tmp_path / "toy.zarr", n, rule_kinds=("feedback_alignment",))
     cfg = small_config(n_subjects=[2], seeds=1, own_contribution=False, scenarios=["feedback_alignment"])
-    assert P.power_kinds(cfg["power"]) == ("activations", "gradients", "feedback_alignment")
+    assert power_grid.power_kinds(cfg["power"]) == ("activations", "gradients", "feedback_alignment")
     cell = {"model": "toy", "modality": "meg", "scenario": "feedback_alignment", "noise": 1.0, "n_images": n}
-    table = P.power_table([P.run_cell(cell, {"toy": str(features)}, cfg)], cfg["power"])
+    table = power_rates.power_table([power_cell.run_cell(cell, {"toy": str(features)}, cfg)], cfg["power"])
     perm = table[(table.test == "permutation") & (table.metric == "temporal_score") & (table.claim == "< 0")]
     perm = perm.set_index("kind")
     assert perm.loc["feedback_alignment", "rate"] == 1 and perm.loc["feedback_alignment", "planted"] == "effect"

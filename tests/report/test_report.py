@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO
+from helpers.config import default_config
 
-from gradbrain import report, store
+from gradbrain import store
 from gradbrain.data.things_meg import channel_names
 from gradbrain.hierarchy.stage import Fit, hierarchy_tables
+from gradbrain.report import fmri as report_fmri
+from gradbrain.report import meg as report_meg
+from gradbrain.report import stage as report_stage
+from gradbrain.report import style as report_style
+from gradbrain.report import surface as report_surface
+from gradbrain.report import tables as report_tables
 from gradbrain.simulation.study import spread_channels
 
 KINDS = ["activations", "gradients", "feedback_alignment"]  # a third kind: nothing may assume only two
@@ -148,7 +155,7 @@ def test_topographies_hold_each_sensor_at_the_sample_nearest_t_k(study):
 
 def test_draw_figures_from_the_tables_alone(study, tmp_path):
     tables, _ = study
-    written = report.draw_figures(tables, tmp_path / "figures", tmp_path / "summary")
+    written = report_stage.draw_figures(tables, tmp_path / "figures", tmp_path / "summary")
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     expected = {f"toy_fmri__toy_model__{f}.png" for f in ("score_by_depth", "depth_vs_distance", "brain_map")}
     expected |= {f"toy_meg__toy_model__{f}.png" for f in ("meg_time_courses", "depth_vs_latency", "meg_topomaps")}
@@ -169,7 +176,7 @@ def test_tests_table_lists_every_test_with_p_and_fdr(study, tmp_path):
     tests = pd.read_csv(tables / "tests.csv")
     tests.loc[0, "p_fdr"] = 0.001  # one row below alpha, to see it highlighted
     out = tmp_path / "tests.html"
-    report.tests_table(tests, out)
+    report_tables.tests_table(tests, out)
     text = out.read_text()
     header = re.search(r"<thead><tr>(.*?)</tr></thead>", text).group(1)
     assert re.findall(r"<th>(.*?)</th>", header) == list(tests.columns)
@@ -181,19 +188,19 @@ def test_tests_table_lists_every_test_with_p_and_fdr(study, tmp_path):
 
 def test_slice_image_places_each_voxel_at_its_grid_position():
     grid = fmri_grid().assign(best_depth=lambda f: f.best / 3, significant=lambda f: f.index % 5 != 0)
-    values, present, extent = report.slice_image(grid, k=6)
+    values, present, extent = report_fmri.slice_image(grid, k=6)
     assert extent == [3, 6, 2, 7] and values.shape == present.shape == (6, 4)
     assert present.all()
     for row in grid[grid.k == 6].itertuples():
         v = values[row.j - 2, row.i - 3]
         assert np.isnan(v) if not row.significant else v == pytest.approx(row.best_depth)
-    assert report.volume_slices(grid, max_slices=1) in ([5], [6])
+    assert report_fmri.volume_slices(grid, max_slices=1) in ([5], [6])
 
 
 def test_linear_axis_recovers_the_affine_or_refuses_an_oblique_grid():
     i = np.array([0, 1, 2, 5, 5])
-    assert report._linear_axis(i, -1.8 * i + 40) == pytest.approx((-1.8, 40.0))
-    assert report._linear_axis(i, 1.8 * i + np.array([0, 0, 0, 0, 0.9])) is None
+    assert report_fmri._linear_axis(i, -1.8 * i + 40) == pytest.approx((-1.8, 40.0))
+    assert report_fmri._linear_axis(i, 1.8 * i + np.array([0, 0, 0, 0, 0.9])) is None
 
 
 def test_surface_values_use_fsaverage5_vertices_and_average_subjects(tmp_path):
@@ -202,19 +209,19 @@ def test_surface_values_use_fsaverage5_vertices_and_average_subjects(tmp_path):
         "i": [5, 5, 7, 7, 20000, 9], "best_depth": [0.2, 0.6, 1.0, 0.0, 0.5, 0.3],
         "significant": [True, True, True, False, True, False], "space": "fsaverage",
     })  # fmt: skip
-    group = report.surface_values(best, "gradients")
-    assert group["left"].shape == group["right"].shape == (report.FSAVERAGE5_VERTICES,)
+    group = report_surface.surface_values(best, "gradients")
+    assert group["left"].shape == group["right"].shape == (report_style.FSAVERAGE5_VERTICES,)
     assert group["left"][5] == pytest.approx(0.4) and group["right"][7] == pytest.approx(1.0)
     assert np.isnan(group["left"][9]) and np.isfinite(group["left"]).sum() == 1  # 20000 is beyond fsaverage5
-    assert report.surface_values(best, "gradients", subject=2)["left"][5] == pytest.approx(0.6)
+    assert report_surface.surface_values(best, "gradients", subject=2)["left"][5] == pytest.approx(0.6)
     scores = pd.DataFrame(columns=["subject", "kind", "metric", "value"])
     out = tmp_path / "surface.png"
-    report.surface_maps(best, scores, "toy", out, views=(("left", "ventral"),))
+    report_surface.surface_maps(best, scores, "toy", out, views=(("left", "ventral"),))
     assert mpimg.imread(out).shape[0] > 200
 
 
 def test_ctf_layout_puts_sensors_where_their_names_say():
-    names, pos = report.sensor_positions(channel_names())
+    names, pos = report_meg.sensor_positions(channel_names())
     assert len(names) == 271, "every THINGS-MEG channel is in mne's CTF-275 layout"
     assert np.linalg.norm(pos, axis=1).max() <= 0.095
     kind = np.array([n[:3] for n in names])
@@ -229,10 +236,10 @@ def test_spread_channels_cover_both_hemispheres_and_every_region():
 
 
 def test_kind_colours_are_fixed_for_the_two_kinds_and_distinct_for_more():
-    colours = report.kind_colours(["gradients", "zeta", "activations", "feedback_alignment"])
+    colours = report_style.kind_colours(["gradients", "zeta", "activations", "feedback_alignment"])
     assert colours["activations"] == "#0072B2" and colours["gradients"] == "#D55E00"
     assert len({colours[k] for k in ("activations", "gradients", "zeta", "feedback_alignment")}) == 4
-    assert report.kind_colours(["feedback_alignment"])["feedback_alignment"] == colours["feedback_alignment"]
+    assert report_style.kind_colours(["feedback_alignment"])["feedback_alignment"] == colours["feedback_alignment"]
 
 
 FIGURES = ("score_by_depth", "depth_vs_distance", "brain_map", "meg_time_courses", "depth_vs_latency", "meg_topomaps")
@@ -245,7 +252,7 @@ def render_caption(name: str, wildcards: dict, config: dict, params: dict) -> st
     import jinja2
     from docutils.core import publish_parts
 
-    text = (Path(report.__file__).parents[2] / "report" / name).read_text()
+    text = (REPO / "workflow" / "report" / name).read_text()
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     smk = SimpleNamespace(wildcards=SimpleNamespace(**wildcards), config=config, params=SimpleNamespace(**params))
     rst = env.from_string(text).render(snakemake=smk)
@@ -254,12 +261,9 @@ def render_caption(name: str, wildcards: dict, config: dict, params: dict) -> st
 
 @pytest.mark.parametrize("space", ["func1pt8mm", "fsaverage"])
 def test_captions_render_and_name_objective_pooling_folds_and_tests(space):
-    import yaml
-
     from gradbrain.models.catalogue import model_spec
 
-    root = Path(report.__file__).parents[3]
-    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config = default_config()
     config["datasets"]["sim_backprop_fmri"]["space"] = space
     models = {
         m: {k: model_spec(m, e or {})[k] for k in ("arch", "objective", "pooling", "weights")}

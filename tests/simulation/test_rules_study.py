@@ -2,7 +2,7 @@
 
 Small and library-level: a random-init demo ViT drives the simulated responses (simulate.fmri_signal and
 simulate.meg_evoked, the functions simulate_study writes its studies with); features are written by
-extract_to_zarr, fitted by encode_subject and scored by scores.hierarchy_tables, as in the workflow.
+extract_to_zarr, fitted by encode_subject and scored by hierarchy.stage.hierarchy_tables, as in the workflow.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from gradbrain import store
 from gradbrain.encoding.stage import encode_subject
 from gradbrain.features import extract, objectives
-from gradbrain.hierarchy import stage as scores
+from gradbrain.hierarchy.stage import Fit, hierarchy_tables
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
 from gradbrain.simulation import study as simulate
@@ -107,8 +107,8 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "identifiability_targets": 4,
                 },
             )
-            fits.append(scores.Fit(dataset, "demo_vit", "1", str(enc), brain))
-    scores.hierarchy_tables(
+            fits.append(Fit(dataset, "demo_vit", "1", str(enc), brain))
+    hierarchy_tables(
         fits,
         {"fdr_alpha": 0.05, "permutations": 100, "bootstraps": 10, "seed": 0, "peak_fraction": 0.95},
         scenarios,

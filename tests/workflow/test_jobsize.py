@@ -6,8 +6,8 @@ import copy
 
 import numpy as np
 import pytest
-import yaml
 from helpers import REPO
+from helpers.config import load_config
 
 from gradbrain import jobsize
 from gradbrain.data import things_meg
@@ -18,7 +18,7 @@ ROOT = REPO
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((ROOT / "config" / name).read_text())
+    return load_config(name)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import yaml
 from helpers import REPO
 from helpers.snakerun import SNAKEMAKE, run_snakemake
 
-from gradbrain import power
+from gradbrain.power import cell as power_cell
+from gradbrain.power import grid as power_grid
 
 
 def small_config(tmp: Path) -> dict:
@@ -89,7 +90,7 @@ def test_planted_truth_is_recovered(small_study):
 @pytest.mark.slow
 def test_power_runs_on_the_trained_demo_models(small_study):
     """`snakemake power` on a one-point grid reuses the study's trained models: a cell per model and modality, the
-    table and the curves; a stored cell equals a direct run of that planted study (power.run_cell)."""
+    table and the curves; a stored cell equals a direct run of that planted study (power_cell.run_cell)."""
     tmp, configfile = small_study
     cfg = yaml.safe_load(configfile.read_text())
     cfg["power"].update(
@@ -122,10 +123,10 @@ def test_power_runs_on_the_trained_demo_models(small_study):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job ran
     try:
-        direct = power.run_cell(cell, {"demo_cnn": str(out / "features" / "demo_cnn.zarr")}, cfg)
+        direct = power_cell.run_cell(cell, {"demo_cnn": str(out / "features" / "demo_cnn.zarr")}, cfg)
     finally:
         torch.set_num_threads(threads)
-    stored = pd.read_csv(out / "cells" / power.cell_name(cell))
+    stored = pd.read_csv(out / "cells" / power_grid.cell_name(cell))
     keys = ["seed", "subject", "kind", "metric"]
     both = stored.merge(direct, on=keys, suffixes=("_stored", "_direct"))
     assert len(both) == len(stored) == len(direct) >= 40  # 2 subjects x 2 kinds x every MEG metric

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from gradbrain.data.nsd import TRIALS_PER_SESSION
+from gradbrain.encoding.cv import alpha_grid
 from gradbrain.models.catalogue import n_blocks
 
 MB = 2**20
@@ -179,7 +180,7 @@ def encode(
     """encode_fmri / encode_meg: the targets, every layer of one kind, the kept fits, and the ridge solves."""
     n, t = images(dataset, sim, subject), targets(dataset, sim)
     layers, width = feature_width(spec)
-    folds, alphas = int(encoding.get("folds", 5)), int((encoding.get("alphas") or {}).get("num", 10))
+    folds, alphas = int(encoding["folds"]), len(alpha_grid(encoding))
     fits = min(float(encoding.get("cache_gb", 2.0)) * 2**30, layers * folds * n * width * 4.0)
     solver = min(t, int(encoding.get("target_batch") or t)) * n * 4.0 * 3
     nbytes = 2 * n * t * 4.0 + 2 * n * layers * width * 4.0 + fits + solver

@@ -210,10 +210,10 @@ def on_gpu(device):
 
 
 # ------------------------------------------------------------------ power analysis (power.smk)
-from gradbrain import power as power_lib  # noqa: E402
+from gradbrain.power import grid as power_grid  # noqa: E402
 
 POWER = config.get("power", {})
-POWER_CELLS = power_lib.cells(POWER, MODELS) if POWER else []
+POWER_CELLS = power_grid.cells(POWER, MODELS) if POWER else []
 REAL_DATASETS = [n for n, d in DATASETS.items() if not d.get("simulated")]
 
 
@@ -244,12 +244,12 @@ def power_cell_config(wildcards):
         },
         "encoding": {k: enc[k] for k in solver if k in enc},
         "hierarchy": config["hierarchy"],
-        "power": {k: POWER[k] for k in power_lib.CELL_KEYS if k in POWER},
+        "power": {k: POWER[k] for k in power_grid.CELL_KEYS if k in POWER},
     }
 
 
 def power_cell_features(wildcards):
     return {
         m: f"{RESULTS}/power/features/{m}.zarr"
-        for m in power_lib.driver_names(POWER, wildcards.model) + [wildcards.model]
+        for m in power_grid.driver_names(POWER, wildcards.model) + [wildcards.model]
     }

@@ -22,7 +22,7 @@ rule power_features:
         seed=POWER.get("image_seed", 100),
         batch_size=POWER.get("batch_size", 100),
         device=config["extraction"]["device"],
-        kinds=power_lib.power_kinds(POWER),
+        kinds=power_grid.power_kinds(POWER),
         rule_seed=config["extraction"].get("rule_seed", 0),
         sketch_size=config["extraction"].get("sketch_size", 16),
     script:
@@ -60,7 +60,7 @@ rule power_cell:
 # Rate of every test per grid cell, and power curves with the real data's operating point when it is configured.
 rule power:
     input:
-        cells=[f"{RESULTS}/power/cells/{power_lib.cell_name(c)}" for c in POWER_CELLS],
+        cells=[f"{RESULTS}/power/cells/{power_grid.cell_name(c)}" for c in POWER_CELLS],
         scores=[f"{RESULTS}/hierarchy/scores.csv"] if REAL_DATASETS else [],
         encoding=real_encoding_files(),
     output:

@@ -6,7 +6,7 @@ sm = snakemake  # noqa: F821
 setup(sm.log[0], sm.threads)
 if sm.rule == "power_features":
     from gradbrain.models.load import load_model
-    from gradbrain.power import extract_power_features
+    from gradbrain.power.features import extract_power_features
 
     p = sm.params
     model = load_model(p.spec, weights_path=str(sm.input.weights) or None, device=p.device)
@@ -15,11 +15,11 @@ if sm.rule == "power_features":
         p.sketch_size,
     )  # fmt: skip
 elif sm.rule == "power_cell":
-    from gradbrain.power import write_cell
+    from gradbrain.power.stage import write_cell
 
     write_cell(sm.params.cell, dict(sm.input.items()), sm.params.config, sm.output[0])
 elif sm.rule == "power":
-    from gradbrain.power import power_outputs
+    from gradbrain.power.stage import power_outputs
 
     scores = sm.input.scores[0] if sm.input.scores else None
     power_outputs(sm.input.cells, scores, list(sm.input.encoding), sm.params.power, sm.params.datasets, sm.output)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from gradbrain.logs import setup
-from gradbrain.report import draw_figures
+from gradbrain.report.stage import draw_figures
 
 sm = snakemake  # noqa: F821
 setup(sm.log[0], sm.threads)

@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from gradbrain.encoding.ridge import DEFAULT_ALPHAS, SVDGCV, Ops, auto_target_batch, fit_predict_gcv, pearson_columns
+from gradbrain.encoding.ridge import SVDGCV, Ops, auto_target_batch, fit_predict_gcv, pearson_columns
 
-__all__ = [
-    "DEFAULT_ALPHAS",
-    "make_folds",
-    "standardise",
-    "cross_validated_scores",
-    "heldout_scores",
-    "noise_ceiling_normalise",
-]
+
+def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
+    """The ridge alpha grid of the ``encoding`` config: ``{start, stop, num}`` gives ``np.logspace(start, stop, num)``,
+    a list the values themselves. The default lives in the config schema only (workflow/schemas/config.schema.yaml)."""
+    a = cfg["alphas"]
+    if isinstance(a, list):
+        return np.asarray(a, dtype=float)
+    return np.logspace(float(a["start"]), float(a["stop"]), int(a["num"]))
 
 
 def make_folds(n: int, k: int = 5, seed: int = 0) -> np.ndarray:
@@ -87,7 +87,7 @@ class CrossValidatedRidge:
         self,
         X: np.ndarray,
         folds: np.ndarray,
-        alphas: Any = DEFAULT_ALPHAS,
+        alphas: Any,
         *,
         backend: str = "torch",
         device: str = "cpu",
@@ -124,35 +124,12 @@ class CrossValidatedRidge:
         return r_folds.mean(0), _modal_alpha(alpha_index, self.alphas), r_folds
 
 
-def cross_validated_scores(
-    X: np.ndarray,
-    Y: np.ndarray,
-    folds: np.ndarray,
-    alphas: Any = DEFAULT_ALPHAS,
-    *,
-    backend: str = "torch",
-    device: str = "cpu",
-    dtype: str = "float32",
-    target_batch: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Outer K-fold ridge encoding of every column of ``Y`` (n, t) from ``X`` (n, d).
-
-    ``folds`` holds one label per row (:func:`make_folds`); folds are taken in sorted label order. Returns
-    ``(r (t,), alpha (t,), r_folds (K, t))``: r is the mean over folds of the per-fold Pearson r, alpha the grid
-    value chosen in most folds (ties: the earlier grid value).
-    """
-    if np.asarray(X).shape[0] != Y.shape[0]:
-        raise ValueError(f"rows differ: X {np.asarray(X).shape}, Y {Y.shape}")
-    cv = CrossValidatedRidge(X, folds, alphas, backend=backend, device=device, dtype=dtype, target_batch=target_batch)
-    return cv.score(Y)
-
-
 def heldout_scores(
     X_train: np.ndarray,
     Y_train: np.ndarray,
     X_test: np.ndarray,
     Y_test: np.ndarray,
-    alphas: Any = DEFAULT_ALPHAS,
+    alphas: Any,
     *,
     backend: str = "torch",
     device: str = "cpu",
@@ -168,13 +145,3 @@ def heldout_scores(
         Xs_train, Y_train, Xs_test, alphas, backend=backend, device=device, dtype=dtype, target_batch=target_batch
     )
     return np.asarray(pearson_columns(pred.astype(np.float64), np.asarray(Y_test, dtype=np.float64))), alpha
-
-
-def noise_ceiling_normalise(r: np.ndarray, nc_percent: np.ndarray) -> np.ndarray:
-    """r / sqrt(nc / 100) with the noise ceiling in percent of explained variance (NSD ncsnr formula); NaN where
-    the ceiling is not positive. Broadcasts over leading axes of ``r`` (e.g. layers x targets)."""
-    r = np.asarray(r, dtype=np.float64)
-    nc = np.asarray(nc_percent, dtype=np.float64)
-    positive = nc > 0
-    ceiling = np.sqrt(np.where(positive, nc, 1.0) / 100.0)
-    return np.where(positive, r / ceiling, np.nan)

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 BACKENDS = ("numpy", "torch")
-DEFAULT_ALPHAS = np.logspace(0, 8, 10)
 DEFAULT_BATCH_BYTES = 2**30
 """Working memory aimed at per target batch on the CPU (on CUDA: a quarter of the free memory, at most 16 GiB)."""
 
@@ -238,7 +237,7 @@ def fit_predict_gcv(
     X_train: Any,
     Y_train: Any,
     X_test: Any,
-    alphas: Any = DEFAULT_ALPHAS,
+    alphas: Any,
     *,
     backend: str = "torch",
     device: str = "cpu",

@@ -17,19 +17,11 @@ import numpy as np
 
 from gradbrain import store
 from gradbrain.encoding.contributions import own_contributions
-from gradbrain.encoding.cv import CrossValidatedRidge, heldout_scores, make_folds
+from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, heldout_scores, make_folds
 from gradbrain.encoding.identifiability import linear_cka, planted_targets, recovery
-from gradbrain.hierarchy.metrics import best_layers
+from gradbrain.encoding.significance import best_layers
 
 log = logging.getLogger(__name__)
-
-
-def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
-    """The ridge alpha grid from the config (default: 10 values log-spaced over 1..1e8)."""
-    a = cfg.get("alphas", {"start": 0, "stop": 8, "num": 10})
-    if isinstance(a, list):
-        return np.asarray(a, dtype=float)
-    return np.logspace(float(a["start"]), float(a["stop"]), int(a["num"]))
 
 
 def align(feature_ids: np.ndarray, brain_ids: np.ndarray, features_path: str) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""Planted-truth verdicts (``verdicts.csv``): each scenario's per-subject expectation and whether it was recovered.
+
+The expectations are the thresholds of ``simulation.scenarios.PLANTED``, the one statement of the planted truth.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from gradbrain.simulation.scenarios import expectations
+
+VERDICT_COLUMNS = ["dataset", "scenario", "model", "subject", "kind", "metric", "expected", "value", "recovered"]
+
+
+def verdicts(scores: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
+    """Each planted expectation per (dataset, model, subject) and whether the pipeline recovered it.
+
+    ``scenarios`` maps each simulated dataset to its scenario.
+    """
+    out = []
+    for dataset, scenario in scenarios.items():
+        for kind, metric, op, threshold in expectations(scenario):
+            sel = scores[(scores.dataset == dataset) & (scores.kind == kind) & (scores.metric == metric)]
+            for row in sel.itertuples():
+                ok = row.value >= threshold if op == ">=" else row.value <= threshold
+                out.append({
+                    "dataset": dataset, "scenario": scenario, "model": row.model, "subject": row.subject,
+                    "kind": kind, "metric": metric, "expected": f"{op} {threshold}", "value": row.value,
+                    "recovered": bool(ok),
+                })  # fmt: skip
+    return pd.DataFrame(out, columns=VERDICT_COLUMNS)

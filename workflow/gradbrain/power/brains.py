@@ -1,0 +1,102 @@
+"""Planted brains of the power analysis, simulated in memory with the planted-study code and prepared as the
+workflow's prepare stage would (the THINGS-MEG loader's time operator and z-score; the per-repeat z-score of NSD)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from gradbrain.data import things_meg
+from gradbrain.simulation import study as S
+
+MEG_SFREQ, MEG_TMIN, MEG_SAMPLES = 200.0, -0.1, 281  # the simulated epochs (simulate.simulate_meg)
+
+
+def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(run), int(subject)])
+
+
+def meg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The THINGS-MEG loader's low-pass, resampling and crop of the simulated epochs, and the analysed times."""
+    return _time_operator(
+        preprocessing.get("lowpass", 20.0),
+        preprocessing.get("sfreq", 30.0),
+        preprocessing.get("tmin"),
+        preprocessing.get("tmax"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
+    times200 = MEG_TMIN + np.arange(MEG_SAMPLES) / MEG_SFREQ
+    return things_meg._time_operator(times200, MEG_SFREQ, lowpass, sfreq, tmin, tmax)
+
+
+def meg_targets(
+    drivers: list[S.DriverFeatures],
+    scenario: str,
+    cfg: dict[str, Any],
+    preprocessing: dict[str, Any],
+    rng: np.random.Generator,
+    operator: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One simulated subject's prepared MEG targets: (n_images, n_times * n_channels) time-major, times, n_channels.
+
+    One trial per image as in THINGS-MEG's exp trials: the planted evoked response plus temporally smoothed sensor
+    noise (SD ``cfg['noise']``) at 200 Hz, then the loader's low-pass, resampling and crop (``things_meg``'s time
+    operator) and a z-score of every channel and time over images, as ``prepare_meg`` does.
+    """
+    times200 = MEG_TMIN + np.arange(MEG_SAMPLES) / MEG_SFREQ
+    n_ch = len(S.spread_channels(int(cfg["n_sensors"])))
+    evoked = S.meg_evoked(scenario, drivers, cfg, times200, n_ch, rng)
+    evoked += float(cfg["noise"]) * S._smooth_noise(rng, evoked.shape, float(cfg["noise_smooth"]))
+    operator, times = operator or meg_time_operator(preprocessing)
+    y = evoked[..., operator] if operator.ndim == 1 else np.tensordot(evoked, operator, axes=([2], [0]))
+    y = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1)
+    return y.transpose(0, 2, 1).reshape(len(y), -1).astype(np.float32), np.asarray(times), n_ch
+
+
+def fmri_layout(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Voxels of the simulated ROI layout: ROI index, ROI name, hemisphere and distance (mm) from V1's centroid."""
+    vol, rois, affine = S.roi_layout(cfg)
+    ijk = np.argwhere(vol >= 0)
+    roi_of = vol[tuple(ijk.T)]
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    hemi = np.where(ijk[:, 0] < 1 + (vol.shape[0] - 2) // 2, "lh", "rh")
+    names = np.array([rois[r]["name"] for r in roi_of])
+    if "V1" not in names:
+        raise ValueError("simulation.fmri.rois: distance_v1 needs an ROI named V1")
+    distance = np.zeros(len(ijk))
+    for side in ("lh", "rh"):
+        rows = hemi == side
+        centroid = xyz[rows & (names == "V1")].mean(0)
+        distance[rows] = np.linalg.norm(xyz[rows] - centroid, axis=1)
+    return {
+        "rois": rois,
+        "roi_of": roi_of,
+        "roi": names,
+        "hemi": hemi,
+        "distance_v1": distance,
+        "ijk": ijk,
+        "coords_mm": xyz,
+    }
+
+
+def fmri_targets(
+    drivers: list[S.DriverFeatures],
+    scenario: str,
+    cfg: dict[str, Any],
+    layout: dict[str, Any],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One simulated subject's prepared fMRI targets (n_images, n_voxels): the planted signal plus Gaussian noise
+    (SD ``cfg['noise']``) per repeat, each repeat z-scored per voxel (the per-session z-score of the betas), averaged
+    over ``cfg['repeats']`` repeats."""
+    signal = S.fmri_signal(scenario, drivers, layout["rois"], layout["roi_of"], cfg, rng)
+    total = np.zeros(signal.shape)
+    for _ in range(int(cfg["repeats"])):
+        trial = signal + float(cfg["noise"]) * rng.standard_normal(signal.shape)
+        total += (trial - trial.mean(0)) / trial.std(0)
+    return (total / int(cfg["repeats"])).astype(np.float32)

@@ -1,0 +1,104 @@
+"""One grid cell of the power analysis: ``seeds`` x ``max(n_subjects)`` planted brains simulated in memory, encoded
+with the encoding stage's cross-validated ridge from every layer (and every layer's own contribution), and scored by
+the hierarchy stage's per-subject functions (``hierarchy.subject``) on arrays.
+
+Seeds vary the brain (read-out weights, topographies, noise); the stimuli are the first ``n_images`` crops of one
+seeded set, so the features and folds are shared and each layer needs one set of fold SVDs for all the cell's
+subjects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradbrain.encoding.contributions import own_contributions
+from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
+from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
+from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_time_operator, subject_rng
+from gradbrain.power.features import load_power_features, make_drivers
+from gradbrain.power.grid import cell_name, driver_names
+from gradbrain.simulation import study as S
+
+log = logging.getLogger(__name__)
+CELL_COLUMNS = ["model", "modality", "scenario", "noise", "n_images", "seed", "subject", "kind", "metric", "value"]
+
+
+def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[str, Any]) -> pd.DataFrame:
+    """Per (seed, subject, kind, metric) values of one grid cell (columns ``CELL_COLUMNS``).
+
+    ``config`` holds the workflow's ``simulation``, ``encoding``, ``hierarchy`` and ``power`` sections.
+    """
+    power, encoding = config["power"], config["encoding"]
+    hierarchy = {**config["hierarchy"], **power.get("hierarchy", {})}
+    modality, scenario, n = cell["modality"], cell["scenario"], int(cell["n_images"])
+    sim = {
+        "image_size": config["simulation"].get("image_size", 64),
+        **config["simulation"][modality],
+        "noise": float(cell["noise"]),
+    }
+    loaded = {m: load_power_features(feature_paths[m], n) for m in {cell["model"], *driver_names(power, cell["model"])}}
+    depths, feats = loaded[cell["model"]]
+    drivers = make_drivers(
+        {m: loaded[m] for m in driver_names(power, cell["model"])},
+        int(config["simulation"].get("readout_components", 64)),
+    )
+    alphas = alpha_grid(encoding)
+    solver = {k: encoding[k] for k in ("backend", "device", "dtype")}
+    kinds = tuple(feats)  # every kind of the features store (power_kinds of the grid)
+    maps = {"r": feats} | (
+        {"r_own": {kind: own_contributions(feats[kind], kind, alphas, **solver) for kind in kinds}}
+        if power.get("own_contribution", False)
+        else {}
+    )
+    folds = make_folds(n, int(encoding["folds"]), int(encoding["seed"]))
+    n_subjects = max(int(k) for k in power["n_subjects"])
+    layers = [f"layer{k:02d}" for k in range(len(depths))]
+    layout = fmri_layout(sim) if modality == "fmri" else None
+    operator = meg_time_operator(power.get("preprocessing", {})) if modality == "meg" else None
+    subjects = [(run, subject) for run in range(int(power["seeds"])) for subject in range(1, n_subjects + 1)]
+    if modality == "meg":
+        channels = np.array(S.spread_channels(int(sim["n_sensors"])))
+        shape = {"n_channels": len(channels), "n_times": len(operator[1])}
+        targets = {"time": np.asarray(operator[1], dtype=np.float32), "channel": channels}
+        Ys = [
+            meg_targets(drivers, scenario, sim, {}, subject_rng(power["seed"], run, subject), operator)[0]
+            for run, subject in subjects
+        ]
+    else:
+        shape = {}
+        targets = {k: layout[k] for k in ("distance_v1", "roi", "hemi", "ijk", "coords_mm")}
+        Ys = [
+            fmri_targets(drivers, scenario, sim, layout, subject_rng(power["seed"], run, subject))
+            for run, subject in subjects
+        ]
+    # every seed's subjects side by side: each layer's fold SVDs are computed once per cell
+    Y, width = np.concatenate(Ys, axis=1), Ys[0].shape[1]
+    del Ys
+    r = {
+        f"{m}/{kind}": np.stack(
+            [
+                CrossValidatedRidge(X, folds, alphas, **solver, target_batch=encoding.get("target_batch")).score(Y)[0]
+                for X in fs[kind]
+            ]
+        )
+        for m, fs in maps.items()
+        for kind in kinds
+    }
+    log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
+    rows = []
+    for i, (run, subject) in enumerate(subjects):
+        cols = slice(i * width, (i + 1) * width)
+        scores = {k: v[:, cols].astype(np.float32) for k, v in r.items()}  # as an encoding store holds them
+        subject_scores = SubjectScores(
+            dataset="power", model=cell["model"], subject=f"{run}-{subject}", modality=modality, layers=layers,
+            depths=depths, kinds=list(kinds), n_train=n, targets=targets, **shape,
+            r={kind: scores[f"r/{kind}"] for kind in kinds},
+            r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
+        )  # fmt: skip
+        for _, _, _, kind, metric, value in subject_metrics(subject_scores, hierarchy):
+            rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind, metric, value))
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)

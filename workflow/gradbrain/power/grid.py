@@ -1,0 +1,62 @@
+"""The power analysis' grid (no heavy imports: read when the DAG is built): one cell per model x modality x
+scenario x noise x image count, and the ``power`` keys each cell depends on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gradbrain.simulation.scenarios import driver_kinds
+
+CELL_KEYS = ("seeds", "seed", "n_subjects", "drivers", "own_contribution", "preprocessing", "hierarchy")
+"""The ``power`` keys a grid cell's numbers depend on (the rest only choose cells or aggregate them)."""
+
+
+def cells(power: dict[str, Any], models: Iterable[str]) -> list[dict[str, Any]]:
+    """Every grid cell of the ``power`` config: model x modality x scenario x noise x image count."""
+    models = list(models)
+    drivers = power.get("drivers", "own")
+    named = {"power.models": power.get("models") or [], "power.drivers": [] if drivers == "own" else drivers}
+    for key, names in named.items():
+        unknown = [m for m in names if m not in models]
+        if unknown:
+            raise ValueError(
+                f"{key}: {unknown} are not under models ({', '.join(models)}); "
+                "add them there or drop them from the power config"
+            )
+    out = []
+    for model in power.get("models") or models:
+        for modality in power["modalities"]:
+            for scenario in power["scenarios"]:
+                for noise in power["noise"][modality]:
+                    for n in power["n_images"]:
+                        out.append(
+                            {
+                                "model": model,
+                                "modality": modality,
+                                "scenario": scenario,
+                                "noise": float(noise),
+                                "n_images": int(n),
+                            }
+                        )
+    return out
+
+
+def cell_name(cell: dict[str, Any]) -> str:
+    """Relative path of a cell's table: ``{model}/{modality}/{scenario}/noise-{noise}_images-{n}.csv``."""
+    return (
+        f"{cell['model']}/{cell['modality']}/{cell['scenario']}/"
+        f"noise-{float(cell['noise']):g}_images-{int(cell['n_images'])}.csv"
+    )
+
+
+def driver_names(power: dict[str, Any], model: str) -> list[str]:
+    """The models whose features drive the simulated brain of ``model``'s cells (``power.drivers``)."""
+    drivers = power.get("drivers", "own")
+    return [model] if drivers == "own" else list(drivers)
+
+
+def power_kinds(power: dict[str, Any]) -> tuple[str, ...]:
+    """Feature kinds the power analysis extracts and analyses: activations, gradients and the error kind of every
+    learning-rule scenario in the grid (``feedback_alignment``)."""
+    return driver_kinds(power.get("scenarios", []))

@@ -1,0 +1,194 @@
+"""Rates of the study's tests over simulated subjects (``power.csv``): how often each test reaches the verdict planted
+in the scenario.
+
+``power_table`` turns the per-subject values of every cell into rates: per-subject permutation tests (p < alpha with
+the claimed sign), per-subject thresholds (the planted scenarios' and their robust analogues) and group Wilcoxon
+tests over groups of k subjects drawn from all of the cell's subjects (``group_draws``). Each rate carries
+``planted``: ``effect`` (the claim is true in the scenario: a power), ``no_effect`` (false: a false-positive rate) or
+``unknown`` (the scenario does not decide it), from ``simulation.scenarios.PLANTED``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradbrain import stats
+from gradbrain.features.kinds import BASE_KINDS
+from gradbrain.simulation.scenarios import PLANTED, expectations, planted_sign
+
+POWER_COLUMNS = [
+    "model",
+    "modality",
+    "scenario",
+    "noise",
+    "n_images",
+    "n_subjects",
+    "test",
+    "kind",
+    "metric",
+    "claim",
+    "planted",
+    "rate",
+    "n_runs",
+    "mean_value",
+    "observed_r",
+    "observed_r_gradients",
+]
+
+FAMILIES = (
+    "spatial_score",
+    "voxel_agreement",
+    "spatial_divergence",
+    "temporal_score",
+    "temporal_divergence",
+    "after_forward_fraction",
+)
+SUFFIXES = ("", "_centroid", "_own", "_own_centroid")
+SIGNED_FAMILIES = FAMILIES[:-1]  # group-tested against 0; a fraction of layers in [0, 1] has no sign to test
+
+
+def _family(metric: str) -> tuple[str, str] | None:
+    """(family, suffix) of a metric name of the tables, or None for auxiliary rows."""
+    for family in FAMILIES:
+        for suffix in SUFFIXES:
+            if metric == family + suffix:
+                return family, suffix
+    return None
+
+
+def planted_label(scenario: str, kind: str, family: str, sign: int) -> str:
+    """``effect``, ``no_effect`` or ``unknown`` for the claim 'the family's value has ``sign``' in ``scenario``."""
+    truth = planted_sign(scenario, kind, family)
+    if truth is None:
+        return "unknown"
+    return "effect" if truth == sign else "no_effect"
+
+
+def thresholds() -> list[tuple[str, str, str, float]]:
+    """Every per-subject threshold of the planted scenarios with its robust analogues, deduplicated."""
+    out = {}
+    for scenario in PLANTED:
+        for kind, metric, op, value in expectations(scenario):
+            found = _family(metric)
+            suffixes = SUFFIXES if found else ("",)
+            for suffix in suffixes:
+                out[(kind, metric + suffix, op, value)] = None
+    return list(out)
+
+
+def _threshold_planted(scenario: str, kind: str, metric: str, op: str, value: float) -> str:
+    found = _family(metric)
+    base = found[0] if found else metric
+    if (kind, base, op, value) in expectations(scenario):
+        return "effect"
+    if found:
+        truth = planted_sign(scenario, kind, found[0])
+        claimed = 1 if op == ">=" and value > 0 else -1 if op == "<=" and value < 0 else None
+        if truth is not None and claimed is not None and truth != claimed:
+            return "no_effect"
+        if truth is not None and truth == claimed:
+            return "effect"
+    return "unknown"
+
+
+def group_draws(values: np.ndarray, k: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wilcoxon p and mean of ``draws`` groups of ``k`` subjects drawn without replacement from a cell's pool.
+
+    The pool is every seed's subjects with a finite value (as ``stats.group_test`` drops the others); they are
+    exchangeable (each an independent brain and noise draw on the same images), so random groups estimate the rate
+    of the group test far better than one group per seed would. Empty arrays when the pool has fewer than k.
+    """
+    pool = np.asarray(values, dtype=float)
+    pool = pool[np.isfinite(pool)]
+    if k < 1 or len(pool) < k or draws < 1:
+        return np.array([]), np.array([])
+    rng = np.random.default_rng([seed, len(pool), k])
+    groups = pool[np.argsort(rng.random((draws, len(pool))), axis=1)[:, :k]]
+    p = stats.signed_rank_p(groups)
+    return p, groups.mean(1)
+
+
+def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> pd.DataFrame:
+    """Rates of every test per grid cell (columns ``POWER_COLUMNS``); see the module docstring."""
+    alpha = float(power.get("alpha", 0.05))
+    out = []
+    for frame in cell_tables:
+        if frame.empty:
+            continue
+        key = {c: frame[c].iloc[0] for c in ("model", "modality", "scenario", "noise", "n_images")}
+        scenario = key["scenario"]
+        wide = frame.pivot_table(index=["seed", "subject", "kind"], columns="metric", values="value", aggfunc="first")
+        r_metric = "peak_r" if key["modality"] == "meg" else "best_r_median"
+        observed = {
+            kind: float(wide.xs(kind, level="kind")[r_metric].mean())
+            if kind in wide.index.get_level_values("kind")
+            else math.nan
+            for kind in BASE_KINDS
+        }
+
+        def add(n_subjects, test, kind, metric, claim, planted, hits, values, key=key, observed=observed):
+            hits, values = np.asarray(hits, dtype=float), np.asarray(values, dtype=float)
+            out.append(
+                {
+                    **key,
+                    "n_subjects": n_subjects,
+                    "test": test,
+                    "kind": kind,
+                    "metric": metric,
+                    "claim": claim,
+                    "planted": planted,
+                    "rate": float(np.mean(hits)) if len(hits) else math.nan,
+                    "n_runs": len(hits),
+                    "mean_value": float(np.nanmean(values)) if np.isfinite(values).any() else math.nan,
+                    "observed_r": observed["activations"],
+                    "observed_r_gradients": observed["gradients"],
+                }
+            )
+
+        for kind in wide.index.get_level_values("kind").unique():
+            sub = wide.xs(kind, level="kind")
+            for metric in sub.columns:
+                found = _family(metric)
+                if not found or f"{metric}_p" not in sub.columns or sub[metric].isna().all():
+                    continue
+                values, p = sub[metric].to_numpy(float), sub[f"{metric}_p"].to_numpy(float)
+                groups = {
+                    int(k): group_draws(values, int(k), int(power.get("group_draws", 1000)), int(power.get("seed", 0)))
+                    for k in power["n_subjects"]
+                    if found[0] in SIGNED_FAMILIES
+                }
+                for sign, claim in ((1, "> 0"), (-1, "< 0")):
+                    planted = planted_label(scenario, kind, found[0], sign)
+                    add(1, "permutation", kind, metric, claim, planted, (p < alpha) & (np.sign(values) == sign), values)
+                    for k, (p_group, means) in groups.items():
+                        add(
+                            k,
+                            "wilcoxon",
+                            kind,
+                            metric,
+                            claim,
+                            planted,
+                            (p_group < alpha) & (np.sign(means) == sign),
+                            means,
+                        )
+            for t_kind, metric, op, value in thresholds():
+                if t_kind != kind or metric not in sub.columns or sub[metric].isna().all():
+                    continue
+                values = sub[metric].to_numpy(float)
+                hits = values >= value if op == ">=" else values <= value
+                add(
+                    1,
+                    "threshold",
+                    kind,
+                    metric,
+                    f"{op} {value:g}",
+                    _threshold_planted(scenario, kind, metric, op, value),
+                    hits,
+                    values,
+                )
+    return pd.DataFrame(out, columns=POWER_COLUMNS)
