@@ -1,5 +1,5 @@
 # gradbrain: forward activations and backpropagated gradients of vision models, mapped onto fMRI and MEG.
-# Stages and the files between them: ../DESIGN.md (shipped as docs/design.md); every config key: config/README.md.
+# Stages, packages and the files between them: docs/architecture.md; every config key: config/README.md.
 
 
 import os

@@ -68,7 +68,7 @@ def score(r: dict, depths: np.ndarray, times: np.ndarray, n_ch: int, n: int, kin
         targets={"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
     )  # fmt: skip
     rows = subject_metrics(subject, hierarchy)
-    return {(kind, metric): value for *_, kind, metric, value in rows}
+    return {(kind, metric): value for *_, kind, metric, value, _ in rows}
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ def test_packages_import_only_earlier_packages():
 
 
 def test_architecture_doc_lists_the_order():
-    doc = (REPO / "docs" / "architecture.md").read_text()
+    doc = (REPO / "docs" / "architecture.md").read_text().split("## The one-way order", 1)[1].split("\n## ", 1)[0]
     positions = [doc.find(f"`{name}`") for name in ORDER[1:]]
     assert -1 not in positions, [n for n, p in zip(ORDER[1:], positions, strict=True) if p == -1]
     assert positions == sorted(positions), "docs/architecture.md lists the packages out of their import order"
@@ -152,3 +152,33 @@ def test_references_name_files_in_the_repository():
             elif not (REPO / ref).exists() and not ref.startswith(GENERATED) and not any(c in ref for c in "{}*<>"):
                 missing.add(f"{source.relative_to(REPO)}: {ref}")
     assert not missing, "\n".join(sorted(missing))
+
+
+def test_metrics_doc_names_functions_that_exist():
+    """docs/metrics.md names where each metric is computed: every `package.module.name` it gives resolves."""
+    import importlib
+
+    import yaml
+
+    text = (REPO / "docs" / "metrics.md").read_text()
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config_keys = {f"{section}.{key}" for section, node in schema["properties"].items()
+                   for key in node.get("properties", {})}  # fmt: skip
+    packages = "|".join(p for p in ORDER if p != "gradbrain")
+    missing = []
+    for ref in sorted(set(re.findall(rf"`((?:{packages})\.[A-Za-z_][\w.]*)`", text)) - config_keys):
+        parts = ref.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module("gradbrain." + ".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(ref)
+            break
+        else:
+            missing.append(ref)
+    assert not missing, f"docs/metrics.md names what does not exist: {missing}"

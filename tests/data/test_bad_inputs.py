@@ -1,6 +1,6 @@
 """Bad real-data input through the prepare stage: each error names the file and what to do, and no output is left.
 
-The trees are written in the real formats (tests/realdata.py); each test breaks one thing the way a failed or
+The trees are written in the real formats (tests/helpers/realdata.py); each test breaks one thing the way a failed or
 incomplete download would.
 """
 

@@ -1,6 +1,6 @@
 """The real-data rules end to end, offline: download from loopback servers, prepare, extract, encode.
 
-Fixture trees in the real NSD and THINGS-MEG formats (tests/realdata.py) are served by moto's S3 server (as the
+Fixture trees in the real NSD and THINGS-MEG formats (tests/helpers/realdata.py) are served by moto's S3 server (as the
 buckets s3://natural-scenes-dataset and s3://openneuro.org/ds004212) and by a local HTTP server (the THINGS image
 archive, password-protected, standing in for OSF). A config whose roots start empty, with `download: true`, runs
 `snakemake --until encode_fmri` and `--until encode_meg`; the downloaded files must equal the served ones and the

@@ -11,6 +11,8 @@ from gradbrain.encoding.significance import best_layers
 from gradbrain.hierarchy import metrics as H
 from gradbrain.hierarchy import nulls
 from gradbrain.hierarchy.group import group_tests
+from gradbrain.hierarchy.stage import SCORE_COLUMNS
+from gradbrain.hierarchy.subject import SubjectScores, meg_metrics, new_extra
 from gradbrain.hierarchy.verdicts import verdicts
 
 
@@ -148,3 +150,50 @@ def test_kind_swap_null_is_zero_for_identical_kinds():
     r = np.random.default_rng(0).random((4, 10))
     null = nulls.kind_swap_null(lambda a, g: float(np.sum(a - g)), r, r, 20, 0)
     np.testing.assert_allclose(null, 0)
+
+
+def test_group_test_needs_enough_subjects_to_reach_alpha():
+    """With 2 subjects a two-sided Wilcoxon p is at least 0.5: no p is reported, a note says why; from 6 on, SciPy's."""
+    from scipy.stats import wilcoxon
+
+    def table(n):
+        rows = [("d", "m", str(s), "gradients", "temporal_score", -0.5 - 0.05 * s, "") for s in range(n)]
+        return group_tests(pd.DataFrame(rows, columns=[*SCORE_COLUMNS]))
+
+    few = table(2).iloc[0]
+    assert np.isnan(few.p) and np.isnan(few.p_fdr) and "too few subjects for a group test (n = 2" in few.note
+    assert table(5).iloc[0].note.startswith("too few subjects")  # 2 / 2^5 = 0.0625 >= 0.05
+    enough = table(6).iloc[0]
+    assert enough.note == "" and enough.p == pytest.approx(wilcoxon(-0.5 - 0.05 * np.arange(6)).pvalue)
+
+
+def test_undefined_temporal_score_is_explained_and_counted():
+    """A subject whose gradient T_k are all equal: NaN with a note in scores, a failed verdict that says why, and a
+    group test that counts it instead of dropping it silently."""
+    rng = np.random.default_rng(0)
+    n_layers, n_t, n_ch = 4, 20, 3
+    times = np.linspace(0, 1, n_t)
+    bump = np.exp(-0.5 * ((times - 0.5) / 0.05) ** 2)
+    flat = np.repeat(np.repeat(bump[None, :, None], n_ch, 2), n_layers, 0).reshape(n_layers, -1)  # same curve
+    rising = np.stack([np.repeat(np.exp(-0.5 * ((times - c) / 0.05) ** 2)[:, None], n_ch, 1).ravel()
+                       for c in np.linspace(0.2, 0.8, n_layers)])  # fmt: skip
+    cfg = {"peak_fraction": 0.95, "permutations": 50, "bootstraps": 0, "seed": 0, "fdr_alpha": 0.05}
+    rows = []
+    for subject, grad in (("1", flat), ("2", rising[::-1] + 0.01 * rng.random(rising.shape))):
+        s = SubjectScores(
+            dataset="d", model="m", subject=subject, modality="meg", layers=[f"l{k}" for k in range(n_layers)],
+            depths=np.linspace(0, 1, n_layers), kinds=["activations", "gradients"], n_train=100,
+            r={"activations": rising, "gradients": grad}, targets={"time": times, "channel": np.array(["a", "b", "c"])},
+            n_channels=n_ch, n_times=n_t,
+        )  # fmt: skip
+        rows += meg_metrics(s, cfg, new_extra())
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    row = scores[(scores.subject == "1") & (scores.kind == "gradients") & (scores.metric == "temporal_score")].iloc[0]
+    assert np.isnan(row.value) and "same peak latency T_k" in row.note
+    v = verdicts(scores, {"d": "backprop"})
+    bad = v[(v.subject == "1") & (v.metric == "temporal_score") & (v.kind == "gradients")].iloc[0]
+    assert not bad.recovered and bad.note.startswith("undefined: every one of the 4 layers")
+    good = v[(v.subject == "2") & (v.metric == "temporal_score") & (v.kind == "gradients")].iloc[0]
+    assert good.recovered and good.note == ""
+    test = group_tests(scores).set_index(["kind", "metric"]).loc[("gradients", "temporal_score")]
+    assert test.n_subjects == 1 and test.n_undefined == 1 and "sub-1: every one of the 4 layers" in test.note

@@ -166,7 +166,7 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
 
     cell_rows = table[(table.seed == 0) & (table.subject == 2)].set_index(["kind", "metric"]).value
     compared = 0
-    for _, _, _, kind, metric, value in direct:
+    for _, _, _, kind, metric, value, _ in direct:
         if metric in ("layer_identifiability", "identifiability_target_r"):
             continue  # computed by encode_subject only
         assert cell_rows[(kind, metric)] == pytest.approx(value, abs=2e-4, nan_ok=True), (kind, metric)

@@ -295,3 +295,30 @@ def test_captions_render_and_name_objective_pooling_folds_and_tests(space):
     for name in ("summary", "tests", "verdicts"):
         html = render_caption("summary.rst", {"name": name}, config, {})
         assert html.count("<p>") == 2 and "results/hierarchy/*.csv" in html
+
+
+def test_summary_is_readable_at_report_width(tmp_path):
+    """Seven metrics used to give one row of 7 panels, 2,090 px wide; now rows of at most 3 panels, ~1,000 px."""
+    rows = [("d", "m", "1", kind, metric, 0.5, "") for metric in report_tables.SUMMARY_METRICS
+            for kind in ("activations", "gradients")]  # fmt: skip
+    scores = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value", "note"])
+    report_tables.summary(scores, tmp_path / "summary.png")
+    height, width = mpimg.imread(tmp_path / "summary.png").shape[:2]
+    assert len(report_tables.SUMMARY_METRICS) == 7 and width <= 1100 and height < width
+
+
+def test_brain_map_legend_names_the_grey_voxels(study, tmp_path, monkeypatch):
+    """The grey voxels of the brain map (analysed, not significant) have a legend entry."""
+    tables, _ = study
+    seen = []
+    real = report_fmri.plt.Figure.legend
+
+    def legend(fig, *args, **kwargs):
+        seen.extend(h.get_label() for h in kwargs.get("handles", []))
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(report_fmri.plt.Figure, "legend", legend)
+    best = pd.read_csv(tables / "best_layers.csv")
+    scores = pd.read_csv(tables / "scores.csv")
+    report_fmri.volume_maps(best[best.dataset == "toy_fmri"], scores, "toy", tmp_path / "map.png")
+    assert "analysed voxel, not significant for that kind" in seen

@@ -4,7 +4,7 @@ Layers of a residual network are strongly correlated: h_l = h_{l-1} + f_l(h_{l-1
 through the skip connections the gradient g_l = g_{l+1} + J_{f_{l+1}}' g_{l+1} carries every later layer's error.
 A brain response driven by one layer is then predicted almost as well by its neighbours, and at low SNR ridge
 leans on the shared leading directions, so best-layer and peak-latency estimates collapse onto whichever response
-the shared part drives best (issue 9: every ResNet gradient layer peaking at the first backward response).
+the shared part drives best (docs/power.md: every ResNet gradient layer peaking at the first backward response).
 
 The innovation of layer l is X_l minus its ridge prediction from the previous layer in the direction of
 computation: from X_{l-1} for activations (forward; the block's update h_l - h_{l-1} where dimensions match, in

@@ -24,7 +24,7 @@ from gradbrain.hierarchy.subject import SubjectScores, new_extra, subject_metric
 from gradbrain.hierarchy.verdicts import verdicts
 
 log = logging.getLogger(__name__)
-SCORE_COLUMNS = ["dataset", "model", "subject", "kind", "metric", "value"]
+SCORE_COLUMNS = ["dataset", "model", "subject", "kind", "metric", "value", "note"]
 FMRI_TARGETS = ("distance_v1", "roi", "hemi", "ijk", "coords_mm")
 MEG_TARGETS = ("time", "channel")
 
@@ -72,7 +72,7 @@ def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, 
     latency_columns = ["dataset", "model", "subject", "kind", "layer", "depth", "peak_latency"]
     tables = {
         "scores.csv": scores,
-        "tests.csv": group_tests(scores),
+        "tests.csv": group_tests(scores, float(cfg["fdr_alpha"])),
         "verdicts.csv": verdicts(scores, scenarios),
         "profiles.csv": pd.DataFrame(extra["profiles"], columns=profile_columns),
         "latencies.csv": pd.DataFrame(extra["latencies"], columns=latency_columns),

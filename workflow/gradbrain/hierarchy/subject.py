@@ -66,13 +66,27 @@ class SubjectScores:
 
 
 class Rows:
-    """Collects (dataset, model, subject, kind, metric, value) rows of one subject."""
+    """Collects (dataset, model, subject, kind, metric, value, note) rows of one subject; ``note`` says why a value is
+    undefined (NaN), empty otherwise."""
 
     def __init__(self, s: SubjectScores):
         self.key, self.rows = (s.dataset, s.model, s.subject), []
 
-    def add(self, kind: str, metric: str, value: float) -> None:
-        self.rows.append((*self.key, kind, metric, float(value)))
+    def add(self, kind: str, metric: str, value: float, note: str = "") -> None:
+        value = float(value)
+        self.rows.append((*self.key, kind, metric, value, note if not np.isfinite(value) else ""))
+
+
+def undefined(x: np.ndarray, y: np.ndarray, what: str, over: str) -> str:
+    """Why Pearson(x, y) over ``over`` is undefined: fewer than 3 values, or a constant ``what``; empty otherwise."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3:
+        return f"fewer than 3 {over} ({len(x)})"
+    if np.ptp(x) == 0:
+        return f"every one of the {len(x)} {over} has the same {what} ({x[0]:.3g})"
+    if np.ptp(y) == 0:
+        return f"the {len(y)} {over} do not vary"
+    return ""
 
 
 def new_extra() -> dict[str, list]:
@@ -86,7 +100,7 @@ def _spatial_rows(
     """Spatial score of a best-layer map over its significant targets and its permutation p; returns the score."""
     sig = b.significant
     s = H.spatial_score(b.best_depth[sig], h[sig])
-    rows.add(kind, metric, s)
+    rows.add(kind, metric, s, undefined(b.best_depth[sig], h[sig], "best-layer depth", "significant voxels"))
     rows.add(kind, f"{metric}_p", stats.permutation_p(s, nulls.spatial_null(b.best_index[sig], depths, h[sig], perms)))
     return s
 
@@ -98,7 +112,8 @@ def _agreement_rows(
     returns that target mask."""
     both = a.significant & g.significant
     agree = H.voxel_agreement(a.best_depth[both], g.best_depth[both])
-    rows.add(kind, metric, agree)
+    note = undefined(g.best_depth[both], a.best_depth[both], f"{kind} best-layer depth", "voxels significant for both")
+    rows.add(kind, metric, agree, note)
     null = nulls.agreement_null(a.best_index[both], g.best_index[both], depths, perms)
     rows.add(kind, f"{metric}_p", stats.permutation_p(agree, null))
     return both
@@ -119,7 +134,7 @@ def _spatial_divergence_rows(
         )
 
     d = H.spatial_divergence(spatial[ACTIVATIONS], spatial[kind])
-    rows.add(kind, metric, d)
+    rows.add(kind, metric, d, "a spatial score is undefined (see the spatial_score rows)")
     null = nulls.kind_swap_null(
         divergence, r[ACTIVATIONS], r[kind], min(int(cfg["permutations"]), 200), int(cfg["seed"])
     )
@@ -132,7 +147,7 @@ def _temporal_divergence_rows(
     """D_T = T_kind + T_a with its layer-shuffle p (the kind's latencies shuffled), and the after-forward fraction."""
     t_a = H.temporal_score(depths, lat[ACTIVATIONS])
     d = H.temporal_divergence(H.temporal_score(depths, lat[kind]), t_a)
-    rows.add(kind, f"temporal_divergence{suffix}", d)
+    rows.add(kind, f"temporal_divergence{suffix}", d, "a temporal score is undefined (see the temporal_score rows)")
     null = t_a + nulls.temporal_null(depths, lat[kind], perms)
     rows.add(kind, f"temporal_divergence{suffix}_p", stats.permutation_p(d, null))
     rows.add(kind, f"after_forward_fraction{suffix}", H.after_forward_fraction(lat[kind], lat[ACTIVATIONS]))
@@ -207,7 +222,7 @@ def meg_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]) -
         curves = H.meg_curves(r, n_ch, n_t)
         lat[kind] = H.peak_latencies(curves, times, frac)
         t = H.temporal_score(depths, lat[kind])
-        rows.add(kind, "temporal_score", t)
+        rows.add(kind, "temporal_score", t, undefined(lat[kind], depths, "peak latency T_k", "layers"))
         rows.add(kind, "temporal_score_p", stats.permutation_p(t, nulls.temporal_null(depths, lat[kind], perms)))
         per_sensor = r.reshape(len(depths), n_t, n_ch)
         lo, hi = stats.bootstrap_ci(
@@ -254,7 +269,7 @@ def robust_meg_metrics(s: SubjectScores, cfg: dict[str, Any]) -> list[tuple]:
             curves = H.meg_curves(scores[kind], s.n_channels, s.n_times)
             lat[kind] = latency[estimator](curves)
             t = H.temporal_score(s.depths, lat[kind])
-            rows.add(kind, f"temporal_score_{suffix}", t)
+            rows.add(kind, f"temporal_score_{suffix}", t, undefined(lat[kind], s.depths, "latency T_k", "layers"))
             null = nulls.temporal_null(s.depths, lat[kind], perms)
             rows.add(kind, f"temporal_score_{suffix}_p", stats.permutation_p(t, null))
             if maps == "r_own" and estimator == "peak":

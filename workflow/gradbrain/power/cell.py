@@ -99,6 +99,6 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
             r={kind: scores[f"r/{kind}"] for kind in kinds},
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
         )  # fmt: skip
-        for _, _, _, kind, metric, value in subject_metrics(subject_scores, hierarchy):
+        for _, _, _, kind, metric, value, _ in subject_metrics(subject_scores, hierarchy):
             rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind, metric, value))
     return pd.DataFrame(rows, columns=CELL_COLUMNS)

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 from gradbrain.report.style import (
     DEPTH_CMAP,
@@ -115,6 +116,10 @@ def slice_image(voxels: pd.DataFrame, k: int, value: str = "best_depth") -> tupl
     return values, present, [i0, i1, j0, j1]
 
 
+NOT_SIGNIFICANT = Patch(facecolor="0.85", edgecolor="0.6", label="analysed voxel, not significant for that kind")
+"""The legend entry of the grey voxels of the brain maps."""
+
+
 def volume_maps(best: pd.DataFrame, scores: pd.DataFrame, title: str, out: Path, max_slices: int = 6) -> None:
     """Axial slices in subject space of the best-layer depth of each significant voxel; a row per subject and kind.
 
@@ -169,10 +174,7 @@ def volume_maps(best: pd.DataFrame, scores: pd.DataFrame, title: str, out: Path,
                 ax.set_ylabel("x, left → right (mm)" if ax_i else "i (voxel)", fontsize=6)
                 ax.text(-0.32, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=7)
     fig.colorbar(im, ax=axes, label="best-layer relative depth", shrink=min(0.6, 3.0 / len(rows)), aspect=15)
-    fig.suptitle(
-        f"{title}: best-layer depth, axial slices in subject space\n(grey: analysed voxels not "
-        "significant for that kind)",
-        fontsize=10,
-    )
+    fig.legend(handles=[NOT_SIGNIFICANT], loc="lower right", fontsize=7, frameon=False)
+    fig.suptitle(f"{title}: best-layer depth, axial slices in subject space", fontsize=10)
     fig.savefig(out, dpi=110)
     plt.close(fig)

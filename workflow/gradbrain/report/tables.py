@@ -23,49 +23,53 @@ SUMMARY_METRICS = {
 }  # fmt: skip
 
 
+SUMMARY_COLUMNS = 3
+"""Panels per row of the summary figure: about 1,000 px wide at the report's 110 dpi."""
+
+
 def summary(scores: pd.DataFrame, out: Path, colours: dict[str, str] | None = None) -> None:
-    """The main metrics per dataset and model: subjects as dots, the group mean as a bar, every kind side by side."""
+    """The main metrics per dataset and model: subjects as dots, the group mean as a bar, every kind side by side;
+    ``SUMMARY_COLUMNS`` panels a row, so the figure stays readable at the report's width."""
     metrics = [m for m in SUMMARY_METRICS if m in set(scores.metric)]
     sel = scores[scores.metric.isin(metrics)]
+    n_cols = min(SUMMARY_COLUMNS, max(len(metrics), 1))
+    n_rows = -(-max(len(metrics), 1) // n_cols)
+    groups = list(dict.fromkeys(zip(sel.dataset, sel.model, strict=True)))
+    panel_h = 0.32 * max(len(groups), 1) + 1.0
     fig, axes = plt.subplots(
-        1,
-        max(len(metrics), 1),
-        figsize=(2.4 * max(len(metrics), 1) + 2.2, 0.5 * sel.groupby(["dataset", "model"]).ngroups + 1.8),
-        sharey=True,
-        squeeze=False,
+        n_rows, n_cols, figsize=(2.6 * n_cols + 1.8, panel_h * n_rows + 0.8), sharey=True, squeeze=False
     )
-    axes = axes[0]
+    flat = axes.ravel()
+    for ax in flat[len(metrics) :]:
+        ax.axis("off")
     if sel.empty:
-        axes[0].text(0.5, 0.5, "no metrics in scores.csv", ha="center")
+        flat[0].axis("on")
+        flat[0].text(0.5, 0.5, "no metrics in scores.csv", ha="center")
         save(fig, out)
         return
-    groups = list(dict.fromkeys(zip(sel.dataset, sel.model, strict=True)))
     kinds = kinds_of(sel)
     colours = colours or kind_colours(kinds)
     offsets = np.linspace(-0.25, 0.25, len(kinds)) if len(kinds) > 1 else np.zeros(1)
-    for ax, metric in zip(axes, metrics, strict=True):
+    for ax, metric in zip(flat, metrics, strict=False):
         for y, (dataset, model) in enumerate(groups):
             m = sel[(sel.dataset == dataset) & (sel.model == model) & (sel.metric == metric)]
             for off, kind in zip(offsets, kinds, strict=True):
                 v = m[m.kind == kind].value
                 if v.empty:
                     continue
+                first = ax is flat[0] and y == 0
                 ax.scatter(
-                    v,
-                    np.full(len(v), y + off),
-                    s=12,
-                    color=colours[kind],
-                    alpha=0.8,
-                    label=kind if ax is axes[0] and y == 0 else None,
+                    v, np.full(len(v), y + off), s=12, color=colours[kind], alpha=0.8, label=kind if first else None
                 )
                 ax.plot([v.mean()] * 2, [y + off - 0.1, y + off + 0.1], color=colours[kind], lw=2.5)
         ax.axvline(0, color="0.7", lw=0.6)
         ax.set_title(metric.replace("_", " "), fontsize=8)
         ax.set_xlabel(SUMMARY_METRICS[metric], fontsize=7)
         ax.tick_params(labelsize=7)
-    axes[0].set_yticks(range(len(groups)), [f"{d} / {m}" for d, m in groups], fontsize=7)
-    axes[0].invert_yaxis()  # first dataset on top
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=7, frameon=False, ncol=len(kinds))
+    for row in axes:
+        row[0].set_yticks(range(len(groups)), [f"{d}\n{m}" for d, m in groups], fontsize=6)
+    flat[0].invert_yaxis()  # first dataset on top
+    fig.legend(*flat[0].get_legend_handles_labels(), loc="upper right", fontsize=7, frameon=False, ncol=len(kinds))
     fig.suptitle("Per-subject metrics (dots) and group means (bars)", fontsize=9, x=0.3)
     save(fig, out)
 
