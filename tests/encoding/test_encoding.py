@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
 from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import StandardScaler
 
 from gradbrain.encoding.cv import (
+    CrossValidatedRidge,
     cross_validated_scores,
     heldout_scores,
     make_folds,
@@ -44,13 +46,34 @@ def _sklearn_loop(X, Y, folds, alphas):
 def test_equals_sklearn_loop(backend, d):
     X, Y = _data(d=d)
     folds = make_folds(len(X), 5, seed=1)
-    r, alpha, r_folds = cross_validated_scores(X, Y, folds, ALPHAS, backend=backend, dtype="float64")
+    r, alpha, r_folds = cross_validated_scores(X, Y, folds, ALPHAS, backend=backend, dtype="float64", target_batch=5)
     expected_folds, alpha_folds = _sklearn_loop(X, Y, folds, ALPHAS)
     np.testing.assert_allclose(r_folds, expected_folds, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(r, expected_folds.mean(0), rtol=1e-6, atol=1e-6)
     for j in range(Y.shape[1]):
         values, counts = np.unique(alpha_folds[:, j], return_counts=True)
         assert alpha[j] == values[counts.argmax()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_r2_equals_sklearn_loop(backend):
+    """R^2 per outer fold (SST around the test fold's mean) is scikit-learn's r2_score; r2 is its mean over folds."""
+    X, Y = _data(d=30, seed=7)
+    Y += 40.0
+    folds = make_folds(len(X), 5, seed=2)
+    scores = CrossValidatedRidge(X, folds, ALPHAS, backend=backend, dtype="float64", target_batch=5).score(Y)
+    expected = []
+    for train, test in PredefinedSplit(folds).split():
+        scaler = StandardScaler().fit(X[train])
+        model = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(scaler.transform(X[train]), Y[train])
+        expected.append(r2_score(Y[test], model.predict(scaler.transform(X[test])), multioutput="raw_values"))
+    assert np.ptp(expected) > 0.5
+    np.testing.assert_allclose(scores.r2_folds, expected, atol=1e-6)
+    np.testing.assert_allclose(scores.r2, np.mean(expected, 0), atol=1e-6)
+    r, alpha, r_folds = cross_validated_scores(X, Y, folds, ALPHAS, backend=backend, dtype="float64", target_batch=5)
+    np.testing.assert_array_equal(r, scores.r)
+    np.testing.assert_array_equal(alpha, scores.alpha)
+    np.testing.assert_array_equal(r_folds, scores.r_folds)
 
 
 def test_target_batches_and_float32():
