@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
 from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import StandardScaler
 
@@ -43,7 +44,8 @@ def _sklearn_loop(X, Y, folds, alphas):
 def test_equals_sklearn_loop(backend, d):
     X, Y = _data(d=d)
     folds = make_folds(len(X), 5, seed=1)
-    r, alpha, r_folds = CrossValidatedRidge(X, folds, ALPHAS, backend=backend, dtype="float64").score(Y)
+    scores = CrossValidatedRidge(X, folds, ALPHAS, backend=backend, dtype="float64", target_batch=5).score(Y)
+    r, alpha, r_folds = scores.r, scores.alpha, scores.r_folds
     expected_folds, alpha_folds = _sklearn_loop(X, Y, folds, ALPHAS)
     np.testing.assert_allclose(r_folds, expected_folds, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(r, expected_folds.mean(0), rtol=1e-6, atol=1e-6)
@@ -52,13 +54,30 @@ def test_equals_sklearn_loop(backend, d):
         assert alpha[j] == values[counts.argmax()]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_r2_equals_sklearn_loop(backend):
+    """R^2 per outer fold (SST around the test fold's mean) is scikit-learn's r2_score; r2 is its mean over folds."""
+    X, Y = _data(d=30, seed=7)
+    Y += 40.0
+    folds = make_folds(len(X), 5, seed=2)
+    scores = CrossValidatedRidge(X, folds, ALPHAS, backend=backend, dtype="float64", target_batch=5).score(Y)
+    expected = []
+    for train, test in PredefinedSplit(folds).split():
+        scaler = StandardScaler().fit(X[train])
+        model = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(scaler.transform(X[train]), Y[train])
+        expected.append(r2_score(Y[test], model.predict(scaler.transform(X[test])), multioutput="raw_values"))
+    assert np.ptp(expected) > 0.5
+    np.testing.assert_allclose(scores.r2_folds, expected, atol=1e-6)
+    np.testing.assert_allclose(scores.r2, np.mean(expected, 0), atol=1e-6)
+
+
 def test_target_batches_and_float32():
     X, Y = _data(seed=2)
     folds = make_folds(len(X), 4)
-    r64, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64").score(Y)
-    r_batched, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64", target_batch=3).score(Y)
+    r64, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64").score(Y)[:3]
+    r_batched, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64", target_batch=3).score(Y)[:3]
     np.testing.assert_allclose(r_batched, r64, atol=1e-12)
-    r32, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="torch", dtype="float32", target_batch=7).score(Y)
+    r32, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="torch", dtype="float32", target_batch=7).score(Y)[:3]
     np.testing.assert_allclose(r32, r64, atol=1e-3)
 
 
@@ -68,7 +87,7 @@ def test_planted_signal_is_recovered():
     X = rng.standard_normal((n, d))
     Y = rng.standard_normal((n, 20))
     Y[:, :10] += X @ rng.standard_normal((d, 10)) / np.sqrt(d)
-    r, _, _ = CrossValidatedRidge(X, make_folds(n), ALPHAS, backend="torch").score(Y)
+    r, _, _ = CrossValidatedRidge(X, make_folds(n), ALPHAS, backend="torch").score(Y)[:3]
     assert r[:10].min() > 0.4
     assert np.abs(r[10:]).max() < 0.25
     assert r[:10].mean() > r[10:].mean() + 0.4
@@ -77,7 +96,7 @@ def test_planted_signal_is_recovered():
 def test_constant_target_scores_zero():
     X, Y = _data(seed=4)
     Y[:, 3] = 7.0
-    r, _, r_folds = CrossValidatedRidge(X, make_folds(len(X)), ALPHAS, backend="numpy", dtype="float64").score(Y)
+    r, _, r_folds = CrossValidatedRidge(X, make_folds(len(X)), ALPHAS, backend="numpy", dtype="float64").score(Y)[:3]
     assert r[3] == 0.0 and np.all(r_folds[:, 3] == 0.0)
 
 

@@ -147,6 +147,8 @@ class SVDGCV:
 
     def __init__(self, X_train: Any, X_test: Any, alphas: Any, ops: Ops) -> None:
         self.ops = ops
+        if alphas is None:
+            raise TypeError("alphas is required: the grid of the encoding config (encoding.cv.alpha_grid)")
         self.alphas = np.asarray(alphas, dtype=np.float64).ravel()
         if self.alphas.size == 0 or np.any(self.alphas <= 0):
             raise ValueError("alphas must be a non-empty grid of positive values")
@@ -174,6 +176,11 @@ class SVDGCV:
         self.q = ops.asarray(q)
         self.shrink = ops.asarray(s64[:, None] / (s2[:, None] + self.alphas[None, :]))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the left singular vectors U (n_train, rank), the bulk of what is held per training set."""
+        return int(self.U.numel() * self.U.element_size()) if self.ops.is_torch else int(self.U.nbytes)
+
     def _svd_without_constant(self, Xc: Any) -> tuple[Any, Any, Any]:
         """SVD of the centred X in the complement of the constant vector (wide case, rank <= n - 1).
 
@@ -192,6 +199,14 @@ class SVDGCV:
 
     def fit_predict(self, Y_train: Any) -> tuple[Any, Any]:
         """Test predictions (backend array, n_test x batch) and chosen alpha indices for a batch of targets."""
+        pred, best_idx, _ = self.fit_predict_loo(Y_train)
+        return pred, best_idx
+
+    def fit_predict_loo(self, Y_train: Any) -> tuple[Any, Any, Any]:
+        """:meth:`fit_predict` and, per target, the LOO sum of squared residuals ``sum_i e_i^2`` at its alpha.
+
+        The sums compare fits of the same targets on the same rows, e.g. across the band weights of a banded ridge.
+        """
         ops = self.ops
         if Y_train.ndim != 2 or Y_train.shape[0] != self.n_train:
             raise ValueError(f"Y_train must be ({self.n_train}, n_targets), got {tuple(Y_train.shape)}")
@@ -230,7 +245,7 @@ class SVDGCV:
         del R
         coef = UtY * self.shrink[:, best_idx]
         pred = self.test_proj @ coef + y_mean
-        return pred, best_idx
+        return pred, best_idx, best_err
 
 
 def fit_predict_gcv(
@@ -264,12 +279,9 @@ def fit_predict_gcv(
     return Y_pred, best_alpha
 
 
-def pearson_columns(a: Any, b: Any) -> Any:
-    """Pearson r between matching columns of ``a`` and ``b`` (n, t); 0 where either column is constant.
-
-    numpy inputs are computed in float64 and give a numpy array; torch tensors stay on their device and dtype. A
-    column counts as constant when its standard deviation is within rounding error of its largest absolute value.
-    """
+def _paired_columns(a: Any, b: Any) -> tuple[Any, Any, Any]:
+    """``a`` and ``b`` on one backend, with its array module: torch tensors where either is one (on its device and
+    dtype), else numpy float64. Their shapes must match."""
     if _is_torch_tensor(a) or _is_torch_tensor(b):
         import torch
 
@@ -277,28 +289,50 @@ def pearson_columns(a: Any, b: Any) -> Any:
             a = torch.as_tensor(np.asarray(a), dtype=b.dtype, device=b.device)
         if not isinstance(b, torch.Tensor):
             b = torch.as_tensor(np.asarray(b), dtype=a.dtype, device=a.device)
-        eps = torch.finfo(a.dtype).eps
-        amax = a.abs().amax(0)
-        bmax = b.abs().amax(0)
-        where = torch.where
-        sqrt = torch.sqrt
+        xp = torch
     else:
         a = np.asarray(a, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64)
-        eps = np.finfo(np.float64).eps
-        amax = np.abs(a).max(0) if a.shape[0] else np.zeros(a.shape[1:])
-        bmax = np.abs(b).max(0) if b.shape[0] else np.zeros(b.shape[1:])
-        where = np.where
-        sqrt = np.sqrt
+        xp = np
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    n = a.shape[0]
+    return a, b, xp
+
+
+def _constant_columns(x: Any, ss: Any, xp: Any) -> Any:
+    """Columns of ``x`` whose standard deviation ``sqrt(ss / n)`` is within rounding error of their largest |x|."""
+    eps = xp.finfo(x.dtype).eps
+    amax = np.abs(x).max(0, initial=0.0) if xp is np else x.abs().amax(0)
+    return xp.sqrt(ss / x.shape[0]) <= 16 * eps * amax
+
+
+def pearson_columns(a: Any, b: Any) -> Any:
+    """Pearson r between matching columns of ``a`` and ``b`` (n, t); 0 where either column is constant.
+
+    numpy inputs are computed in float64 and give a numpy array; torch tensors stay on their device and dtype. A
+    column counts as constant when its standard deviation is within rounding error of its largest absolute value.
+    """
+    a, b, xp = _paired_columns(a, b)
     ac = a - a.mean(0)
     bc = b - b.mean(0)
     ssa = (ac * ac).sum(0)
     ssb = (bc * bc).sum(0)
-    constant = (sqrt(ssa / n) <= 16 * eps * amax) | (sqrt(ssb / n) <= 16 * eps * bmax)
-    denom = sqrt(ssa * ssb)
-    denom = where(constant, denom * 0 + 1, denom)
+    constant = _constant_columns(a, ssa, xp) | _constant_columns(b, ssb, xp)
+    denom = xp.sqrt(ssa * ssb)
+    denom = xp.where(constant, denom * 0 + 1, denom)
     r = (ac * bc).sum(0) / denom
-    return where(constant, r * 0, r)
+    return xp.where(constant, r * 0, r)
+
+
+def r2_columns(y_true: Any, y_pred: Any) -> Any:
+    """Coefficient of determination per column, ``R^2 = 1 - SSE / SST`` with ``SSE = sum_i (y_i - yhat_i)^2`` and
+    ``SST = sum_i (y_i - mean(y))^2`` (scikit-learn's ``r2_score(multioutput="raw_values")``); 0 where ``y_true`` is
+    constant (criterion and backends as :func:`pearson_columns`)."""
+    y_true, y_pred, xp = _paired_columns(y_true, y_pred)
+    res = y_true - y_pred
+    yc = y_true - y_true.mean(0)
+    sse = (res * res).sum(0)
+    sst = (yc * yc).sum(0)
+    constant = _constant_columns(y_true, sst, xp)
+    r2 = 1 - sse / xp.where(constant, sst * 0 + 1, sst)
+    return xp.where(constant, r2 * 0, r2)

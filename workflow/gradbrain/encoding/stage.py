@@ -77,7 +77,8 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             budget = float(cfg.get("cache_gb", 2.0)) * 2**30
             for name, X, X_train in zip(layers, X_layers, train_layers, strict=True):
                 cv = CrossValidatedRidge(X_train, folds, alphas, **solver)
-                r, alpha, _ = cv.score(Y_train)
+                scores = cv.score(Y_train)
+                r, alpha = scores.r, scores.alpha
                 r_all.append(r)
                 alpha_all.append(alpha)
                 budget -= cv.nbytes
