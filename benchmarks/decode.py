@@ -2,7 +2,7 @@
 
 Writes stimuli in the real formats to a temporary folder (an NSD ``imgBrick`` HDF5 of 425 x 425 images and THINGS
 JPEGs, both cut from the natural photographs scikit-image ships), then times the extraction's own loader
-(gradbrain.extract.image_loader) serially and with 1..W worker processes, in the GPU mode (workers decode, the
+(gradbrain.features.loader.image_loader) serially and with 1..W worker processes, in the GPU mode (workers decode, the
 device resizes) and in the CPU mode (workers decode and resize to 224 px). Compare the images/s with the model's
 (benchmarks/extract.py: ~1,600 images/s is the ViT-L/16 target on an H100). Writes benchmarks/out/decode.json.
 Not a test.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from gradbrain.data import nsd, prepare, things_meg
-from gradbrain.features import extract
-from gradbrain.models.load import Preprocessing
+from gradbrain.features.loader import image_loader
+from gradbrain.models.model import Preprocessing
 from gradbrain.simulation import photos
 
 PREP = Preprocessing(input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=1.0)
@@ -46,7 +46,7 @@ def write_stimuli(root: Path, n: int, nsd_size: int, things_size: int) -> tuple[
 
 def rate(read, ids, batch: int, workers: int, decode_only: bool) -> float:
     """Steady-state images/s: timed from the first batch on, so worker start-up (once per job) is left out."""
-    loader = iter(extract.image_loader(read, ids, PREP, batch, num_workers=workers, decode_only=decode_only))
+    loader = iter(image_loader(read, ids, PREP, batch, num_workers=workers, decode_only=decode_only))
     next(loader)
     t0 = time.perf_counter()
     n = sum(len(idx) for _, idx in loader)

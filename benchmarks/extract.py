@@ -2,8 +2,8 @@
 
 Default (GPU, one command, about 3 minutes): the DINOv3 ViT-L/16 architecture (timm `vit_large_patch16_dinov3`,
 random init) at 224 px, all 24 blocks, mean-pooled activations and gradients, bf16 autocast, through the
-extraction's own loop (gradbrain.extract.iter_features: device-side batches, one non-blocking device-to-host copy
-per batch). Prints and writes (benchmarks/out/extract.json):
+extraction's own loop (gradbrain.features.extract.iter_features: device-side batches, one non-blocking
+device-to-host copy per batch). Prints and writes (benchmarks/out/extract.json):
 
 - images/s of the batched path and of a naive one-image loop, and their ratio;
 - the share of the bf16 roofline: a bf16 GEMM is timed in the same run, and one image costs 2 x 125.7 GFLOP
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from gradbrain.features import extract, objectives
+from gradbrain.features import extract
+from gradbrain.features.objectives.ssl import SSLView
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import compile_blocks, load_model
 
@@ -138,7 +139,7 @@ def main() -> None:
                                 "weights": {"hub": None}})  # fmt: skip
     torch.manual_seed(0)
     model = load_model(spec, device=device)
-    obj = Probe(model.module.num_features, device) if args.objective == "probe" else objectives.SSLView(0)
+    obj = Probe(model.module.num_features, device) if args.objective == "probe" else SSLView(0)
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(args.n, 3, args.size, args.size, device=device, generator=gen)
     result = {

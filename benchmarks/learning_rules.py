@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from gradbrain.features import extract, objectives
+from gradbrain.features.capture import Capture
 from gradbrain.features.kinds import ALL_KINDS, BASE_KINDS, RULE_KINDS
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
@@ -25,7 +26,7 @@ from gradbrain.models.load import load_model
 
 def images_per_s(model, objective, x, batch: int, kinds, autocast, device: str) -> float:
     rules = extract.make_rules(model, kinds)
-    capture = extract.Capture(model.sampled_blocks)
+    capture = Capture(model.sampled_blocks)
     if rules:
         rules.attach()
     try:

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from gradbrain.data import nsd, prepare, things_meg
-from gradbrain.features import extract
-from gradbrain.models.load import Preprocessing
+from gradbrain.features.loader import image_loader
+from gradbrain.features.preprocess import preprocess
+from gradbrain.models.model import Preprocessing
 
 PREP = Preprocessing(input_size=24, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), crop_pct=0.875)
 
@@ -41,8 +42,8 @@ def _batches(loader):
 def test_parallel_loader_equals_serial_reader(datasets, name, decode_only):
     dataset, ids, _ = datasets[name]
     read = prepare.image_reader(dataset)
-    serial = _batches(extract.image_loader(read, ids, PREP, 4, num_workers=0, decode_only=decode_only))
-    parallel = _batches(extract.image_loader(read, ids, PREP, 4, num_workers=2, decode_only=decode_only))
+    serial = _batches(image_loader(read, ids, PREP, 4, num_workers=0, decode_only=decode_only))
+    parallel = _batches(image_loader(read, ids, PREP, 4, num_workers=2, decode_only=decode_only))
     assert len(serial) == len(parallel) == -(-len(ids) // 4)
     for (xs, i_s), (xp, i_p) in zip(serial, parallel, strict=True):
         assert torch.equal(i_s, i_p) and torch.equal(xs, xp)
@@ -53,13 +54,13 @@ def test_parallel_loader_equals_serial_reader(datasets, name, decode_only):
         assert parallel[0][0].dtype == torch.uint8
         np.testing.assert_array_equal(torch.cat([x for x, _ in parallel]).numpy(), direct)
     else:
-        torch.testing.assert_close(torch.cat([x for x, _ in parallel]), extract.preprocess(direct, PREP))
+        torch.testing.assert_close(torch.cat([x for x, _ in parallel]), preprocess(direct, PREP))
 
 
 def test_nsd_reader_gives_the_brick_rows_and_opens_per_process(datasets):
     dataset, ids, brick = datasets["nsd"]
     read = prepare.image_reader(dataset)
-    batches = _batches(extract.image_loader(read, ids, PREP, 5, num_workers=2, decode_only=True))
+    batches = _batches(image_loader(read, ids, PREP, 5, num_workers=2, decode_only=True))
     assert read.brick._file is None, "the main process never opened the file; the workers did"
     rows = prepare.parse_nsd_stimulus_id(ids)
     np.testing.assert_array_equal(torch.cat([x for x, _ in batches]).numpy(), brick[rows])
@@ -72,7 +73,7 @@ def test_device_preprocessing_equals_worker_preprocessing(datasets):
     """uint8 batches preprocessed by the model's device path give the floats the CPU workers give."""
     dataset, ids, _ = datasets["nsd"]
     read = prepare.image_reader(dataset)
-    u8 = _batches(extract.image_loader(read, ids, PREP, 6, decode_only=True))
-    fl = _batches(extract.image_loader(read, ids, PREP, 6, decode_only=False))
+    u8 = _batches(image_loader(read, ids, PREP, 6, decode_only=True))
+    fl = _batches(image_loader(read, ids, PREP, 6, decode_only=False))
     for (a, _), (b, _) in zip(u8, fl, strict=True):
-        torch.testing.assert_close(extract.preprocess(a, PREP), b, rtol=0, atol=0)
+        torch.testing.assert_close(preprocess(a, PREP), b, rtol=0, atol=0)

@@ -75,7 +75,9 @@ def test_target_batches_and_float32():
     X, Y = _data(seed=2)
     folds = make_folds(len(X), 4)
     r64, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64").score(Y)[:3]
-    r_batched, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64", target_batch=3).score(Y)[:3]
+    r_batched, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="numpy", dtype="float64", target_batch=3).score(Y)[
+        :3
+    ]
     np.testing.assert_allclose(r_batched, r64, atol=1e-12)
     r32, _, _ = CrossValidatedRidge(X, folds, ALPHAS, backend="torch", dtype="float32", target_batch=7).score(Y)[:3]
     np.testing.assert_allclose(r32, r64, atol=1e-3)

@@ -5,14 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 import zarr
-from helpers.models import array_reader, small_model
+from helpers import REPO
+from helpers.models import array_reader, read_features, small_model
 
 from gradbrain.features import extract, objectives
+from gradbrain.features.capture import Capture, pool
 from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.features.objectives import mae
+from gradbrain.features.objectives.ssl import seeded_views, view_params
+from gradbrain.features.objectives.zeroshot import ZeroShot
 from gradbrain.models.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
-from gradbrain.models.load import resolve_blocks
+from gradbrain.models.model import resolve_blocks
+
+
+def _base_kinds(model, objective, x, index, capture):
+    feats = extract.batch_features(model, objective, x, index, capture)
+    return feats["activations"], feats["gradients"]
 
 
 def _compare(model, objective, n=5):
@@ -20,11 +30,11 @@ def _compare(model, objective, n=5):
     size = model.preprocessing.input_size
     x = torch.randn(n, 3, size, size, generator=gen, dtype=torch.float64)
     model.module.double()
-    capture = extract.Capture(model.sampled_blocks)
+    capture = Capture(model.sampled_blocks)
     try:
-        acts, grads = extract.extract_batch(model, objective, x, torch.arange(n), capture)
+        acts, grads = _base_kinds(model, objective, x, torch.arange(n), capture)
         for i in range(n):
-            a1, g1 = extract.extract_batch(model, objective, x[i : i + 1], torch.tensor([i]), capture)
+            a1, g1 = _base_kinds(model, objective, x[i : i + 1], torch.tensor([i]), capture)
             for full, one in zip(acts + grads, a1 + g1, strict=True):
                 torch.testing.assert_close(full[i : i + 1].double(), one.double(), rtol=1e-5, atol=1e-8)
     finally:
@@ -174,8 +184,8 @@ def test_gradients_equal_autograd_of_one_image_loss():
     model.module.double()
     obj = objectives.make_objective(model)
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
-    capture = extract.Capture(model.sampled_blocks)
-    _, grads = extract.extract_batch(model, obj, x, torch.arange(3), capture)
+    capture = Capture(model.sampled_blocks)
+    _, grads = _base_kinds(model, obj, x, torch.arange(3), capture)
     capture.remove()
     h = model.module.forward_features(x[1:2]).detach().requires_grad_(True)
     logits = model.module.forward_head(h)
@@ -186,7 +196,7 @@ def test_gradients_equal_autograd_of_one_image_loss():
 
 def _reference_view(x, seed, min_scale=0.5):
     """One image's view computed directly: crop the box, resize with F.interpolate, flip, scale brightness."""
-    top, left, ch, cw, flip, bright = objectives.view_params(seed, x.shape[1], x.shape[2], min_scale)
+    top, left, ch, cw, flip, bright = view_params(seed, x.shape[1], x.shape[2], min_scale)
     view = torch.nn.functional.interpolate(x[None, :, top : top + ch, left : left + cw], size=x.shape[1:],
                                            mode="bilinear", align_corners=False)[0]  # fmt: skip
     return (view.flip(-1) if flip else view) * bright
@@ -195,20 +205,20 @@ def _reference_view(x, seed, min_scale=0.5):
 def test_ssl_views_are_seeded_per_image_and_equal_crop_and_resize():
     x = torch.rand(6, 3, 20, 24, dtype=torch.float64)
     seeds = [7, 8, 9, 10, 11, 12]
-    views = objectives.seeded_views(x, seeds)
+    views = seeded_views(x, seeds)
     for k, seed in enumerate(seeds):
         torch.testing.assert_close(views[k], _reference_view(x[k], seed), rtol=0, atol=1e-6)  # float32 coordinates
-        torch.testing.assert_close(objectives.seeded_views(x[k : k + 1], [seed])[0], views[k], rtol=0, atol=0)
-    assert not torch.equal(objectives.seeded_views(x[:1], [7]), objectives.seeded_views(x[:1], [8]))
+        torch.testing.assert_close(seeded_views(x[k : k + 1], [seed])[0], views[k], rtol=0, atol=0)
+    assert not torch.equal(seeded_views(x[:1], [7]), seeded_views(x[:1], [8]))
 
 
 def test_pooling_modes():
     h = torch.arange(24.0).view(1, 4, 6)
-    assert torch.equal(extract.pool(h, "cls"), h[:, 0])
-    assert torch.equal(extract.pool(h, "mean"), h.mean(1))
-    assert extract.pool(h, "both").shape == (1, 12)
+    assert torch.equal(pool(h, "cls"), h[:, 0])
+    assert torch.equal(pool(h, "mean"), h.mean(1))
+    assert pool(h, "both").shape == (1, 12)
     with pytest.raises(ValueError, match="needs tokens"):
-        extract.pool(torch.zeros(1, 2, 3, 3), "cls")
+        pool(torch.zeros(1, 2, 3, 3), "cls")
 
 
 def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
@@ -220,7 +230,7 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
     full = extract.extract_to_zarr(model, obj, array_reader(images), ids, tmp_path / "full.zarr", **kw)
 
     calls = {"n": 0}
-    real = extract.extract_batch
+    real = extract.batch_features
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -228,19 +238,19 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(extract, "extract_batch", dying)
+    monkeypatch.setattr(extract, "batch_features", dying)
     out = tmp_path / "resumed.zarr"
     with pytest.raises(KeyboardInterrupt):
         extract.extract_to_zarr(model, obj, array_reader(images), ids, out, **kw)
     assert not out.exists() and (tmp_path / "resumed.zarr.partial").exists()
     assert zarr.open_group(str(tmp_path / "resumed.zarr.partial")).attrs["n_done"] == 8
-    monkeypatch.setattr(extract, "extract_batch", real)
+    monkeypatch.setattr(extract, "batch_features", real)
     seen = []
     extract.extract_to_zarr(model, obj, array_reader(images), ids, out, progress=lambda d, n: seen.append(d), **kw)
     assert seen[0] == 12, "resumed after the complete chunk"
     for kind in BASE_KINDS:
-        a = extract.load_features(full, kind)
-        b = extract.load_features(out, kind)
+        a = read_features(full, kind)
+        b = read_features(out, kind)
         for layer in a:
             np.testing.assert_array_equal(a[layer], b[layer])
 
@@ -268,9 +278,9 @@ def test_autocast_leaves_the_objectives_own_arithmetic_in_float32():
     targets and the zero-shot logits stay float32 (in bf16 the views alone put 6 % error into the gradients)."""
     x = torch.rand(3, 3, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        views = objectives.seeded_views(x, [1, 2, 3])
+        views = seeded_views(x, [1, 2, 3])
         patches = mae.patchify(x, 8)
-    assert torch.equal(views, objectives.seeded_views(x, [1, 2, 3]))
+    assert torch.equal(views, seeded_views(x, [1, 2, 3]))
     assert torch.equal(patches, mae.patchify(x, 8))
 
     class FixedEmbedding:
@@ -279,7 +289,19 @@ def test_autocast_leaves_the_objectives_own_arithmetic_in_float32():
         def embed(self, images):
             return torch.linspace(-1, 1, 3 * 16).view(3, 16) + images.mean()
 
-    obj = objectives.ZeroShot(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), 100.0, -10.0, True)
+    obj = ZeroShot(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), 100.0, -10.0, True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = obj(FixedEmbedding(), x, torch.arange(3))
     torch.testing.assert_close(low, obj(FixedEmbedding(), x, torch.arange(3)), rtol=0, atol=0)
+
+
+def test_objective_registry_is_the_schema_enum_and_names_unknown_objectives():
+    """One entry per objective: the config schema offers exactly the registry's names, every catalogue entry uses
+    one of them, and an unknown one names the config key and the choices."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["$defs"]["model"]["properties"]["objective"]["enum"] == list(objectives.OBJECTIVES)
+    assert {spec["objective"] for spec in load_catalogue().values()} <= set(objectives.OBJECTIVES)
+    model = small_model("vit", "ce_pseudo")
+    model.spec["objective"] = "ce_psuedo"
+    with pytest.raises(ValueError, match=r"models\.vit\.objective: unknown objective 'ce_psuedo'.*ce_pseudo"):
+        objectives.make_objective(model)

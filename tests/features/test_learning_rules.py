@@ -1,4 +1,4 @@
-"""Learning-rule kinds: each checked against an independent computation (learning_rules.py)."""
+"""Learning-rule kinds: each checked against an independent computation (features/rules.py, features/feedback.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import REPO
-from helpers.models import array_reader, small_model
+from helpers.models import array_reader, read_features, small_model
 from torch import nn
 
-from gradbrain.features import extract, objectives
+from gradbrain.features import extract, feedback, objectives
 from gradbrain.features import rules as learning_rules
+from gradbrain.features.capture import Capture
 from gradbrain.features.kinds import ALL_KINDS, RULE_KINDS, check_kinds
 from gradbrain.simulation import scenarios
 from gradbrain.simulation import study as simulate
@@ -40,7 +41,7 @@ def _inputs(model, n=4, seed=1):
 
 
 def _kinds(model, objective, x, rules=None):
-    capture = extract.Capture(model.sampled_blocks)
+    capture = Capture(model.sampled_blocks)
     try:
         if rules is None:
             return extract.batch_features(model, objective, x, torch.arange(len(x)), capture)
@@ -80,14 +81,14 @@ def test_feedback_alignment_matches_a_hand_written_backward():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 6)).double()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
-    state = learning_rules.FeedbackState(seed=5)
-    with learning_rules.feedback_layers(net, state) as summary:
+    state = feedback.FeedbackState(seed=5)
+    with feedback.feedback_layers(net, state) as summary:
         y = net(x)
         state.mode = "feedback_alignment"
         (gx,) = torch.autograd.grad(0.5 * (y**2).sum(), x)
     assert summary["replaced"] == ["0", "3"]
-    b1 = learning_rules.feedback_matrix("feedback_alignment", net[0].weight, "0", 5)
-    b2 = learning_rules.feedback_matrix("feedback_alignment", net[3].weight, "3", 5)
+    b1 = feedback.feedback_matrix("feedback_alignment", net[0].weight, "0", 5)
+    b2 = feedback.feedback_matrix("feedback_alignment", net[3].weight, "3", 5)
     assert b1.shape == net[0].weight.shape and torch.allclose(b1.norm(), net[0].weight.norm())
     a = net[0](x)
     expected = F.conv_transpose2d((y @ b2).view(2, 4, 5, 5) * (a > 0), b1, padding=1)
@@ -122,8 +123,8 @@ def test_multihead_attention_feedback(batch_first):
     mask = torch.randn(t, t, dtype=torch.float64)
     y0 = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
     (g0,) = torch.autograd.grad(y0.pow(2).sum(), x)
-    identity = learning_rules.FeedbackState(make=lambda kind, w, name: w)
-    with learning_rules.feedback_layers(mha, identity) as summary:
+    identity = feedback.FeedbackState(make=lambda kind, w, name: w)
+    with feedback.feedback_layers(mha, identity) as summary:
         y1, w1 = mha(x, x, x, attn_mask=mask)
         identity.mode = "feedback_alignment"
         (g1,) = torch.autograd.grad(y1.pow(2).sum(), x)
@@ -133,8 +134,8 @@ def test_multihead_attention_feedback(batch_first):
     torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(w1, mha(x, x, x, attn_mask=mask)[1], rtol=1e-10, atol=1e-12)
-    fa = learning_rules.FeedbackState(seed=1)
-    with learning_rules.feedback_layers(mha, fa):
+    fa = feedback.FeedbackState(seed=1)
+    with feedback.feedback_layers(mha, fa):
         y2 = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
         fa.mode = "feedback_alignment"
         (g2,) = torch.autograd.grad(y2.pow(2).sum(), x)
@@ -254,7 +255,7 @@ def test_every_kind_batched_equals_one_image(family, objective):
     obj = objectives.make_objective(model, seed=3)
     x = _inputs(model, n=4)
     rules = learning_rules.RuleSet(model, ALL, seed=1, sketch_size=4)
-    capture = extract.Capture(model.sampled_blocks)
+    capture = Capture(model.sampled_blocks)
     try:
         with rules.attached():
             full = extract.batch_features(model, obj, x, torch.arange(4), capture, rules)
@@ -289,7 +290,7 @@ def test_zarr_store_has_every_kind_and_resumes(tmp_path, monkeypatch):
     assert attrs["kinds"] == list(ALL) and attrs["rule_seed"] == 3 and attrs["sketch_size"] == 4
     assert attrs["sketch_modules"][0] == "layer1.0.conv2" and "fc" in attrs["feedback_modules"]
     for kind in ALL:
-        stored = extract.load_features(full, kind)
+        stored = read_features(full, kind)
         for layer, values in zip(model.layer_names, arrays[kind], strict=True):
             np.testing.assert_allclose(stored[layer], values, rtol=1e-4, atol=1e-6 * np.abs(values).max())
     assert stored[model.layer_names[0]].shape == (12, 16)
@@ -311,7 +312,7 @@ def test_zarr_store_has_every_kind_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(extract, "batch_features", real)
     extract.extract_to_zarr(model, obj, array_reader(images), ids, out, **kw)
     for kind in ALL:
-        a, b = extract.load_features(full, kind), extract.load_features(out, kind)
+        a, b = read_features(full, kind), read_features(out, kind)
         for layer in a:
             np.testing.assert_array_equal(a[layer], b[layer])
 

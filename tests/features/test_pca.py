@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from helpers.models import read_features
 from sklearn.decomposition import PCA
 
 from gradbrain import store
@@ -66,8 +67,8 @@ def test_extraction_writes_pca_scores_per_kind_and_layer(tmp_path):
     assert group.attrs["pca_components"] == 5 and group.attrs["layers"] == model.layer_names
     assert store.read_array(group, "stimulus_id").tolist() == ids
     for kind in BASE_KINDS:
-        for layer, x in extract.load_features(raw, kind).items():
-            scores = extract.load_features(red, kind, layer)
+        for layer, x in read_features(raw, kind).items():
+            scores = read_features(red, kind, layer)
             fit = pca.randomized_pca(torch.from_numpy(x), 5)
             assert scores.shape == (24, 5)
             np.testing.assert_allclose(scores, fit.scores.numpy(), rtol=1e-5, atol=1e-5 * np.abs(scores).max())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from gradbrain import store
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
 
@@ -59,6 +61,14 @@ def small_model(family: str, objective: str | None = None, **extra):
         overrides["objective"] = objective
     torch.manual_seed(0)
     return load_model(model_spec(family, overrides))
+
+
+def read_features(path, kind: str, layer: str | None = None):
+    """One layer (n_images, d), or every layer of ``kind`` as a dict, of a feature store, as float32."""
+    group = store.open_group(path)[kind]
+    if layer is not None:
+        return np.asarray(group[layer][...], dtype=np.float32)
+    return {name: np.asarray(group[name][...], dtype=np.float32) for name in store.open_group(path).attrs["layers"]}
 
 
 def array_reader(images):

@@ -225,9 +225,11 @@ import copy, json, sys, torch
 from pathlib import Path
 from transformers import OwlViTForObjectDetection
 from gradbrain.features import objectives
+from gradbrain.features.objectives import zeroshot
 from gradbrain.models import owlvit
 from gradbrain.models.catalogue import model_spec
-from gradbrain.models.load import _load_state_dict, load_model
+from gradbrain.models.load import load_model
+from gradbrain.models.weights import load_state_dict
 cases = json.loads(sys.argv[1])
 out = {}
 for name, case in cases.items():
@@ -254,9 +256,9 @@ for name, case in cases.items():
         with torch.no_grad():
             r = ref.vision_model(pixel_values=x, output_hidden_states=True)
             ref_img = ref.get_image_features(pixel_values=x).pooler_output
-            ids = objectives._tokenizer(m)(["a photo of a {}.".format(n.replace("_", " ")) for n in case["names"]])
+            ids = zeroshot._tokenizer(m)(["a photo of a {}.".format(n.replace("_", " ")) for n in case["names"]])
             ref_txt = ref.get_text_features(input_ids=ids).pooler_output
-            bank = objectives.text_bank(m, case["names"])
+            bank = zeroshot.text_bank(m, case["names"])
         acts, emb = blocks(m.module)
         assert all(b is a for a, b in zip(m.blocks, m.module.visual.transformer.resblocks))
         got["block_diff"] = [(a - h).abs().max().item() for a, h in zip(acts, r.hidden_states[1:])]
@@ -270,7 +272,7 @@ for name, case in cases.items():
         got["logit_scale"] = [obj.scale, ref.logit_scale.exp().item()]
         owlvit.QKV = ("k_proj", "q_proj", "v_proj")  # a wrong split of the fused attention projection
         wrong = copy.deepcopy(m.module)
-        wrong.load_state_dict(owlvit.to_open_clip(_load_state_dict(Path(case["checkpoint"]))))
+        wrong.load_state_dict(owlvit.to_open_clip(load_state_dict(Path(case["checkpoint"]))))
         owlvit.QKV = ("q_proj", "k_proj", "v_proj")
         got["wrong_qkv_block_diff"] = [(a - h).abs().max().item()
                                        for a, h in zip(blocks(wrong)[0], r.hidden_states[1:])]
@@ -278,7 +280,7 @@ for name, case in cases.items():
         img = torch.randn(1, 3, m.preprocessing.input_size, m.preprocessing.input_size)
         with torch.no_grad():
             got["embed_shape"] = list(m.embed(img).shape)
-            got["bank_shape"] = list(objectives.text_bank(m, ["cat", "dog"]).shape)
+            got["bank_shape"] = list(zeroshot.text_bank(m, ["cat", "dog"]).shape)
         got["pos"] = [list(m.module.visual.positional_embedding.shape), list(m.module.positional_embedding.shape)]
         got["context_length"] = m.module.context_length
     out[name] = got

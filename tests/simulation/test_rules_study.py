@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.models import read_features
 
 from gradbrain import store
 from gradbrain.encoding.stage import encode_subject
@@ -51,7 +52,7 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     features = extract.extract_to_zarr(
         model, objectives.make_objective(model), read, list(ids), tmp / "features.zarr", batch_size=100, kinds=KINDS
     )
-    white = {k: [simulate.whiten(x, 32) for x in extract.load_features(features, k).values()] for k in KINDS}
+    white = {k: [simulate.whiten(x, 32) for x in read_features(features, k).values()] for k in KINDS}
     driver = simulate.DriverFeatures(
         "demo_vit",
         np.asarray(model.depths),

@@ -1,202 +1,89 @@
-"""Activations and per-image gradients of the sampled layers, pooled, written to zarr with resume.
+"""Activations, per-image gradients and the learning-rule kinds of the sampled layers, pooled, written to zarr.
 
-g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i L_i per batch (DESIGN.md).
-Further kinds (alternative learning rules, ``extraction.kinds``) come from the same forward pass: learning_rules.py.
+g_l(x_i) = dL_i/dh_l(x_i), h_l the output of block l; one backward pass of sum_i L_i per batch gives every image its
+own gradient because L_i depends on image i alone (docs/metrics.md). Further kinds (``extraction.kinds``) come from the
+same forward pass: a learning rule (features/rules.py) adds its error signal to :func:`batch_features`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import zarr
 
 from gradbrain import store
-from gradbrain.features.kinds import BASE_KINDS, check_kinds
-from gradbrain.models.load import LoadedModel, Preprocessing
+from gradbrain.features.capture import Capture, pool
+from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds
+from gradbrain.features.loader import ImageBatches, image_loader
+from gradbrain.features.preprocess import preprocess
+from gradbrain.features.rules import RuleSet
+from gradbrain.models.model import LoadedModel, Preprocessing
 
 log = logging.getLogger(__name__)
 
 
-class Capture:
-    """Forward hooks that keep the outputs of the sampled blocks (graph attached, so gradients can be taken)."""
-
-    def __init__(self, blocks: Sequence[torch.nn.Module]):
-        self.outputs: list[torch.Tensor] = []
-        self.active = True
-        self.handles = [b.register_forward_hook(self._hook) for b in blocks]
-
-    def _hook(self, module, inputs, output):
-        if self.active:
-            self.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """Forward passes inside this block are not captured (e.g. the stop-gradient view of ssl_view)."""
-        self.active = False
-        try:
-            yield
-        finally:
-            self.active = True
-
-    def take(self) -> list[torch.Tensor]:
-        out, self.outputs = self.outputs, []
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def pool(h: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool a block output to (B, D): tokens (B,T,D) by mean / class token / both; feature maps (B,C,H,W) by mean."""
-    if h.ndim == 4:
-        if pooling != "mean":
-            raise ValueError(f"pooling '{pooling}' needs tokens; a convolutional block output has none (use mean)")
-        return h.mean(dim=(2, 3))
-    if h.ndim != 3:
-        raise ValueError(f"cannot pool a block output of shape {tuple(h.shape)}")
-    if pooling == "mean":
-        return h.mean(1)
-    if pooling == "cls":
-        return h[:, 0]
-    return torch.cat([h[:, 0], h.mean(1)], dim=-1)
-
-
-def preprocess(images: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 (B,H,W,3) -> normalised float (B,3,S,S) on the images' device.
-
-    ``shortest``: the short side to S/crop_pct, centre crop S; ``squash``: both sides to S/crop_pct, centre crop S.
-    """
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    x = x.permute(0, 3, 1, 2).float() / 255.0
-    size = prep.input_size
-    short = int(round(size / prep.crop_pct))
-    h, w = x.shape[-2:]
-    if prep.resize_mode == "squash":
-        new = (short, short)
-    elif prep.resize_mode == "shortest":
-        scale = short / min(h, w)
-        new = (max(size, round(h * scale)), max(size, round(w * scale)))
-    else:
-        raise ValueError(f"preprocessing resize_mode '{prep.resize_mode}' is not one of shortest, squash")
-    if new != (h, w):
-        mode = "bicubic" if prep.interpolation == "bicubic" else "bilinear"
-        x = F.interpolate(x, size=new, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    x = x[:, :, top : top + size, left : left + size]
-    mean, std = _channel_stats(tuple(prep.mean), tuple(prep.std), x.device)
-    return (x - mean) / std
-
-
-@functools.lru_cache(maxsize=16)
-def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalisation constants on ``device``, copied once (a host-to-device copy per batch would stall the queue)."""
-    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std))
-
-
-def extract_batch(
-    model: LoadedModel,
-    objective: Callable,
-    x: torch.Tensor,
-    index: torch.Tensor,
-    capture: Capture,
-    autocast: str | None = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Pooled activations and gradients of every sampled layer for one batch (lists over layers of (B, D))."""
-    pooling = model.spec["pooling"]
-    x = x.detach().requires_grad_(True)
-    ctx = torch.autocast(x.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
-    capture.take()
-    with torch.enable_grad(), ctx:
-        losses = objective(model, x, index, capture.paused)
-        outputs = capture.take()
-        if len(outputs) != len(model.layer_indices):
-            raise RuntimeError(
-                f"captured {len(outputs)} block outputs for {len(model.layer_indices)} sampled layers; "
-                "a block ran more than once per forward pass"
-            )
-        grads = torch.autograd.grad(losses.sum(), outputs)
-    return [pool(h.detach(), pooling) for h in outputs], [pool(g, pooling) for g in grads]
-
-
 def make_rules(model: LoadedModel, kinds: Sequence[str] = BASE_KINDS, seed: int = 0, sketch_size: int = 16):
-    """The learning-rule kinds of ``kinds`` for ``model`` (a learning_rules.RuleSet), or None for the default kinds."""
-    from gradbrain.features.rules import RuleSet
-
+    """The learning-rule kinds of ``kinds`` for ``model`` (a rules.RuleSet), or None for the default kinds."""
     if check_kinds(kinds) == BASE_KINDS:
         return None
     return RuleSet(model, kinds, seed=seed, sketch_size=sketch_size)
 
 
-def batch_features(model, objective, x, index, capture, rules=None, autocast=None) -> dict[str, list[torch.Tensor]]:
-    """Per kind, the pooled features of every sampled layer for one batch (extract_batch, or the rule kinds too)."""
+def batch_features(
+    model: LoadedModel,
+    objective: Callable,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    capture: Capture,
+    rules: RuleSet | None = None,
+    autocast: str | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """Per kind, the pooled features of every sampled layer for one batch (lists over layers of (B, D)).
+
+    One forward pass of the objective, one backward pass of sum_i L_i to the block outputs (the gradients) and to
+    the ``rules``' targets, then one more backward pass per feedback kind; pooling and the rules' own arithmetic run
+    outside autocast.
+    """
+    pooling = model.spec["pooling"]
+    n_layers = len(model.layer_indices)
+    x = x.detach().requires_grad_(True)
+    ctx = torch.autocast(x.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
+    capture.take()
+    if rules is not None:
+        rules.reset()
+    with torch.enable_grad(), ctx:
+        losses = objective(model, x, index, capture.paused)
+        outputs = capture.take()
+        if len(outputs) != n_layers:
+            raise RuntimeError(
+                f"captured {len(outputs)} block outputs for {n_layers} sampled layers; "
+                "a block ran more than once per forward pass"
+            )
+        total = losses.sum()
+        targets = rules.targets() if rules is not None else []
+        retain = rules is not None and rules.retain_graph
+        grads = torch.autograd.grad(total, outputs + targets, retain_graph=retain)
+        feedback = rules.feedback_gradients(total, outputs) if rules is not None else {}
+    out = {
+        ACTIVATIONS: [pool(h.detach(), pooling) for h in outputs],
+        GRADIENTS: [pool(g, pooling) for g in grads[:n_layers]],
+    }
     if rules is None:
-        return dict(zip(BASE_KINDS, extract_batch(model, objective, x, index, capture, autocast), strict=True))
-    from gradbrain.features.rules import extract_batch_kinds
-
-    return extract_batch_kinds(model, objective, x, index, capture, rules, autocast)
-
-
-class ImageBatches(torch.utils.data.Dataset):
-    """Batches of stimuli read by ``read(ids) -> uint8`` (runs in DataLoader workers).
-
-    ``decode_only``: yield the decoded uint8 images (B,H,W,3), preprocessed later on the model's device (GPU runs:
-    the workers only decode); otherwise yield them preprocessed (CPU runs: the workers resize too).
-    """
-
-    def __init__(self, read: Callable[[Sequence[str]], np.ndarray], ids: Sequence[str], prep: Preprocessing, bs: int,
-                 decode_only: bool = False):  # fmt: skip
-        self.read, self.ids, self.prep, self.bs, self.decode_only = read, list(ids), prep, bs, decode_only
-
-    def __len__(self) -> int:
-        return (len(self.ids) + self.bs - 1) // self.bs
-
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = b * self.bs, min((b + 1) * self.bs, len(self.ids))
-        images = self.read(self.ids[lo:hi])
-        if self.decode_only:
-            return torch.from_numpy(np.ascontiguousarray(images)), torch.arange(lo, hi)
-        return preprocess(images, self.prep), torch.arange(lo, hi)
-
-
-def image_loader(
-    read: Callable[[Sequence[str]], np.ndarray],
-    ids: Sequence[str],
-    prep: Preprocessing,
-    batch_size: int,
-    num_workers: int = 0,
-    device: str = "cpu",
-    decode_only: bool | None = None,
-) -> torch.utils.data.DataLoader:
-    """Batches in stimulus order, decoded by ``num_workers`` processes ahead of the model (pinned memory on CUDA).
-
-    Each worker holds its own file handles (the readers open them lazily per process); the DataLoader returns the
-    batches in index order whatever the number of workers. Off the CPU, workers only decode (``decode_only``) and
-    the model's device resizes and normalises.
-    """
-    if decode_only is None:
-        decode_only = not str(device).startswith("cpu")
-    return torch.utils.data.DataLoader(
-        ImageBatches(read, ids, prep, batch_size, decode_only=decode_only),
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=str(device).startswith("cuda"),
-        prefetch_factor=4 if num_workers else None,
-        persistent_workers=False,
-    )
+        return out
+    out.update({kind: [pool(g, pooling) for g in fb] for kind, fb in feedback.items()})
+    out.update(rules.features(outputs, grads[n_layers:], lambda h: pool(h, pooling)))
+    rules.reset()
+    return {kind: out[kind] for kind in rules.kinds}
 
 
 def iter_features(
@@ -210,7 +97,7 @@ def iter_features(
     """Per batch of (images, indices): the indices and, per kind, the float32 features of every sampled layer.
 
     Images are uint8 (preprocessed here, on the device) or already preprocessed. ``rules`` (a
-    learning_rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. On CUDA nothing waits per layer:
+    rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. On CUDA nothing waits per layer:
     a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
     next one is queued, so the host's work (storing, decoding) overlaps the device's.
     """
@@ -334,7 +221,7 @@ def extract_to_zarr(
     renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
     ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
     (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
-    ``kinds`` beyond activations and gradients add learning-rule kinds (learning_rules.py), seeded by ``rule_seed``.
+    ``kinds`` beyond activations and gradients add learning-rule kinds (features/rules.py), seeded by ``rule_seed``.
     """
     out = Path(out)
     chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
@@ -404,16 +291,6 @@ def _rule_attrs(rules) -> dict[str, Any]:
     if "weight_gradient_sketch" in rules.kinds:
         attrs.update(sketch_size=rules.sketch_size, sketch_modules=rules.layer_modules)
     return attrs
-
-
-def load_features(path: str | Path, kind: str, layer: str | None = None) -> dict[str, np.ndarray] | np.ndarray:
-    """One layer (n_images, d) or all layers of one kind as a dict, as float32."""
-    group = store.open_group(path)
-    if kind not in group:
-        raise KeyError(f"{path} has no kind '{kind}'; it has {sorted(k for k, _ in group.groups())}")
-    if layer is not None:
-        return np.asarray(group[kind][layer][...], dtype=np.float32)
-    return {name: np.asarray(group[kind][name][...], dtype=np.float32) for name in group.attrs["layers"]}
 
 
 def extract_arrays(

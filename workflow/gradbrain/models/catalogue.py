@@ -12,7 +12,6 @@ import yaml
 from gradbrain import RESOURCES
 
 CATALOGUE_PATH = RESOURCES / "models.yaml"
-OBJECTIVES = ("ce_pseudo", "ssl_view", "clip_zeroshot", "siglip_zeroshot", "mae_recon")
 POOLINGS = ("mean", "cls", "both")
 FAMILY_BLOCKS = {  # per family, alternative block layouts (dotted module paths, * = any child); first match wins
     "vit": [["blocks"]],
@@ -60,8 +59,6 @@ def model_spec(name: str, overrides: dict[str, Any] | None = None, catalogue: di
     spec.setdefault("kwargs", {})
     spec.setdefault("pooling", "mean")
     spec.setdefault("n_layers", 22)
-    if spec["objective"] not in OBJECTIVES:
-        raise ValueError(f"models.{name}.objective: '{spec['objective']}' is not one of {OBJECTIVES}")
     if spec["pooling"] not in POOLINGS:
         raise ValueError(f"models.{name}.pooling: '{spec['pooling']}' is not one of {POOLINGS}")
     return spec

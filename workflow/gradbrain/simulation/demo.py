@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradbrain.features.extract import preprocess
+from gradbrain.features.preprocess import preprocess
 from gradbrain.models.load import load_model
 from gradbrain.simulation.photos import crops
 

@@ -7,7 +7,7 @@ gradients of the driver models' layers, read out through random weights, plus no
 - Scenarios decide where and when the gradients are read out: ``backprop`` (same place as the layer, after the
   forward sweep, last layer first), ``misaligned`` (all layers' gradients in the highest ROIs only, late and in the
   forward order), ``forward_only`` (no gradient signal), ``feedback_alignment`` (organised as ``backprop``, but the
-  error signal is the drivers' feedback-alignment error instead of their gradient; learning_rules.py).
+  error signal is the drivers' feedback-alignment error instead of their gradient; features/rules.py).
 """
 
 from __future__ import annotations

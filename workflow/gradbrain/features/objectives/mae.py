@@ -25,6 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradbrain.features.objectives.base import to_device
+from gradbrain.models.weights import load_state_dict
+
 MAE_DECODER_URL = "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large.pth"
 DECODER_DEFAULTS = {"num_heads": 16, "mlp_ratio": 4.0, "mask_ratio": 0.75, "norm_pix_loss": True}
 
@@ -93,8 +96,6 @@ def seeded_masks(index: torch.Tensor, n_patches: int, mask_ratio: float, seed: i
     mask = torch.ones(len(index), n_patches)
     mask[:, :n_keep] = 0
     mask = torch.gather(mask, 1, restore)
-    from gradbrain.features.objectives import to_device
-
     device = torch.device(device)
     return to_device(shuffle[:, :n_keep], device), to_device(restore, device), to_device(mask, device)
 
@@ -133,8 +134,6 @@ def decoder_settings(spec: dict[str, Any]) -> dict[str, Any]:
 
 def load_decoder(spec: dict[str, Any], vit: nn.Module) -> MAEDecoder:
     """The MAE decoder of ``spec['decoder']['file']`` for the encoder ``vit`` (eval mode, frozen)."""
-    from gradbrain.models.load import _load_state_dict
-
     cfg = decoder_settings(spec)
     name = spec["name"]
     if getattr(vit, "num_prefix_tokens", None) != 1 or not hasattr(vit, "_pos_embed"):
@@ -151,7 +150,7 @@ def load_decoder(spec: dict[str, Any], vit: nn.Module) -> MAEDecoder:
             f"models.{name}.decoder.file: {path} does not exist. Fetch an MAE checkpoint with its decoder, e.g. "
             f"`wget {MAE_DECODER_URL} -O {path}`."
         )
-    state = {k: v for k, v in _load_state_dict(path).items() if k.startswith("decoder_") or k == "mask_token"}
+    state = {k: v for k, v in load_state_dict(path).items() if k.startswith("decoder_") or k == "mask_token"}
     if "decoder_embed.weight" not in state:
         raise ValueError(
             f"models.{name}.decoder.file: {path} holds no MAE decoder (no decoder_embed.weight); the MAE "
