@@ -1,5 +1,6 @@
 # gradbrain: forward activations and backpropagated gradients of vision models, mapped onto fMRI and MEG.
-# Stages and the files between them: ../DESIGN.md (shipped as docs/design.md); every config key: config/README.md.
+# One rule file per stage (workflow/rules/), one script each (workflow/scripts/); choices: docs/decisions.md;
+# formulas: docs/metrics.md; data formats: docs/data-formats.md; every config key: config/README.md.
 
 
 import os

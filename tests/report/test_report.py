@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from gradbrain import report, store
-from gradbrain.data.things_meg import channel_names
+from gradbrain.data.things_meg.layout import channel_names
 from gradbrain.hierarchy.stage import Fit, hierarchy_tables
 from gradbrain.simulation.study import spread_channels
 
