@@ -1,5 +1,6 @@
 # gradbrain: forward activations and backpropagated gradients of vision models, mapped onto fMRI and MEG.
-# Stages, packages and the files between them: docs/architecture.md; every config key: config/README.md.
+# One rule file per stage (workflow/rules/), one script each (workflow/scripts/), one package each: docs/architecture.md;
+# formulas: docs/metrics.md; data formats: docs/data-formats.md; every config key: config/README.md.
 
 
 import os

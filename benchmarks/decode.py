@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gradbrain.data import nsd, prepare, things_meg
+from gradbrain.data import prepare
+from gradbrain.data.nsd.write import write_image_brick
+from gradbrain.data.things_meg.write import write_image
 from gradbrain.features.loader import image_loader
 from gradbrain.models.model import Preprocessing
 from gradbrain.simulation import photos
@@ -31,11 +33,11 @@ PREP = Preprocessing(input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.2
 
 def write_stimuli(root: Path, n: int, nsd_size: int, things_size: int) -> tuple[dict, list, dict, list]:
     images, _ = photos.crops(n, nsd_size, seed=0)
-    nsd.write_image_brick(root / "nsd", images)
+    write_image_brick(root / "nsd", images)
     small, _ = photos.crops(n, things_size, seed=1)
     ids = [f"concept{i // 12:04d}/concept{i // 12:04d}_{i % 12:02d}s.jpg" for i in range(n)]
     for sid, img in zip(ids, small, strict=True):
-        things_meg.write_image(root / "things", sid, img)
+        write_image(root / "things", sid, img)
     return (
         {"format": "nsd", "root": str(root / "nsd")},
         list(prepare.nsd_stimulus_id(np.arange(n))),

@@ -1,13 +1,13 @@
 """Peak memory of streaming one NSD subject's sessions through ``prepare_fmri`` with the nsdgeneral mask.
 
-Writes a synthetic subject in the real NSD formats at the real scale of subj01 (data-formats.md 1.3, 1.7, 1.9):
+Writes a synthetic subject in the real NSD formats at the real scale of subj01 (docs/data-formats.md 1.3, 1.6, 1.9):
 the func1pt8mm grid (81, 104, 83), 750 trials per session, int16 betas (PSC x 300) zeroed outside a brain mask,
 a 30,000-trial design over 10,000 images shown 3 times, an nsdgeneral mask of 15,724 voxels and prf-visualrois
 inside it. One session file is written per format and the 40 session files are symbolic links to it (the loader
 opens, decompresses and reads each of them in full, so memory and time are those of 40 distinct sessions; only the
 disk holds one). Each format is then measured in a fresh process: peak resident memory (``ru_maxrss``) of
-``gradbrain.prepare.prepare_fmri``, which calls ``nsd.load_subject`` and writes the zarr store (optionally of
-``load_subject`` alone). Writes ``benchmarks/out/nsd_memory.json``.
+``gradbrain.data.prepare.prepare_fmri``, which calls ``nsd.subject.load_subject`` and writes the zarr store
+(optionally of ``load_subject`` alone). Writes ``benchmarks/out/nsd_memory.json``.
 
     python benchmarks/nsd_memory.py                       # 40 sessions, nii.gz and hdf5 (about 15 min, 2 cores)
     python benchmarks/nsd_memory.py --sessions 2 --formats hdf5   # a quick check
@@ -31,11 +31,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from gradbrain import nsd  # noqa: E402
+from gradbrain.data.nsd.paths import FUNC1PT8MM_GRID, TRIALS_PER_SESSION, betas_path  # noqa: E402
+from gradbrain.data.nsd.subject import load_subject  # noqa: E402
+from gradbrain.data.nsd.write import write_expdesign, write_ncsnr, write_roi  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "nsd_memory.json"
 SUBJECT = 1
-GRID = nsd.FUNC1PT8MM_GRID[SUBJECT]
+GRID = FUNC1PT8MM_GRID[SUBJECT]
 AFFINE = np.array([[1.8, 0, 0, -72.0], [0, 1.8, 0, -92.7], [0, 0, 1.8, -74.7], [0, 0, 0, 1]])
 NSDGENERAL_VOXELS = 15724  # subj01's nsdgeneral at 1.8 mm (the order of magnitude the issue's target is about)
 IMAGES, REPEATS = 10_000, 3
@@ -53,7 +55,7 @@ def write_subject(root: Path, sessions: int, formats: list[str], seed: int = 0) 
     trials = IMAGES * REPEATS
     subjectim = np.stack([rng.choice(73_000, IMAGES, replace=False) + 1 for _ in range(8)])
     masterordering = rng.permutation(np.repeat(np.arange(1, IMAGES + 1), REPEATS))
-    nsd.write_expdesign(root, masterordering[:trials], subjectim, np.sort(subjectim[0, :1000]))
+    write_expdesign(root, masterordering[:trials], subjectim, np.sort(subjectim[0, :1000]))
 
     brain = _ellipsoid((0.45, 0.45, 0.45), (0.5, 0.5, 0.5))
     # nsdgeneral: a posterior shell of the brain, thinned at random to the real voxel count
@@ -70,27 +72,27 @@ def write_subject(root: Path, sessions: int, formats: list[str], seed: int = 0) 
         ("prf-visualrois", visual, {1: "V1v", 2: "V1d"}),
     ):
         halves = {"lh": np.where(left | (vol < 0), vol, 0), "rh": np.where(~left | (vol < 0), vol, 0)}
-        nsd.write_roi(root, SUBJECT, atlas, vol, labels, AFFINE, halves)
-    nsd.write_ncsnr(root, SUBJECT, np.where(brain, rng.uniform(0, 1.5, GRID), 0), AFFINE)
+        write_roi(root, SUBJECT, atlas, vol, labels, AFFINE, halves)
+    write_ncsnr(root, SUBJECT, np.where(brain, rng.uniform(0, 1.5, GRID), 0), AFFINE)
 
-    # int16 PSC x 300 (PSC with SD 2), zero outside the brain; written as nsd.write_betas_session writes it, without
+    # int16 PSC x 300 (PSC with SD 2), zero outside the brain; written as write_betas_session writes it, without
     # its float64 staging copy (4 GB at this size)
-    raw = np.zeros(GRID + (nsd.TRIALS_PER_SESSION,), np.int16)
+    raw = np.zeros(GRID + (TRIALS_PER_SESSION,), np.int16)
     for x in range(GRID[0]):
         inside = brain[x]
-        raw[x][inside] = np.rint(rng.standard_normal((int(inside.sum()), nsd.TRIALS_PER_SESSION)) * 600)
+        raw[x][inside] = np.rint(rng.standard_normal((int(inside.sum()), TRIALS_PER_SESSION)) * 600)
     sizes = {}
     for fmt in formats:
-        first = nsd.betas_path(root, SUBJECT, 1, fmt)
+        first = betas_path(root, SUBJECT, 1, fmt)
         first.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "nii.gz":
             nib.save(nib.Nifti1Image(raw, AFFINE), first)
         else:
             with h5py.File(first, "w") as f:
-                f.create_dataset("betas", data=raw.transpose(3, 2, 1, 0), chunks=(nsd.TRIALS_PER_SESSION, 1, 1, 1))
+                f.create_dataset("betas", data=raw.transpose(3, 2, 1, 0), chunks=(TRIALS_PER_SESSION, 1, 1, 1))
         sizes[fmt] = first.stat().st_size
         for session in range(2, sessions + 1):
-            link = nsd.betas_path(root, SUBJECT, session, fmt)
+            link = betas_path(root, SUBJECT, session, fmt)
             link.unlink(missing_ok=True)
             link.symlink_to(first.name)
     return {"nsdgeneral_voxels": int(mask.sum()), "brain_voxels": int(brain.sum()), "session_file_bytes": sizes}
@@ -117,7 +119,7 @@ def measure(root: Path, sessions: int, fmt: str, what: str, out: Path) -> dict:
 
         shape = list(zarr.open_group(str(out), mode="r")["Y"].shape)
     else:
-        shape = list(nsd.load_subject(root, SUBJECT, sessions, rois, fmt=fmt, log=lambda m: None).Y.shape)
+        shape = list(load_subject(root, SUBJECT, sessions, rois, fmt=fmt, log=lambda m: None).Y.shape)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -168,7 +170,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.system()}, {subprocess.getoutput('nproc')} cores",
         "date": time.strftime("%Y-%m-%d"),
         "grid": GRID,
-        "trials_per_session": nsd.TRIALS_PER_SESSION,
+        "trials_per_session": TRIALS_PER_SESSION,
         "images": IMAGES,
         "subject": written,
         "runs": runs,

@@ -14,7 +14,11 @@ import pytest
 import zarr
 from helpers import realdata
 
-from gradbrain.data import nsd, prepare, things_meg
+from gradbrain.data import prepare
+from gradbrain.data.nsd.paths import betas_path, stimuli_path
+from gradbrain.data.nsd.read import NSDFileError
+from gradbrain.data.nsd.subject import load_subject
+from gradbrain.data.things_meg.layout import epochs_path
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index")
 ROIS = {"prf-visualrois": ["V1", "V2"]}
@@ -62,7 +66,7 @@ def no_output(out: Path) -> bool:
 def test_good_trees_prepare(trees, tmp_path):
     """The baseline the other tests break: both trees prepare, and the fMRI store holds load_subject's targets."""
     out = prepare.prepare_fmri(fmri_dataset(trees / "nsd"), 1, tmp_path / "fmri.zarr")
-    direct = nsd.load_subject(trees / "nsd", 1, 2, ROIS, trials_per_session=TRIALS, log=lambda m: None)
+    direct = load_subject(trees / "nsd", 1, 2, ROIS, trials_per_session=TRIALS, log=lambda m: None)
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["Y"][:], direct.Y)
     assert prepare.prepare_meg(meg_dataset(trees / "meg", trees / "images"), 1, tmp_path / "meg.zarr").is_dir()
 
@@ -72,7 +76,7 @@ def test_missing_session(trees, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         prepare.prepare_fmri(fmri_dataset(trees / "nsd", sessions=3), 1, out)
     msg = str(err.value)
-    assert str(nsd.betas_path(trees / "nsd", 1, 3)) in msg and "n_sessions" in msg and "download" in msg
+    assert str(betas_path(trees / "nsd", 1, 3)) in msg and "n_sessions" in msg and "download" in msg
     assert no_output(out)
 
 
@@ -80,10 +84,10 @@ def test_missing_session(trees, tmp_path):
 def test_truncated_nifti(trees, tmp_path, keep):
     root = tmp_path / "nsd"
     shutil.copytree(trees / "nsd", root)
-    path = nsd.betas_path(root, 1, 2)
+    path = betas_path(root, 1, 2)
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
     out = tmp_path / "sub-1.zarr"
-    with pytest.raises(nsd.NSDFileError) as err:
+    with pytest.raises(NSDFileError) as err:
         prepare.prepare_fmri(fmri_dataset(root), 1, out)
     assert str(path) in str(err.value) and "download it again" in str(err.value)
     assert no_output(out)
@@ -93,14 +97,14 @@ def test_session_shorter_than_the_configured_trials(trees, tmp_path):
     out = tmp_path / "sub-1.zarr"
     with pytest.raises(ValueError) as err:
         prepare.prepare_fmri(fmri_dataset(trees / "nsd", trials_per_session=TRIALS - 20), 1, out)
-    assert str(nsd.betas_path(trees / "nsd", 1, 1)) in str(err.value) and "trials_per_session" in str(err.value)
+    assert str(betas_path(trees / "nsd", 1, 1)) in str(err.value) and "trials_per_session" in str(err.value)
     assert no_output(out)
 
 
 def test_split_fif_missing(trees, tmp_path):
     root = tmp_path / "meg"
     shutil.copytree(trees / "meg", root)
-    missing = things_meg.epochs_path(root, 1).with_name("preprocessed_P1-epo-2.fif")
+    missing = epochs_path(root, 1).with_name("preprocessed_P1-epo-2.fif")
     missing.unlink()
     out = tmp_path / "sub-1.zarr"
     with pytest.raises(FileNotFoundError) as err:
@@ -114,7 +118,7 @@ def test_image_missing_from_the_brick(trees):
     assert read(["nsd-00003", "nsd-00079"]).shape == (2, 32, 32, 3)
     with pytest.raises(ValueError) as err:
         read(["nsd-00003", "nsd-00080"])
-    assert str(nsd.stimuli_path(trees / "nsd")) in str(err.value) and "[80]" in str(err.value)
+    assert str(stimuli_path(trees / "nsd")) in str(err.value) and "[80]" in str(err.value)
 
 
 def test_things_image_missing(trees, tmp_path):

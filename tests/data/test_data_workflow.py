@@ -21,8 +21,10 @@ import zarr
 from helpers import realdata
 from helpers.snakerun import run_snakemake
 
-from gradbrain.data import download as dl
-from gradbrain.data import nsd, things_meg
+from gradbrain.data.download import files as dl
+from gradbrain.data.nsd import subject as nsd_subject
+from gradbrain.data.nsd.paths import required_files
+from gradbrain.data.things_meg import read as meg_read
 
 pytestmark = [
     pytest.mark.slow,
@@ -118,14 +120,14 @@ def test_fmri_side_downloads_and_encodes(servers, tmp_path):
     cfg = study(servers, tmp_path)
     snakemake(tmp_path, cfg, "--until", "encode_fmri", env=env(servers))
     root, src = tmp_path / "data" / "nsd", servers["src"] / "nsd"
-    wanted = sorted(set(nsd.required_files(1, 2, ROIS) + dl.nsd_shared_keys()))
+    wanted = sorted(set(required_files(1, 2, ROIS) + dl.nsd_shared_keys()))
     assert files_under(root) == wanted, "exactly the files the config needs, no .part left"
     for key in wanted:
         assert (root / key).read_bytes() == (src / key).read_bytes(), key
     assert not (tmp_path / "data" / "ds004212").exists(), "--until encode_fmri must not touch the MEG side"
 
     brain = zarr.open_group(str(tmp_path / "results" / "brain" / "nsd" / "sub-1.zarr"), mode="r")
-    direct = nsd.load_subject(src, 1, 2, ROIS, log=lambda m: None)
+    direct = nsd_subject.load_subject(src, 1, 2, ROIS, log=lambda m: None)
     np.testing.assert_array_equal(brain["Y"][:], direct.Y)
     assert list(brain["stimulus_id"][:]) == [f"nsd-{i:05d}" for i in direct.nsd_ids]
     assert (brain["split"][:] == "test").sum() == direct.shared.sum() > 0
@@ -149,7 +151,7 @@ def test_meg_side_downloads_unpacks_and_encodes(servers, tmp_path):
     assert not (tmp_path / "data" / "nsd").exists()
 
     brain = zarr.open_group(str(tmp_path / "results" / "brain" / "things_meg" / "sub-1.zarr"), mode="r")
-    direct = things_meg.load_subject(src, 1, tmax=1.3)
+    direct = meg_read.load_subject(src, 1, tmax=1.3)
     n, n_ch, n_t = direct.Y.shape
     Y = np.concatenate(
         [direct.Y.transpose(0, 2, 1).reshape(n, -1), direct.test_Y.transpose(0, 2, 1).reshape(len(direct.test_ids), -1)]

@@ -1,6 +1,6 @@
 """gradbrain.data.download against real servers on loopback: moto's S3 server and a Range-capable HTTP server.
 
-The S3 tests hold fixture files in the real bucket layouts (data-formats.md 1.2, 2.2) and exercise a complete
+The S3 tests hold fixture files in the real bucket layouts (docs/data-formats.md 1.2, 2.2) and exercise a complete
 download, resumption of a truncated ``.part`` and of a broken connection, and a missing key. The HTTP tests stand in
 for OSF (which cannot be reached here); the archive tests unpack a real password-protected zip made by Info-ZIP.
 """
@@ -21,8 +21,14 @@ from botocore.exceptions import ResponseStreamingError
 from helpers import REPO, realdata
 from helpers.realdata import RangeServer
 
-from gradbrain.data import download as dl
-from gradbrain.data import nsd, things_meg
+from gradbrain.data.download import files as dl
+from gradbrain.data.download import things_images, transfer
+from gradbrain.data.nsd import read as nsd_read
+from gradbrain.data.nsd.paths import BETA_VERSION, COMPLETED_SESSIONS, required_files
+from gradbrain.data.nsd.subject import load_subject
+from gradbrain.data.things_meg import read as meg_read
+from gradbrain.data.things_meg.layout import epochs_path
+from gradbrain.data.things_meg.write import write_image
 
 needs_zip = pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP's zip is needed to make encrypted zips")
 
@@ -56,15 +62,15 @@ KEY = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_s
 def test_complete_download_then_skip(s3, tmp_path):
     data = payload(1_500_000)
     realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, data)
-    client = dl.s3_client(s3.url)
+    client = transfer.s3_client(s3.url)
     gets = record(client, "GetObject")
     dest = tmp_path / "nsd" / KEY
     messages: list[str] = []
-    assert dl.download_object(client, dl.NSD_BUCKET, KEY, dest, chunk_size=256 << 10, log=messages.append) == dest
+    assert transfer.download_object(client, dl.NSD_BUCKET, KEY, dest, chunk_size=256 << 10, log=messages.append) == dest
     assert dest.read_bytes() == data and not dest.with_name(dest.name + ".part").exists()
     assert len(gets) == 1 and "Range" not in gets[0]
     assert "Authorization" not in gets[0], "requests must be anonymous"
-    dl.download_object(client, dl.NSD_BUCKET, KEY, dest, log=messages.append)
+    transfer.download_object(client, dl.NSD_BUCKET, KEY, dest, log=messages.append)
     assert len(gets) == 1 and "skipped" in messages[-1]
 
 
@@ -74,10 +80,10 @@ def test_truncated_part_resumes_with_a_range_request(s3, tmp_path):
     realdata.publish(s3.admin, dl.OPENNEURO_BUCKET, key, data)
     dest = tmp_path / "preprocessed_P1-epo-2.fif"
     dest.with_name(dest.name + ".part").write_bytes(data[:300_001])
-    client = dl.s3_client(s3.url)
+    client = transfer.s3_client(s3.url)
     gets = record(client, "GetObject")
     messages: list[str] = []
-    dl.download_object(client, dl.OPENNEURO_BUCKET, key, dest, log=messages.append)
+    transfer.download_object(client, dl.OPENNEURO_BUCKET, key, dest, log=messages.append)
     assert dest.read_bytes() == data
     assert [g.get("Range") for g in gets] == ["bytes=300001-"]
     assert any("resuming" in m and "300001" in m for m in messages)
@@ -88,15 +94,17 @@ def test_complete_part_is_renamed_without_a_transfer(s3, tmp_path):
     realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/experiments/nsd/nsd_expdesign.mat", data)
     dest = tmp_path / "nsd_expdesign.mat"
     dest.with_name(dest.name + ".part").write_bytes(data)
-    client = dl.s3_client(s3.url)
+    client = transfer.s3_client(s3.url)
     gets = record(client, "GetObject")
-    dl.download_object(client, dl.NSD_BUCKET, "nsddata/experiments/nsd/nsd_expdesign.mat", dest)
+    transfer.download_object(client, dl.NSD_BUCKET, "nsddata/experiments/nsd/nsd_expdesign.mat", dest)
     assert dest.read_bytes() == data and not gets
 
 
 def test_empty_object(s3, tmp_path):
     realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/empty.txt", b"")
-    dest = dl.download_object(dl.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/empty.txt", tmp_path / "empty.txt")
+    dest = transfer.download_object(
+        transfer.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/empty.txt", tmp_path / "empty.txt"
+    )
     assert dest.is_file() and dest.stat().st_size == 0
 
 
@@ -106,7 +114,7 @@ def test_part_longer_than_the_object_restarts(s3, tmp_path):
     dest = tmp_path / "ncsnr.nii.gz"
     dest.with_name(dest.name + ".part").write_bytes(payload(80_000, seed=4))
     dest.write_bytes(b"stale, wrong size")
-    dl.download_object(dl.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/x/ncsnr.nii.gz", dest)
+    transfer.download_object(transfer.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/x/ncsnr.nii.gz", dest)
     assert dest.read_bytes() == data
 
 
@@ -134,14 +142,14 @@ class BreakOnce:
 
 
 def test_broken_connection_resumes_from_the_bytes_received(s3, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    monkeypatch.setattr(transfer.time, "sleep", lambda s: None)
     data = payload(700_000, seed=5)
     realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, data)
-    client = dl.s3_client(s3.url)
+    client = transfer.s3_client(s3.url)
     gets = record(client, "GetObject")
     dest = tmp_path / "betas.nii.gz"
     messages: list[str] = []
-    dl.download_object(BreakOnce(client), dl.NSD_BUCKET, KEY, dest, chunk_size=100_000, log=messages.append)
+    transfer.download_object(BreakOnce(client), dl.NSD_BUCKET, KEY, dest, chunk_size=100_000, log=messages.append)
     assert dest.read_bytes() == data
     assert [g.get("Range") for g in gets] == [None, "bytes=100000-"]
     assert any("interrupted" in m for m in messages)
@@ -151,8 +159,8 @@ def test_missing_key_names_key_and_bucket(s3, tmp_path):
     realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, b"x")
     key = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session41.nii.gz"
     dest = tmp_path / "betas_session41.nii.gz"
-    with pytest.raises(dl.MissingObjectError) as err:
-        dl.download_object(dl.s3_client(s3.url), dl.NSD_BUCKET, key, dest)
+    with pytest.raises(transfer.MissingObjectError) as err:
+        transfer.download_object(transfer.s3_client(s3.url), dl.NSD_BUCKET, key, dest)
     assert key in str(err.value) and dl.NSD_BUCKET in str(err.value) and "sessions" in str(err.value)
     assert not list(tmp_path.iterdir()), "a failed download leaves no file behind"
 
@@ -160,7 +168,7 @@ def test_missing_key_names_key_and_bucket(s3, tmp_path):
 def test_endpoint_from_the_aws_environment(s3, monkeypatch):
     realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, b"12345")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.url)
-    assert dl.remote_size(dl.s3_client(), dl.NSD_BUCKET, KEY) == 5
+    assert transfer.remote_size(transfer.s3_client(), dl.NSD_BUCKET, KEY) == 5
 
 
 def test_nsd_terms_gate():
@@ -177,35 +185,35 @@ def test_nsd_keys_are_exactly_what_the_loader_needs(tmp_path):
     full = tmp_path / "full"
     realdata.build_nsd(full, n_sessions=3, fmt="hdf5")
     rois = {"streams": ["midventral", "ventral"]}
-    keys = nsd.required_files(1, 2, rois, fmt="hdf5") + dl.nsd_shared_keys()
+    keys = required_files(1, 2, rois, fmt="hdf5") + dl.nsd_shared_keys()
     assert all((full / k).is_file() for k in keys)
     assert not any("session03" in k or k.endswith(".nii.gz") and "betas_session" in k for k in keys)
     part = tmp_path / "part"
     for key in keys:
         (part / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(full / key, part / key)
-    got = nsd.load_subject(part, 1, 2, rois, fmt="hdf5", log=lambda m: None)
-    want = nsd.load_subject(full, 1, 2, rois, fmt="hdf5", log=lambda m: None)
+    got = load_subject(part, 1, 2, rois, fmt="hdf5", log=lambda m: None)
+    want = load_subject(full, 1, 2, rois, fmt="hdf5", log=lambda m: None)
     np.testing.assert_array_equal(got.Y, want.Y)
-    np.testing.assert_array_equal(nsd.read_images(part, got.nsd_ids), nsd.read_images(full, got.nsd_ids))
+    np.testing.assert_array_equal(nsd_read.read_images(part, got.nsd_ids), nsd_read.read_images(full, got.nsd_ids))
     for key in keys:  # each listed file is needed: without it the loaders fail
         if "stim_info" in key or "nsd_stimuli" in key:
             continue
         (part / key).rename(part / (key + ".off"))
         with pytest.raises((FileNotFoundError, ValueError)):
-            nsd.load_subject(part, 1, 2, rois, fmt="hdf5", log=lambda m: None)
+            load_subject(part, 1, 2, rois, fmt="hdf5", log=lambda m: None)
         (part / (key + ".off")).rename(part / key)
 
 
 def test_fsaverage_and_meg_keys():
-    keys = nsd.required_files(2, 1, {"prf-visualrois": "all"}, space="fsaverage")
+    keys = required_files(2, 1, {"prf-visualrois": "all"}, space="fsaverage")
     assert "nsddata_betas/ppdata/subj02/fsaverage/betas_fithrf_GLMdenoise_RR/lh.betas_session01.mgh" in keys
     assert "nsddata_betas/ppdata/subj02/fsaverage/betas_fithrf_GLMdenoise_RR/rh.ncsnr.mgh" in keys
     assert "nsddata/freesurfer/fsaverage/label/rh.prf-visualrois.mgz" in keys
     files = dl.things_meg_files(3)
     assert files == [f"derivatives/preprocessed/preprocessed_P3-epo{s}.fif" for s in ("", "-1", "-2", "-3")]
     assert dl.openneuro_key(files[2]) == "ds004212/derivatives/preprocessed/preprocessed_P3-epo-2.fif"
-    assert Path(files[0]) == things_meg.epochs_path(Path("."), 3)
+    assert Path(files[0]) == epochs_path(Path("."), 3)
 
 
 # ----------------------------------------------------------------------------------------------------------- HTTP
@@ -221,18 +229,18 @@ def test_http_download_follows_redirects_and_resumes(http_server, tmp_path):
     http_server.files["/images_THINGS.zip"] = data
     dest = tmp_path / "images_THINGS.zip"
     dest.with_name(dest.name + ".part").write_bytes(data[:1000])
-    dl.download_url(f"{http_server.base}/redirect/images_THINGS.zip", dest)
+    transfer.download_url(f"{http_server.base}/redirect/images_THINGS.zip", dest)
     assert dest.read_bytes() == data
     assert [r["Range"] for r in http_server.requests] == ["bytes=1000-", "bytes=1000-"]  # redirect keeps the range
 
 
 def test_http_dropped_connection_resumes(http_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+    monkeypatch.setattr(transfer.time, "sleep", lambda s: None)
     data = payload(200_000, seed=7)
     http_server.files["/a.zip"] = data
     http_server.cut_first = 1
     dest = tmp_path / "a.zip"
-    dl.download_url(f"{http_server.base}/a.zip", dest, chunk_size=10_000)
+    transfer.download_url(f"{http_server.base}/a.zip", dest, chunk_size=10_000)
     assert dest.read_bytes() == data
     assert [r["Range"] for r in http_server.requests] == [None, "bytes=100000-"]
 
@@ -244,27 +252,27 @@ def test_http_server_ignoring_range_restarts_and_complete_part_finishes(http_ser
     part = dest.with_name(dest.name + ".part")
     part.write_bytes(b"garbage" * 10)
     http_server.ignore_range = True
-    dl.download_url(f"{http_server.base}/a.zip", dest)
+    transfer.download_url(f"{http_server.base}/a.zip", dest)
     assert dest.read_bytes() == data
     dest.unlink()
     part.write_bytes(data)
     http_server.ignore_range = False
-    dl.download_url(f"{http_server.base}/a.zip", dest)  # 416: the part already holds every byte
+    transfer.download_url(f"{http_server.base}/a.zip", dest)  # 416: the part already holds every byte
     assert dest.read_bytes() == data and not part.exists()
 
 
 def test_http_missing_file(http_server, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"/nothing\.zip.*404"):
-        dl.download_url(f"{http_server.base}/nothing.zip", tmp_path / "x.zip")
+        transfer.download_url(f"{http_server.base}/nothing.zip", tmp_path / "x.zip")
     assert not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------- THINGS archive
 def test_password_comes_from_the_environment_only():
     with pytest.raises(dl.TermsNotAccepted) as err:
-        dl.things_password({})
+        things_images.things_password({})
     assert dl.THINGS_PASSWORD_ENV in str(err.value) and dl.THINGS_PASSWORD_URL in str(err.value)
-    assert dl.things_password({dl.THINGS_PASSWORD_ENV: "s3cret"}) == "s3cret"
+    assert things_images.things_password({dl.THINGS_PASSWORD_ENV: "s3cret"}) == "s3cret"
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +281,7 @@ def image_tree(tmp_path_factory):
     ids = ["aardvark/aardvark_01b.jpg", "aardvark/aardvark_02n.jpg", "coat_rack/coat_rack_13s.jpg"]
     rng = np.random.default_rng(0)
     for sid in ids:
-        things_meg.write_image(base / "src", sid, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        write_image(base / "src", sid, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
     (base / "src" / "object_images" / "README.txt").write_text("not an image")
     return base, ids
 
@@ -284,13 +292,13 @@ def test_unpack_password_protected_archive(image_tree, tmp_path):
     archive = realdata.zip_with_password(base / "src" / "object_images", tmp_path / "images_THINGS.zip", "pw")
     with zipfile.ZipFile(archive) as zf:
         assert all(i.flag_bits & 0x1 for i in zf.infolist() if not i.is_dir()), "the fixture must be encrypted"
-    out = dl.unpack_things_images(archive, tmp_path / "images", "pw")
+    out = things_images.unpack_things_images(archive, tmp_path / "images", "pw")
     assert out == tmp_path / "images" / "object_images"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == ids
     for sid in ids:
         assert (out / sid).read_bytes() == (base / "src" / "object_images" / sid).read_bytes()
     np.testing.assert_array_equal(
-        things_meg.read_images(tmp_path / "images", ids), things_meg.read_images(base / "src", ids)
+        meg_read.read_images(tmp_path / "images", ids), meg_read.read_images(base / "src", ids)
     )
 
 
@@ -304,7 +312,7 @@ def test_nested_per_letter_archives(image_tree, tmp_path):
     realdata.zip_with_password(nested / "object_images_A-C", nested / "object_images_A-C.zip", "pw")
     shutil.rmtree(nested / "object_images_A-C")
     archive = realdata.zip_with_password(tmp_path / "nested" / "THINGS", tmp_path / "outer.zip", "pw")
-    out = dl.unpack_things_images(archive, tmp_path / "images", "pw")
+    out = things_images.unpack_things_images(archive, tmp_path / "images", "pw")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == ids
 
 
@@ -313,13 +321,13 @@ def test_wrong_password_and_truncated_archive_leave_nothing(image_tree, tmp_path
     base, _ = image_tree
     archive = realdata.zip_with_password(base / "src" / "object_images", tmp_path / "images_THINGS.zip", "pw")
     with pytest.raises(PermissionError, match=f"{dl.THINGS_PASSWORD_ENV}.*images_THINGS.zip"):
-        dl.unpack_things_images(archive, tmp_path / "images", "wrong")
+        things_images.unpack_things_images(archive, tmp_path / "images", "wrong")
     assert not (tmp_path / "images" / "object_images").exists()
     assert not (tmp_path / "images" / "object_images.partial").exists()
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes(archive.read_bytes()[:-200])
     with pytest.raises(zipfile.BadZipFile, match="download it again"):
-        dl.unpack_things_images(truncated, tmp_path / "images", "pw")
+        things_images.unpack_things_images(truncated, tmp_path / "images", "pw")
     assert not (tmp_path / "images" / "object_images").exists()
 
 
@@ -334,7 +342,7 @@ def test_targets_terms_and_root_patterns():
         "rois": {"streams": ["ventral"]},
         "beta_format": "hdf5",
         "space": "func1pt8mm",
-        "beta_version": nsd.BETA_VERSION,
+        "beta_version": BETA_VERSION,
     }
     meg_ds = {
         "format": "things_meg",
@@ -346,7 +354,7 @@ def test_targets_terms_and_root_patterns():
     sim_ds = {**nsd_ds, "simulated": "backprop", "root": "data/sim/backprop/nsd"}
     datasets = {"nsd": nsd_ds, "meg": meg_ds, "sim": sim_ds}
     assert list(dl.download_datasets(datasets, "nsd")) == ["nsd"], "a simulated dataset is never downloaded"
-    keys = nsd.required_files(1, 2, ["streams"], fmt="hdf5")
+    keys = required_files(1, 2, ["streams"], fmt="hdf5")
     assert dl.download_targets(nsd_ds, 1) == [f"data/nsd/{k}" for k in keys]
     assert dl.download_targets(nsd_ds) == [f"data/nsd/{k}" for k in dl.nsd_shared_keys()]
     assert dl.download_targets(meg_ds, 2) == [f"/abs/ds004212/{f}" for f in dl.things_meg_files(2)]
@@ -388,7 +396,7 @@ def test_paper_dry_run_lists_the_download_jobs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     # betas of every completed session, ncsnr, and 4 files (3 volumes + .ctab) of each of the 2 atlases per subject
-    nsd_files = sum(nsd.COMPLETED_SESSIONS.values()) + 8 + 8 * 2 * 4 + len(dl.nsd_shared_keys())
+    nsd_files = sum(COMPLETED_SESSIONS.values()) + 8 + 8 * 2 * 4 + len(dl.nsd_shared_keys())
     assert int(counts["download_nsd"]) == nsd_files == 359
     assert int(counts["download_things_meg"]) == 4 * (1 + dl.THINGS_MEG_SPLITS)
     assert int(counts["download_things_images"]) == int(counts["unpack_things_images"]) == 1

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradbrain.data import nsd, prepare, things_meg
+from gradbrain.data import prepare
+from gradbrain.data.nsd.write import write_image_brick
+from gradbrain.data.things_meg.write import write_image
 from gradbrain.features.loader import image_loader
 from gradbrain.features.preprocess import preprocess
 from gradbrain.models.model import Preprocessing
@@ -22,10 +24,10 @@ def _images(n, size, seed=0):
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("stimuli")
     brick = _images(40, 30)
-    nsd.write_image_brick(root / "nsd", brick)
+    write_image_brick(root / "nsd", brick)
     things_ids = [f"concept{c}/concept{c}_{k:02d}s.jpg" for c in range(5) for k in range(5)]
     for i, sid in enumerate(things_ids):
-        things_meg.write_image(root / "things", sid, _images(1, 28 + i % 3, seed=i)[0])
+        write_image(root / "things", sid, _images(1, 28 + i % 3, seed=i)[0])
     nsd_ids = prepare.nsd_stimulus_id([3, 4, 5, 17, 2, 39, 0, 8, 9, 10, 11, 30, 31, 1, 12, 13, 14])
     return {
         "nsd": ({"format": "nsd", "root": str(root / "nsd")}, list(nsd_ids), brick),

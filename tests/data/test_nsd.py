@@ -1,4 +1,4 @@
-"""Tests for gradbrain.nsd on a tiny synthetic NSD tree written in the real formats (data-formats.md section 5)."""
+"""gradbrain.data.nsd on a tiny synthetic NSD tree written in the real formats (docs/data-formats.md section 5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,33 @@ import pandas as pd
 import pytest
 import scipy.io
 
-from gradbrain.data import nsd
+from gradbrain.data.nsd.paths import (
+    FUNC1PT8MM_GRID,
+    HEMIS,
+    betas_path,
+    ctab_path,
+    expdesign_path,
+    fsaverage_betas_path,
+    ncsnr_path,
+    required_files,
+    roi_path,
+    stim_info_path,
+)
+from gradbrain.data.nsd.read import NSDFileError, noise_ceiling, read_expdesign, read_images, stimulus_ids, trial_table
+from gradbrain.data.nsd.rois import read_ctab
+from gradbrain.data.nsd.subject import load_subject
+from gradbrain.data.nsd.write import (
+    write_betas_session,
+    write_betas_session_fsaverage,
+    write_expdesign,
+    write_fsaverage_roi,
+    write_fsaverage_surface,
+    write_image_brick,
+    write_ncsnr,
+    write_ncsnr_fsaverage,
+    write_roi,
+    write_stim_info,
+)
 
 GRID = (6, 5, 4)
 T = 10  # trials per session in the fixture (750 in real NSD)
@@ -62,24 +88,24 @@ def build_root(root: Path, seed: int = 0, formats: tuple[str, ...] = ("nii.gz", 
         subjectim[s] = np.r_[SHARED0, own] + 1
     masterordering = rng.permutation(np.repeat(np.arange(1, M + 1), 3))[: 3 * T]
     sharedix = np.sort(SHARED0) + 1
-    nsd.write_expdesign(root, masterordering, subjectim, sharedix)
-    nsd.write_stim_info(root, subjectim, masterordering, SUBJECTS, N_IMAGES, trials_per_session=T)
+    write_expdesign(root, masterordering, subjectim, sharedix)
+    write_stim_info(root, subjectim, masterordering, SUBJECTS, N_IMAGES, trials_per_session=T)
     images = rng.integers(0, 256, size=(N_IMAGES, 8, 8, 3), dtype=np.uint8)
-    nsd.write_image_brick(root, images)
+    write_image_brick(root, images)
     psc = {}
     for subject in SUBJECTS:
         vis, vis_hemi = _label_volumes(VISUAL_VOXELS)
         faces, faces_hemi = _label_volumes(FACE_VOXELS)
-        nsd.write_roi(root, subject, "prf-visualrois", vis, VISUAL, AFFINE, vis_hemi)
-        nsd.write_roi(root, subject, "floc-faces", faces, FACES, AFFINE, faces_hemi)
-        nsd.write_ncsnr(root, subject, rng.uniform(0, 1.5, GRID), AFFINE)
+        write_roi(root, subject, "prf-visualrois", vis, VISUAL, AFFINE, vis_hemi)
+        write_roi(root, subject, "floc-faces", faces, FACES, AFFINE, faces_hemi)
+        write_ncsnr(root, subject, rng.uniform(0, 1.5, GRID), AFFINE)
         for session in range(1, N_SES + 1):
             data = rng.normal(size=GRID + (T,)) * 2 + rng.normal(size=GRID + (1,))
             if session == 2:
                 data[CONSTANT_VOXEL] = 0.5
             psc[subject, session] = data
             for fmt in formats:
-                nsd.write_betas_session(root, subject, session, data, AFFINE, fmt=fmt)
+                write_betas_session(root, subject, session, data, AFFINE, fmt=fmt)
     return {"subjectim": subjectim, "masterordering": masterordering, "images": images, "psc": psc}
 
 
@@ -93,7 +119,7 @@ def tree(tmp_path_factory) -> tuple[Path, dict]:
 def loaded(tree) -> dict:
     root, _ = tree
     messages: list[str] = []
-    out = {fmt: nsd.load_subject(root, 1, N_SES, ROIS, fmt=fmt, log=messages.append) for fmt in ("nii.gz", "hdf5")}
+    out = {fmt: load_subject(root, 1, N_SES, ROIS, fmt=fmt, log=messages.append) for fmt in ("nii.gz", "hdf5")}
     out["messages"] = messages
     return out
 
@@ -117,22 +143,22 @@ def _expected_Y(truth: dict, subject: int, voxels: pd.DataFrame) -> tuple[np.nda
 
 def test_expdesign_keeps_real_shapes(tree):
     root, truth = tree
-    raw = scipy.io.loadmat(nsd.expdesign_path(root))
+    raw = scipy.io.loadmat(expdesign_path(root))
     assert raw["masterordering"].shape == (1, 3 * T)
     assert raw["subjectim"].shape == (8, M)
     assert raw["sharedix"].shape == (1, len(SHARED0))
-    design = nsd.read_expdesign(root)
+    design = read_expdesign(root)
     np.testing.assert_array_equal(design["subjectim"], truth["subjectim"])
     np.testing.assert_array_equal(design["sharedix"], np.sort(SHARED0) + 1)
 
 
 def test_stim_info_header(tree):
     root, _ = tree
-    first = nsd.stim_info_path(root).read_text().splitlines()[0].split(",")
+    first = stim_info_path(root).read_text().splitlines()[0].split(",")
     reps = [f"subject{s}_rep{r}" for s in range(1, 9) for r in range(3)]
     expected = ["", "cocoId", "cocoSplit", "cropBox", "loss", "nsdId", "flagged", "BOLD5000", "shared1000"]
     assert first == expected + [f"subject{s}" for s in range(1, 9)] + reps
-    stim = pd.read_csv(nsd.stim_info_path(root), index_col=0)
+    stim = pd.read_csv(stim_info_path(root), index_col=0)
     assert len(stim) == N_IMAGES and (stim["nsdId"].to_numpy() == np.arange(N_IMAGES)).all()
     assert set(stim.index[stim["shared1000"]]) == set(SHARED0)
     assert (stim[[f"subject{s}_rep{r}" for s in range(3, 9) for r in range(3)]] == 0).all().all()
@@ -141,8 +167,8 @@ def test_stim_info_header(tree):
 @pytest.mark.parametrize("subject", [1, 2])
 def test_trial_table_matches_stim_info(tree, subject):
     root, _ = tree
-    table = nsd.trial_table(root, subject, N_SES, trials_per_session=T)
-    stim = pd.read_csv(nsd.stim_info_path(root), index_col=0)
+    table = trial_table(root, subject, N_SES, trials_per_session=T)
+    stim = pd.read_csv(stim_info_path(root), index_col=0)
     n = N_SES * T
     from_csv = {}
     for r in range(3):
@@ -158,40 +184,40 @@ def test_trial_table_matches_stim_info(tree, subject):
 
 def test_stimulus_ids_is_the_union(tree):
     root, _ = tree
-    ids = nsd.stimulus_ids(root, SUBJECTS, trials_per_session=T)
+    ids = stimulus_ids(root, SUBJECTS, trials_per_session=T)
     union = set()
     for s, n in SUBJECTS.items():
-        union |= set(nsd.trial_table(root, s, n, trials_per_session=T)["nsd_id"])
+        union |= set(trial_table(root, s, n, trials_per_session=T)["nsd_id"])
     np.testing.assert_array_equal(ids, sorted(union))
 
 
 def test_trial_table_too_many_sessions(tree):
     root, _ = tree
     with pytest.raises(ValueError, match="n_sessions"):
-        nsd.trial_table(root, 1, 4, trials_per_session=T)
+        trial_table(root, 1, 4, trials_per_session=T)
 
 
 def test_read_images_order_and_missing(tree):
     root, truth = tree
     ids = [7, 2, 7, 29]
-    np.testing.assert_array_equal(nsd.read_images(root, ids), truth["images"][ids])
+    np.testing.assert_array_equal(read_images(root, ids), truth["images"][ids])
     with pytest.raises(ValueError, match=r"nsd_stimuli\.hdf5") as err:
-        nsd.read_images(root, [5, 40])
+        read_images(root, [5, 40])
     assert "40" in str(err.value) and "[40]" in str(err.value)
 
 
 def test_betas_files_in_real_layout(tree):
     root, truth = tree
-    nii = nib.load(nsd.betas_path(root, 1, 1))
+    nii = nib.load(betas_path(root, 1, 1))
     assert nii.shape == GRID + (T,) and nii.get_data_dtype() == np.int16
     assert nii.header.get_slope_inter() == (None, None)
-    with h5py.File(nsd.betas_path(root, 1, 1, fmt="hdf5"), "r") as f:
+    with h5py.File(betas_path(root, 1, 1, fmt="hdf5"), "r") as f:
         ds = f["betas"]
         assert ds.shape == (T,) + GRID[::-1] and ds.chunks == (T, 1, 1, 1) and ds.dtype == np.int16
         np.testing.assert_array_equal(ds[:].transpose(3, 2, 1, 0), np.asarray(nii.dataobj))
     np.testing.assert_array_equal(np.asarray(nii.dataobj), np.rint(truth["psc"][1, 1] * 300))
-    assert nsd.ctab_path(root, 1, "prf-visualrois").read_text().splitlines()[0] == "0 Unknown"
-    assert nsd.read_ctab(nsd.ctab_path(root, 1, "floc-faces")) == {0: "Unknown", **FACES}
+    assert ctab_path(root, 1, "prf-visualrois").read_text().splitlines()[0] == "0 Unknown"
+    assert read_ctab(ctab_path(root, 1, "floc-faces")) == {0: "Unknown", **FACES}
 
 
 def test_load_subject_values(tree, loaded):
@@ -229,7 +255,7 @@ def test_coordinates_noise_ceiling_and_distance(tree, loaded):
     ijk = vox[["i", "j", "k"]].to_numpy()
     # the NIfTI header stores the affine as float32
     np.testing.assert_allclose(vox[["x_mm", "y_mm", "z_mm"]].to_numpy(), 1.8 * ijk + [-5.0, -4.0, -3.0], atol=1e-5)
-    ncsnr = nib.load(nsd.ncsnr_path(root, 1)).get_fdata()
+    ncsnr = nib.load(ncsnr_path(root, 1)).get_fdata()
     np.testing.assert_allclose(vox["ncsnr"], ncsnr[tuple(ijk.T)], rtol=1e-6)
     inv = np.mean(1.0 / loaded["nii.gz"].n_repeats)
     np.testing.assert_allclose(vox["noise_ceiling"], 100 * vox["ncsnr"] ** 2 / (vox["ncsnr"] ** 2 + inv))
@@ -242,11 +268,11 @@ def test_coordinates_noise_ceiling_and_distance(tree, loaded):
 
 
 def test_noise_ceiling_hand_values():
-    assert nsd.noise_ceiling(1.0, 3) == pytest.approx(75.0)
-    assert nsd.noise_ceiling(1.0, [3, 2]) == pytest.approx(100 / (1 + 5 / 12))
+    assert noise_ceiling(1.0, 3) == pytest.approx(75.0)
+    assert noise_ceiling(1.0, [3, 2]) == pytest.approx(100 / (1 + 5 / 12))
     # Algonauts mixed counts: A=2 images with 3 trials, B=0, C=1 with 1 trial
-    assert nsd.noise_ceiling(2.0, [3, 3, 1]) == pytest.approx(100 * 4 / (4 + (2 / 3 + 0 / 2 + 1 / 1) / 3))
-    np.testing.assert_allclose(nsd.noise_ceiling(np.array([0.0, 1.0]), 1), [0.0, 50.0])
+    assert noise_ceiling(2.0, [3, 3, 1]) == pytest.approx(100 * 4 / (4 + (2 / 3 + 0 / 2 + 1 / 1) / 3))
+    np.testing.assert_allclose(noise_ceiling(np.array([0.0, 1.0]), 1), [0.0, 50.0])
 
 
 def test_hdf5_and_nifti_agree(loaded):
@@ -259,57 +285,57 @@ def test_hdf5_and_nifti_agree(loaded):
 def test_strict_checks_grid_and_750_trials(tree, monkeypatch):
     root, _ = tree
     with pytest.raises(ValueError, match=r"func1pt8mm grid is \(81, 104, 83\)"):
-        nsd.load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
-    monkeypatch.setitem(nsd.FUNC1PT8MM_GRID, 1, GRID)
+        load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
+    monkeypatch.setitem(FUNC1PT8MM_GRID, 1, GRID)
     with pytest.raises(ValueError, match="750 trials"):
-        nsd.load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
+        load_subject(root, 1, N_SES, ROIS, strict=True, log=lambda m: None)
     with pytest.raises(ValueError, match="completed 40 sessions"):
-        nsd.load_subject(root, 1, 41, ROIS, strict=True, log=lambda m: None)
+        load_subject(root, 1, 41, ROIS, strict=True, log=lambda m: None)
 
 
 @pytest.mark.parametrize("fmt", ["nii.gz", "hdf5"])
 def test_missing_session_names_file_and_config(tree, fmt):
     root, _ = tree
     with pytest.raises(FileNotFoundError, match="n_sessions") as err:
-        nsd.load_subject(root, 1, 3, ROIS, fmt=fmt, log=lambda m: None)
+        load_subject(root, 1, 3, ROIS, fmt=fmt, log=lambda m: None)
     msg = str(err.value)
-    assert "Session 3" in msg and str(nsd.betas_path(root, 1, 3, fmt)) in msg and "download" in msg
+    assert "Session 3" in msg and str(betas_path(root, 1, 3, fmt)) in msg and "download" in msg
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.05])
 def test_truncated_nifti(tmp_path, keep):
     build_root(tmp_path, formats=("nii.gz",))
-    path = nsd.betas_path(tmp_path, 1, 2 if keep > 0.1 else 1)
+    path = betas_path(tmp_path, 1, 2 if keep > 0.1 else 1)
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(nsd.NSDFileError, match="truncated") as err:
-        nsd.load_subject(tmp_path, 1, N_SES, ROIS, log=lambda m: None)
+    with pytest.raises(NSDFileError, match="truncated") as err:
+        load_subject(tmp_path, 1, N_SES, ROIS, log=lambda m: None)
     assert str(path) in str(err.value)
 
 
 def test_missing_roi_ctab_and_v1(tmp_path):
     build_root(tmp_path, formats=("nii.gz",))
     quiet = {"log": lambda m: None}
-    lh_faces = nsd.roi_path(tmp_path, 1, "floc-faces", "lh")
+    lh_faces = roi_path(tmp_path, 1, "floc-faces", "lh")
     lh_faces.rename(lh_faces.with_suffix(".bak"))
     with pytest.raises(FileNotFoundError, match="floc-faces") as err:
-        nsd.load_subject(tmp_path, 1, N_SES, ROIS, **quiet)
+        load_subject(tmp_path, 1, N_SES, ROIS, **quiet)
     assert str(lh_faces) in str(err.value)
     lh_faces.with_suffix(".bak").rename(lh_faces)
 
-    ctab = nsd.ctab_path(tmp_path, 1, "floc-faces")
+    ctab = ctab_path(tmp_path, 1, "floc-faces")
     ctab.rename(ctab.with_suffix(".bak"))
     with pytest.raises(FileNotFoundError, match=r"floc-faces\.mgz\.ctab"):
-        nsd.load_subject(tmp_path, 1, N_SES, ROIS, **quiet)
+        load_subject(tmp_path, 1, N_SES, ROIS, **quiet)
     ctab.with_suffix(".bak").rename(ctab)
 
     with pytest.raises(ValueError, match="available"):
-        nsd.load_subject(tmp_path, 1, N_SES, {"floc-faces": ["FFA"]}, **quiet)
+        load_subject(tmp_path, 1, N_SES, {"floc-faces": ["FFA"]}, **quiet)
 
     for hemi in (None, "lh", "rh"):
-        nsd.roi_path(tmp_path, 1, "prf-visualrois", hemi).unlink()
+        roi_path(tmp_path, 1, "prf-visualrois", hemi).unlink()
     with pytest.raises(ValueError, match="prf-visualrois") as err:
-        nsd.load_subject(tmp_path, 1, N_SES, {"floc-faces": ["FFA-1"]}, **quiet)
+        load_subject(tmp_path, 1, N_SES, {"floc-faces": ["FFA-1"]}, **quiet)
     assert "distance_v1 needs V1" in str(err.value)
 
 
@@ -322,18 +348,18 @@ def test_fsaverage_space(tmp_path):
     labels["lh"][[0, 1]] = [1, 2]
     labels["lh"][5] = 7
     labels["rh"][[2, 3, 4]] = [1, 1, 3]
-    nsd.write_fsaverage_roi(tmp_path, "prf-visualrois", labels, VISUAL)
-    coords = {h: rng.normal(scale=20, size=(n_vert, 3)) for h in nsd.HEMIS}
-    for hemi in nsd.HEMIS:
-        nsd.write_fsaverage_surface(tmp_path, hemi, coords[hemi], np.array([[0, 1, 2], [1, 2, 3]]))
-    nsd.write_ncsnr_fsaverage(tmp_path, 1, {h: rng.uniform(size=n_vert) for h in nsd.HEMIS})
-    psc = {s: {h: rng.normal(size=(n_vert, T)).astype(np.float32) for h in nsd.HEMIS} for s in (1, 2)}
+    write_fsaverage_roi(tmp_path, "prf-visualrois", labels, VISUAL)
+    coords = {h: rng.normal(scale=20, size=(n_vert, 3)) for h in HEMIS}
+    for hemi in HEMIS:
+        write_fsaverage_surface(tmp_path, hemi, coords[hemi], np.array([[0, 1, 2], [1, 2, 3]]))
+    write_ncsnr_fsaverage(tmp_path, 1, {h: rng.uniform(size=n_vert) for h in HEMIS})
+    psc = {s: {h: rng.normal(size=(n_vert, T)).astype(np.float32) for h in HEMIS} for s in (1, 2)}
     for s in (1, 2):
-        nsd.write_betas_session_fsaverage(tmp_path, 1, s, psc[s])
-    img = nib.load(nsd.fsaverage_betas_path(tmp_path, 1, 1, "lh"))
+        write_betas_session_fsaverage(tmp_path, 1, s, psc[s])
+    img = nib.load(fsaverage_betas_path(tmp_path, 1, 1, "lh"))
     assert img.shape == (n_vert, 1, 1, T) and img.get_data_dtype() == np.dtype(">f4")
 
-    target = nsd.load_subject(tmp_path, 1, N_SES, {"prf-visualrois": "all"}, space="fsaverage", log=lambda m: None)
+    target = load_subject(tmp_path, 1, N_SES, {"prf-visualrois": "all"}, space="fsaverage", log=lambda m: None)
     vox = target.voxels
     assert list(zip(vox["hemi"], vox["i"], strict=True)) == [
         ("lh", 0),
@@ -344,7 +370,7 @@ def test_fsaverage_space(tmp_path):
         ("rh", 4),
     ]
     assert list(vox["roi"]) == ["V1", "V1", "hV4", "V1", "V1", "V2"]
-    design = nsd.read_expdesign(tmp_path)
+    design = read_expdesign(tmp_path)
     mo, si = design["masterordering"], design["subjectim"]
     sums, counts = {}, {}
     for s in (1, 2):
@@ -362,7 +388,7 @@ def test_fsaverage_space(tmp_path):
 
 
 def test_required_files_lists_v1_and_sessions():
-    files = nsd.required_files(3, 2, ["floc-faces"])
+    files = required_files(3, 2, ["floc-faces"])
     assert "nsddata_betas/ppdata/subj03/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session02.nii.gz" in files
     assert "nsddata/ppdata/subj03/func1pt8mm/roi/lh.prf-visualrois.nii.gz" in files
     assert "nsddata/freesurfer/subj03/label/floc-faces.mgz.ctab" in files

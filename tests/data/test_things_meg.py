@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from helpers import REPO
 
-from gradbrain.data import things_meg as tm
+from gradbrain.data.things_meg.layout import METADATA_COLUMNS, channel_names, stimulus_id
+from gradbrain.data.things_meg.read import load_subject, read_images, stimulus_ids
+from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index")
 REAL = REPO.parent / "shared" / "real" / "things-meg"
@@ -49,7 +51,7 @@ def make_trials(seed: int = 0) -> pd.DataFrame:
     rows += [("catch", f"images_catch_meg/catch_{k:02d}.jpg") for k in range(3)]
     order = np.random.default_rng(seed).permutation(len(rows))
     types, paths = zip(*[rows[i] for i in order], strict=True)
-    return tm.metadata_frame(list(types), list(paths), session_nr=1, run_nr=np.repeat([1, 2], [11, len(rows) - 11]))
+    return metadata_frame(list(types), list(paths), session_nr=1, run_nr=np.repeat([1, 2], [11, len(rows) - 11]))
 
 
 def make_data(n: int, seed: int = 1) -> np.ndarray:
@@ -64,9 +66,9 @@ def fixture(tmp_path_factory):
     root = tmp_path_factory.mktemp("things_meg")
     md = make_trials()
     data = make_data(len(md))
-    tm.write_epochs(root / "plain", 1, data, md, tm.channel_names(N_CH))
-    tm.write_epochs(root / "plain", 2, data[:5], md.iloc[:5], tm.channel_names(N_CH))
-    first = tm.write_epochs(root / "split", 1, data, md, tm.channel_names(N_CH), split_size=1_200_000)
+    write_epochs(root / "plain", 1, data, md, channel_names(N_CH))
+    write_epochs(root / "plain", 2, data[:5], md.iloc[:5], channel_names(N_CH))
+    first = write_epochs(root / "split", 1, data, md, channel_names(N_CH), split_size=1_200_000)
     return {"root": root / "plain", "split_root": root / "split", "first": first, "md": md, "data": data}
 
 
@@ -94,11 +96,11 @@ def reference(data, md, *, split="standard", lowpass=20.0, sfreq=30.0, zscore=Tr
 
 
 def test_channel_names():
-    names = tm.channel_names()
+    names = channel_names()
     assert len(names) == 271 and len(set(names)) == 271
     assert "MRO11-1609" not in names
     assert all(re.fullmatch(r"M[LRZ][CFOPT]\d\d-1609", n) for n in names)
-    assert tm.channel_names(8) == names[:8]
+    assert channel_names(8) == names[:8]
 
 
 @needs_real
@@ -109,20 +111,20 @@ def test_channel_names_match_real_channels_tsv():
     sensor = ch["type"].isin(["MEGGRADAXIAL", "OTHER"]) & ch["name"].str.fullmatch(r"M[LRZ][CFOPT]\d\d-\d+")
     grads = ch.loc[sensor, "name"].tolist()
     assert len(grads) == 272 and "MRO11-1609" in grads
-    assert tm.channel_names() == [n for n in grads if n != "MRO11-1609"]
+    assert channel_names() == [n for n in grads if n != "MRO11-1609"]
 
 
 def test_stimulus_id():
-    assert tm.stimulus_id("images_meg/aardvark/aardvark_01b.jpg") == "aardvark/aardvark_01b.jpg"
-    assert tm.stimulus_id("images_test_meg/coat_rack_13s.jpg") == "coat_rack/coat_rack_13s.jpg"
-    assert tm.stimulus_id("images_catch_meg/catch_01.jpg") is None
+    assert stimulus_id("images_meg/aardvark/aardvark_01b.jpg") == "aardvark/aardvark_01b.jpg"
+    assert stimulus_id("images_test_meg/coat_rack_13s.jpg") == "coat_rack/coat_rack_13s.jpg"
+    assert stimulus_id("images_catch_meg/catch_01.jpg") is None
     with pytest.raises(ValueError, match="unrecognised"):
-        tm.stimulus_id("object_images/aardvark/aardvark_01b.jpg")
+        stimulus_id("object_images/aardvark/aardvark_01b.jpg")
 
 
 def test_metadata_frame_layout():
     md = make_trials()
-    assert list(md.columns) == tm.METADATA_COLUMNS and len(md.columns) == 18
+    assert list(md.columns) == METADATA_COLUMNS and len(md.columns) == 18
     test = md["trial_type"] == "test"
     assert sorted(md.loc[test, "test_image_nr"].unique()) == [1, 2]
     assert md.loc[~test, "test_image_nr"].isna().all()
@@ -137,7 +139,7 @@ def test_written_epochs_follow_real_layout(fixture):
     ep = mne.read_epochs(fixture["first"], preload=False, verbose=False)
     assert ep.get_data().shape == (len(fixture["md"]), N_CH, N_TIMES)
     assert np.isclose(ep.times[0], -0.1) and np.isclose(ep.times[-1], 1.3)
-    assert list(ep.metadata.columns) == tm.METADATA_COLUMNS
+    assert list(ep.metadata.columns) == METADATA_COLUMNS
     catch = fixture["md"]["trial_type"].to_numpy() == "catch"
     assert (ep.events[catch, 2] == 999999).all()
     assert np.array_equal(ep.events[~catch, 2], fixture["md"]["things_image_nr"].to_numpy()[~catch].astype(int))
@@ -149,19 +151,19 @@ def test_written_epochs_follow_real_layout(fixture):
 def test_trial_to_image_mapping(fixture):
     md = fixture["md"]
     ids = independent_ids(md)
-    assert [tm.stimulus_id(p) for p in md["image_path"]] == ids
+    assert [stimulus_id(p) for p in md["image_path"]] == ids
     exp = sorted({i for i, t in zip(ids, md["trial_type"], strict=True) if t == "exp"})
     test = sorted({i for i, t in zip(ids, md["trial_type"], strict=True) if t == "test"})
     assert test == ["coat_rack/coat_rack_13s.jpg", "zebra/zebra_02s.jpg"] and len(exp) == 12
-    assert list(tm.stimulus_ids(fixture["root"], [1])) == sorted(exp + test)
-    assert set(tm.stimulus_ids(fixture["root"], [1, 2])) == set(exp + test)
-    out = tm.load_subject(fixture["root"], 1, lowpass=None, sfreq=None, zscore=False)
+    assert list(stimulus_ids(fixture["root"], [1])) == sorted(exp + test)
+    assert set(stimulus_ids(fixture["root"], [1, 2])) == set(exp + test)
+    out = load_subject(fixture["root"], 1, lowpass=None, sfreq=None, zscore=False)
     assert list(out.stimulus_ids) == exp and list(out.test_ids) == test
 
 
 def test_load_subject_matches_direct_computation(fixture):
     messages: list[str] = []
-    out = tm.load_subject(fixture["root"], 1, chunk_trials=5, log=messages.append)
+    out = load_subject(fixture["root"], 1, chunk_trials=5, log=messages.append)
     train_ids, Y, test_ids, test_Y = reference(fixture["data"], fixture["md"])
     assert messages
     assert out.Y.dtype == np.float32 and out.Y.shape == (12, N_CH, 42)
@@ -169,15 +171,15 @@ def test_load_subject_matches_direct_computation(fixture):
     np.testing.assert_allclose(out.Y, Y, atol=1e-5)
     np.testing.assert_allclose(out.test_Y, test_Y, atol=1e-5)
     np.testing.assert_allclose(out.times, -0.1 + np.arange(42) / 30.0)
-    assert out.ch_names == tm.channel_names(N_CH)
+    assert out.ch_names == channel_names(N_CH)
     assert out.n_dropped_catch == 3
-    whole = tm.load_subject(fixture["root"], 1)
+    whole = load_subject(fixture["root"], 1)
     np.testing.assert_allclose(whole.Y, out.Y, atol=1e-5)
 
 
 def test_averaging_and_crop_without_processing(fixture):
     md, data = fixture["md"], fixture["data"]
-    out = tm.load_subject(fixture["root"], 1, lowpass=None, sfreq=None, zscore=False, tmin=0.0, tmax=0.5)
+    out = load_subject(fixture["root"], 1, lowpass=None, sfreq=None, zscore=False, tmin=0.0, tmax=0.5)
     assert np.isclose(out.times[0], 0.0) and np.isclose(out.times[-1], 0.5) and len(out.times) == 101
     window = slice(20, 121)
     ids = np.array(independent_ids(md), dtype=object)
@@ -192,49 +194,49 @@ def test_averaging_and_crop_without_processing(fixture):
 
 
 def test_zeroshot_split(fixture):
-    out = tm.load_subject(fixture["root"], 1, split="zeroshot")
+    out = load_subject(fixture["root"], 1, split="zeroshot")
     train_ids, Y, test_ids, test_Y = reference(fixture["data"], fixture["md"], split="zeroshot")
     assert not any(s.startswith("coat_rack/") for s in out.stimulus_ids) and len(out.stimulus_ids) == 8
     assert list(out.stimulus_ids) == train_ids
     np.testing.assert_allclose(out.Y, Y, atol=1e-5)
     np.testing.assert_allclose(out.test_Y, test_Y, atol=1e-5)
     with pytest.raises(ValueError, match="split"):
-        tm.load_subject(fixture["root"], 1, split="bogus")
+        load_subject(fixture["root"], 1, split="bogus")
 
 
 def test_split_files(fixture, tmp_path):
-    plain = tm.load_subject(fixture["root"], 1, chunk_trials=7)
-    split = tm.load_subject(fixture["split_root"], 1, chunk_trials=7)
+    plain = load_subject(fixture["root"], 1, chunk_trials=7)
+    split = load_subject(fixture["split_root"], 1, chunk_trials=7)
     np.testing.assert_array_equal(plain.Y, split.Y)
     broken = tmp_path / "broken"
     shutil.copytree(fixture["split_root"], broken)
     (broken / "derivatives/preprocessed/preprocessed_P1-epo-1.fif").unlink()
     with pytest.raises(FileNotFoundError, match=r"preprocessed_P1-epo-1\.fif.*together"):
-        tm.load_subject(broken, 1)
+        load_subject(broken, 1)
 
 
 def test_missing_first_file_and_metadata_errors(fixture, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"preprocessed_P3-epo\.fif.*ds004212.*derivatives/preprocessed"):
-        tm.load_subject(fixture["root"], 3)
+        load_subject(fixture["root"], 3)
     md = fixture["md"][["trial_type", "things_image_nr"]]
-    tm.write_epochs(tmp_path, 1, fixture["data"], md, tm.channel_names(N_CH))
+    write_epochs(tmp_path, 1, fixture["data"], md, channel_names(N_CH))
     with pytest.raises(ValueError, match=r"preprocessed_P1-epo\.fif.*image_path"):
-        tm.load_subject(tmp_path, 1)
+        load_subject(tmp_path, 1)
     with pytest.raises(ValueError, match="image_path"):
-        tm.stimulus_ids(tmp_path, [1])
+        stimulus_ids(tmp_path, [1])
 
 
 def test_images_roundtrip_and_missing(tmp_path):
     yy, xx = np.mgrid[0:32, 0:48]
     img = np.stack([yy * 7, xx * 5, (yy + xx) * 3], -1).astype(np.uint8)
-    path = tm.write_image(tmp_path, "coat_rack/coat_rack_13s.jpg", img)
+    path = write_image(tmp_path, "coat_rack/coat_rack_13s.jpg", img)
     assert path == tmp_path / "object_images/coat_rack/coat_rack_13s.jpg"
-    out = tm.read_images(tmp_path, ["coat_rack/coat_rack_13s.jpg"] * 2)
+    out = read_images(tmp_path, ["coat_rack/coat_rack_13s.jpg"] * 2)
     assert out.shape == (2, 32, 48, 3) and out.dtype == np.uint8
     assert np.abs(out[0].astype(int) - img).mean() < 3
-    assert tm.read_images(tmp_path, ["coat_rack/coat_rack_13s.jpg"], size=16).shape == (1, 16, 16, 3)
+    assert read_images(tmp_path, ["coat_rack/coat_rack_13s.jpg"], size=16).shape == (1, 16, 16, 3)
     with pytest.raises(FileNotFoundError, match=r"object_images/zebra/zebra_02s\.jpg.*jum2f.*THINGS_PASSWORD"):
-        tm.read_images(tmp_path, ["zebra/zebra_02s.jpg"])
+        read_images(tmp_path, ["zebra/zebra_02s.jpg"])
 
 
 @needs_real
@@ -262,7 +264,7 @@ def test_real_event_sequence_maps_to_event_values(tmp_path):
     }
     # Reproduce the known quirk: things_image_nr disagrees with the events for test trials.
     quirky = np.where(ev["trial_type"].eq("test"), value + 1, value).astype(float)
-    md = tm.metadata_frame(
+    md = metadata_frame(
         ev["trial_type"],
         paths,
         1,
@@ -272,9 +274,9 @@ def test_real_event_sequence_maps_to_event_values(tmp_path):
         onset=ev["onset"],
     )
     data = np.broadcast_to(np.where(catch, 0, value).astype(np.float32)[:, None, None], (len(ev), 2, 4))
-    first = tm.write_epochs(tmp_path, 1, data, md, tm.channel_names(2), values=value)
+    first = write_epochs(tmp_path, 1, data, md, channel_names(2), values=value)
     assert np.array_equal(mne.read_epochs(first, preload=False, verbose=False).events[:, 2], value)
-    out = tm.load_subject(tmp_path, 1, lowpass=None, sfreq=None, zscore=False, chunk_trials=500)
+    out = load_subject(tmp_path, 1, lowpass=None, sfreq=None, zscore=False, chunk_trials=500)
     assert out.n_dropped_catch == 200 and len(out.stimulus_ids) == 1854 and len(out.test_ids) == 200
     got = out.Y[:, 0, 0].astype(int)
     assert np.array_equal(got, [catalogue[s] for s in out.stimulus_ids])

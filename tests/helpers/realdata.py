@@ -2,7 +2,7 @@
 
 Used by the download tests and the end-to-end runs of the real-data rules, which serve these trees from the
 loopback servers defined here (moto's S3 server, and a Range-capable HTTP server standing in for OSF). The
-layouts follow shared/reference/data-formats.md (NSD 1.2-1.9, THINGS-MEG 2.4-2.5, THINGS images 3); sizes are
+layouts follow docs/data-formats.md (NSD 1.2-1.9, THINGS-MEG 2.2-2.4, THINGS images 3); sizes are
 scaled down: a (6, 5, 4) voxel grid, 60 trials per session instead of 750, 16 MEG channels instead of 271.
 """
 
@@ -22,7 +22,16 @@ import boto3
 import numpy as np
 from moto.server import ThreadedMotoServer
 
-from gradbrain.data import nsd, things_meg
+from gradbrain.data.nsd.write import (
+    write_betas_session,
+    write_expdesign,
+    write_image_brick,
+    write_ncsnr,
+    write_roi,
+    write_stim_info,
+)
+from gradbrain.data.things_meg.layout import channel_names, epochs_path, stimulus_id
+from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_image
 
 GRID = (6, 5, 4)
 AFFINE = np.array([[1.8, 0, 0, -5.0], [0, 1.8, 0, -4.0], [0, 0, 1.8, -3.0], [0, 0, 0, 1]])
@@ -65,20 +74,20 @@ def build_nsd(
     for s in range(8):
         subjectim[s] = np.r_[np.sort(shared), rng.choice(pool, per_subject - n_shared, replace=False)] + 1
     masterordering = rng.permutation(np.repeat(np.arange(1, per_subject + 1), 3))
-    nsd.write_expdesign(root, masterordering, subjectim, np.sort(shared) + 1)
-    nsd.write_stim_info(
+    write_expdesign(root, masterordering, subjectim, np.sort(shared) + 1)
+    write_stim_info(
         root, subjectim, masterordering, {s: n_sessions for s in subjects}, n_images, trials_per_session=trials
     )
     images = rng.integers(0, 256, (n_images, image_size, image_size, 3), dtype=np.uint8)
-    nsd.write_image_brick(root, images)
+    write_image_brick(root, images)
     for subject in subjects:
         for atlas, table in (("prf-visualrois", VISUAL), ("streams", STREAMS)):
             vol, halves = _labels(rng, len(table))
-            nsd.write_roi(root, subject, atlas, vol, table, AFFINE, halves)
-        nsd.write_ncsnr(root, subject, rng.uniform(0.1, 1.2, GRID), AFFINE)
+            write_roi(root, subject, atlas, vol, table, AFFINE, halves)
+        write_ncsnr(root, subject, rng.uniform(0.1, 1.2, GRID), AFFINE)
         for session in range(1, n_sessions + 1):
             psc = rng.normal(0, 2, GRID + (trials,)) + rng.normal(0, 1, GRID + (1,))
-            nsd.write_betas_session(root, subject, session, psc, AFFINE, fmt=fmt)
+            write_betas_session(root, subject, session, psc, AFFINE, fmt=fmt)
     return {"images": images, "subjectim": subjectim, "masterordering": masterordering}
 
 
@@ -103,9 +112,9 @@ def write_epochs_in_parts(root: Path, subject: int, data: np.ndarray, metadata, 
     MNE splits into ceil(size / (split_size - overhead)) parts and reports overhead + one epoch as its minimum
     split size; the search starts from there.
     """
-    folder = things_meg.epochs_path(root, subject).parent
+    folder = epochs_path(root, subject).parent
     try:
-        things_meg.write_epochs(root, subject, data, metadata, ch_names, split_size=1024)
+        write_epochs(root, subject, data, metadata, ch_names, split_size=1024)
         raise RuntimeError("MNE accepted a 1 KiB split size; cannot derive its overhead")
     except ValueError as err:
         minimum = int(re.search(r"\((\d+) bytes\)", str(err)).group(1))
@@ -113,7 +122,7 @@ def write_epochs_in_parts(root: Path, subject: int, data: np.ndarray, metadata, 
     size = minimum + per_epoch * (-(-len(data) // parts) - 1)
     for _ in range(200):
         shutil.rmtree(folder, ignore_errors=True)
-        things_meg.write_epochs(root, subject, data, metadata, ch_names, split_size=size)
+        write_epochs(root, subject, data, metadata, ch_names, split_size=size)
         files = sorted(folder.glob(f"preprocessed_P{subject}-epo*.fif"))
         if len(files) == parts:
             return files
@@ -141,12 +150,12 @@ def build_things_meg(
     out = {}
     for subject in subjects:
         types, paths = _meg_trials(n_concepts, n_exemplars, n_test, test_repeats, n_catch, seed + subject)
-        md = things_meg.metadata_frame(types, paths, session_nr=1, run_nr=1)
+        md = metadata_frame(types, paths, session_nr=1, run_nr=1)
         data = rng.standard_normal((len(md), n_channels, 281)).astype(np.float32)
-        out[subject] = write_epochs_in_parts(root, subject, data, md, things_meg.channel_names(n_channels), parts)
-    ids = sorted({things_meg.stimulus_id(p) for p in paths} - {None})
+        out[subject] = write_epochs_in_parts(root, subject, data, md, channel_names(n_channels), parts)
+    ids = sorted({stimulus_id(p) for p in paths} - {None})
     for sid in ids:
-        things_meg.write_image(images_root, sid, rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8))
+        write_image(images_root, sid, rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8))
     out["ids"] = ids
     return out
 

@@ -14,7 +14,7 @@ from helpers import REPO
 from helpers.config import default_config
 
 from gradbrain import store
-from gradbrain.data.things_meg import channel_names
+from gradbrain.data.things_meg.layout import channel_names
 from gradbrain.hierarchy.stage import Fit, hierarchy_tables
 from gradbrain.report import fmri as report_fmri
 from gradbrain.report import meg as report_meg

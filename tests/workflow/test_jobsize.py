@@ -10,8 +10,8 @@ from helpers import REPO
 from helpers.config import load_config
 
 from gradbrain import jobsize
-from gradbrain.data import things_meg
-from gradbrain.data.nsd import COMPLETED_SESSIONS
+from gradbrain.data.nsd.paths import COMPLETED_SESSIONS
+from gradbrain.data.things_meg.read import time_operator
 from gradbrain.models.catalogue import model_spec
 
 ROOT = REPO
@@ -62,7 +62,7 @@ def test_meg_time_points_equal_prepare_megs_operator(preprocessing):
     is the schema's default, 30 Hz)."""
     sfreq, tmin, samples = 200.0, -0.1, 281
     times = tmin + np.arange(samples) / sfreq
-    _, kept = things_meg._time_operator(
+    _, kept = time_operator(
         times, sfreq, None, preprocessing.get("sfreq", 30.0), preprocessing.get("tmin"), preprocessing.get("tmax")
     )
     dataset = {"modality": "meg", "format": "things_meg", "preprocessing": preprocessing}

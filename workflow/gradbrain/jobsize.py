@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gradbrain.data.nsd import TRIALS_PER_SESSION
+from gradbrain.data.nsd.paths import TRIALS_PER_SESSION
+from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.encoding.cv import alpha_grid
 from gradbrain.models.catalogue import n_blocks
 
@@ -35,11 +36,8 @@ THINGS_MEG = {
     "test_images": 200,
     "epochs": 27_048,
     "channels": 271,
-    "samples": 281,
-    "sfreq": 200.0,
-    "tmin": -0.1,
 }
-"""THINGS-MEG, per participant: 22,248 + 200 test images, 27,048 epochs of 271 channels x 281 samples at 200 Hz."""
+"""THINGS-MEG, per participant: 22,248 + 200 test images, 27,048 epochs of 271 channels (timing: ``layout.EPOCHS``)."""
 
 ARCHS = {
     "resnet18": (11.7, 1.8),
@@ -92,9 +90,9 @@ def meg_times(dataset: dict[str, Any]) -> int:
     A missing key takes the config schema's default (30 Hz, whole epoch); null keeps the epochs' rate or span.
     """
     pre = {"sfreq": 30.0, "tmin": None, "tmax": None, **(dataset.get("preprocessing") or {})}
-    orig, t0 = THINGS_MEG["sfreq"], THINGS_MEG["tmin"]
+    orig, t0 = EPOCHS.sfreq, EPOCHS.tmin
     sfreq = float(pre["sfreq"] or orig)
-    n = int(round(THINGS_MEG["samples"] * sfreq / orig))
+    n = int(round(EPOCHS.n_times * sfreq / orig))
     tol = 1e-3 / sfreq
     lo = -math.inf if pre["tmin"] is None else pre["tmin"] - tol
     hi = math.inf if pre["tmax"] is None else pre["tmax"] + tol
@@ -138,7 +136,7 @@ def prepare(dataset: dict[str, Any], subject: int, sim: dict[str, Any]) -> dict[
         read = sessions * raw
     else:
         trials = THINGS_MEG["epochs"]
-        raw = read = trials * THINGS_MEG["channels"] * THINGS_MEG["samples"] * 4.0
+        raw = read = trials * THINGS_MEG["channels"] * EPOCHS.n_times * 4.0
     nbytes = 2 * raw + 2 * trials * n_targets * 4.0
     return {"mem_mb": _mb(nbytes), "runtime": 10 + int(math.ceil(read / READ_BYTES_PER_S / 60))}
 

@@ -14,7 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
-from gradbrain.data import download as dl  # noqa: E402
+from gradbrain.data.download import files as dl  # noqa: E402
 from gradbrain.models.catalogue import model_spec  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
@@ -90,7 +90,7 @@ for _name, _ds in DATASETS.items():
         _ds.setdefault("sessions", _sim_sessions())
         _ds.setdefault("trials_per_session", SIM["fmri"]["trials_per_session"])
     if _ds["modality"] == "fmri":
-        from gradbrain.data.nsd import COMPLETED_SESSIONS
+        from gradbrain.data.nsd.paths import COMPLETED_SESSIONS
 
         _s = _ds.get("sessions")
         _ds["sessions"] = {
@@ -124,7 +124,7 @@ MEG_DATASETS = _alternation(datasets_of("meg"))
 
 def dataset_input(wildcards):
     """The files a dataset's loaders read: the simulated study, the download targets (download: true; see
-    download.smk), or nothing for a pre-downloaded root."""
+    data.smk), or nothing for a pre-downloaded root."""
     ds = DATASETS[wildcards.dataset]
     if ds.get("simulated"):
         return f"{SIM_ROOT}/{ds['simulated']}"

@@ -1,5 +1,6 @@
-# Acquisition of the real datasets (datasets.<name>.download: true); the file lists and the transfers live in
-# workflow/gradbrain/data/download/. Every job fetches one file, so an interrupted run resumes file by file.
+# Acquisition of the real datasets (datasets.<name>.download: true); the file lists (files.py) and the transfers
+# (transfer.py) live in workflow/gradbrain/data/download/. Every job fetches one file, so an interrupted run resumes
+# file by file.
 NSD_ROOTS = dl.roots_pattern(
     ds["root"] for ds in dl.download_datasets(DATASETS, "nsd").values()
 )

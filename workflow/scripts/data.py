@@ -7,20 +7,22 @@ from gradbrain.logs import setup
 sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads)
 if sm.rule in ("download_nsd", "download_things_meg"):
-    from gradbrain.data import download
+    from gradbrain.data.download import files, transfer
 
     if sm.params.terms is not None:
-        download.require_nsd_terms(sm.params.terms["accepted"], sm.params.terms["dataset"])
-    download.download_object(download.s3_client(), sm.params.bucket, sm.params.key, sm.output[0], log=log.info)
+        files.require_nsd_terms(sm.params.terms["accepted"], sm.params.terms["dataset"])
+    transfer.download_object(transfer.s3_client(), sm.params.bucket, sm.params.key, sm.output[0], log=log.info)
 elif sm.rule == "download_things_images":
-    from gradbrain.data import download
+    from gradbrain.data.download import things_images, transfer
 
-    download.things_password()
-    download.download_url(sm.params.url, sm.output[0], log=log.info)
+    things_images.things_password()
+    transfer.download_url(sm.params.url, sm.output[0], log=log.info)
 elif sm.rule == "unpack_things_images":
-    from gradbrain.data import download
+    from gradbrain.data.download import things_images
 
-    download.unpack_things_images(sm.input[0], Path(sm.output[0]).parent, download.things_password(), log=log.info)
+    things_images.unpack_things_images(
+        sm.input[0], Path(sm.output[0]).parent, things_images.things_password(), log=log.info
+    )
 elif sm.rule == "prepare_fmri":
     from gradbrain.data.prepare import prepare_fmri
 

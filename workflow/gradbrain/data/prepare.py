@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 from gradbrain import RESOURCES, store
-from gradbrain.data import nsd, things_meg
+from gradbrain.data.nsd import read as nsd_read
+from gradbrain.data.nsd import subject as nsd_subject
+from gradbrain.data.nsd.paths import BETA_VERSION, TRIALS_PER_SESSION
+from gradbrain.data.things_meg import read as meg_read
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,10 @@ def dataset_stimulus_ids(dataset: dict[str, Any]) -> np.ndarray:
     """Every stimulus shown to the configured subjects of a dataset, as the features store keys them."""
     if dataset["format"] == "nsd":
         sessions = {int(s): n for s, n in dataset["sessions"].items()}
-        tps = int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION))
-        return nsd_stimulus_id(nsd.stimulus_ids(dataset["root"], sessions, trials_per_session=tps))
+        tps = int(dataset.get("trials_per_session", TRIALS_PER_SESSION))
+        return nsd_stimulus_id(nsd_read.stimulus_ids(dataset["root"], sessions, trials_per_session=tps))
     if dataset["format"] == "things_meg":
-        return np.asarray(things_meg.stimulus_ids(dataset["root"], dataset["subjects"]))
+        return np.asarray(meg_read.stimulus_ids(dataset["root"], dataset["subjects"]))
     raise ValueError(f"datasets: format '{dataset['format']}' is not one of nsd, things_meg")
 
 
@@ -48,7 +51,7 @@ def image_reader(dataset: dict[str, Any]):
 
 class _NSDReader:
     def __init__(self, root: str):
-        self.brick = nsd.ImageBrick(root)  # one open HDF5 handle per process (DataLoader worker)
+        self.brick = nsd_read.ImageBrick(root)  # one open HDF5 handle per process (DataLoader worker)
 
     def __call__(self, ids) -> np.ndarray:
         return self.brick(parse_nsd_stimulus_id(ids))
@@ -59,7 +62,7 @@ class _ThingsReader:
         self.root, self.size = root, size
 
     def __call__(self, ids) -> np.ndarray:
-        return things_meg.read_images(self.root, list(ids), size=self.size)
+        return meg_read.read_images(self.root, list(ids), size=self.size)
 
 
 def concept_names(dataset: dict[str, Any], ids: np.ndarray) -> list[str]:
@@ -73,16 +76,16 @@ def concept_names(dataset: dict[str, Any], ids: np.ndarray) -> list[str]:
 def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path:
     """NSD betas -> per-session z-scored, repeat-averaged targets of the configured ROIs."""
     n_sessions = int(dataset["sessions"][int(subject)])
-    targets = nsd.load_subject(
+    targets = nsd_subject.load_subject(
         dataset["root"],
         int(subject),
         n_sessions,
         dataset["rois"],
         fmt=dataset.get("beta_format", "nii.gz"),
         space=dataset.get("space", "func1pt8mm"),
-        beta_version=dataset.get("beta_version", nsd.BETA_VERSION),
+        beta_version=dataset.get("beta_version", BETA_VERSION),
         strict=bool(dataset.get("strict", False)),
-        trials_per_session=int(dataset.get("trials_per_session", nsd.TRIALS_PER_SESSION)),
+        trials_per_session=int(dataset.get("trials_per_session", TRIALS_PER_SESSION)),
         log=log.info,
     )
     vox = targets.voxels
@@ -117,7 +120,7 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
 def prepare_meg(dataset: dict[str, Any], subject: int, out: str | Path) -> Path:
     """THINGS-MEG epochs -> low-passed, resampled, z-scored sensor x time targets (time-major)."""
     pre = dataset.get("preprocessing", {})
-    targets = things_meg.load_subject(
+    targets = meg_read.load_subject(
         dataset["root"],
         int(subject),
         lowpass=pre.get("lowpass", 20.0),

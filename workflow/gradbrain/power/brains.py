@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from gradbrain.data import things_meg
+from gradbrain.data.things_meg.layout import EPOCHS
+from gradbrain.data.things_meg.read import time_operator
 from gradbrain.simulation import study as S
-
-MEG_SFREQ, MEG_TMIN, MEG_SAMPLES = 200.0, -0.1, 281  # the simulated epochs (simulate.simulate_meg)
 
 
 def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
@@ -30,8 +29,7 @@ def meg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.nda
 
 @functools.lru_cache(maxsize=8)
 def _time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
-    times200 = MEG_TMIN + np.arange(MEG_SAMPLES) / MEG_SFREQ
-    return things_meg._time_operator(times200, MEG_SFREQ, lowpass, sfreq, tmin, tmax)
+    return time_operator(EPOCHS.times, EPOCHS.sfreq, lowpass, sfreq, tmin, tmax)
 
 
 def meg_targets(
@@ -45,12 +43,11 @@ def meg_targets(
     """One simulated subject's prepared MEG targets: (n_images, n_times * n_channels) time-major, times, n_channels.
 
     One trial per image as in THINGS-MEG's exp trials: the planted evoked response plus temporally smoothed sensor
-    noise (SD ``cfg['noise']``) at 200 Hz, then the loader's low-pass, resampling and crop (``things_meg``'s time
+    noise (SD ``cfg['noise']``) at 200 Hz, then the loader's low-pass, resampling and crop (``things_meg.read``'s time
     operator) and a z-score of every channel and time over images, as ``prepare_meg`` does.
     """
-    times200 = MEG_TMIN + np.arange(MEG_SAMPLES) / MEG_SFREQ
     n_ch = len(S.spread_channels(int(cfg["n_sensors"])))
-    evoked = S.meg_evoked(scenario, drivers, cfg, times200, n_ch, rng)
+    evoked = S.meg_evoked(scenario, drivers, cfg, EPOCHS.times, n_ch, rng)
     evoked += float(cfg["noise"]) * S._smooth_noise(rng, evoked.shape, float(cfg["noise_smooth"]))
     operator, times = operator or meg_time_operator(preprocessing)
     y = evoked[..., operator] if operator.ndim == 1 else np.tensordot(evoked, operator, axes=([2], [0]))

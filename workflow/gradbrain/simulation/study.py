@@ -1,4 +1,4 @@
-"""Planted-truth studies written in the real NSD and THINGS-MEG formats (DESIGN.md "The embedded default").
+"""Planted-truth studies written in the real NSD and THINGS-MEG formats (docs/decisions.md "Planted-truth studies").
 
 The simulated brain is driven by the same kind of model the pipeline analyses: the pooled activations and
 gradients of the driver models' layers, read out through random weights, plus noise.
@@ -22,13 +22,22 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from gradbrain.data import nsd, things_meg
+from gradbrain.data.nsd.write import (
+    write_betas_session,
+    write_expdesign,
+    write_image_brick,
+    write_ncsnr,
+    write_roi,
+    write_stim_info,
+)
+from gradbrain.data.things_meg.layout import EPOCHS, channel_names, stimulus_id
+from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_image
 from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.simulation.photos import PHOTOGRAPHS, crops
 from gradbrain.simulation.scenarios import BACKWARD_ORDERED, ERROR_KIND, SCENARIOS
 
 log = logging.getLogger(__name__)
-ATLAS_LABELS = {  # real label ids of NSD's atlases (data-formats.md 1.9); prf-visualrois V1..V3 split into v/d
+ATLAS_LABELS = {  # real label ids of NSD's atlases (docs/data-formats.md 1.9); prf-visualrois V1..V3 split into v/d
     "prf-visualrois": {"V1v": 1, "V1d": 2, "V2v": 3, "V2d": 4, "V3v": 5, "V3d": 6, "hV4": 7},
     "streams": {
         "early": 1, "midventral": 2, "midlateral": 3, "midparietal": 4, "ventral": 5, "lateral": 6, "parietal": 7,
@@ -279,8 +288,8 @@ def simulate_fmri(
     masterordering, subjectim, n_sessions = _fmri_design(cfg, rng)
     subjects = list(range(1, int(cfg["n_subjects"]) + 1))
     sharedix = np.sort(subjectim[0, : int(cfg["n_shared"])])
-    nsd.write_expdesign(root, masterordering, subjectim, sharedix)
-    nsd.write_stim_info(
+    write_expdesign(root, masterordering, subjectim, sharedix)
+    write_stim_info(
         root,
         subjectim,
         masterordering,
@@ -289,7 +298,7 @@ def simulate_fmri(
         sharedix=sharedix,
         trials_per_session=int(cfg["trials_per_session"]),
     )
-    nsd.write_image_brick(root, images)
+    write_image_brick(root, images)
     vol, rois, affine = roi_layout(cfg)
     atlases = _atlas_volumes(vol, rois)
     grad_rois = gradient_rois(scenario, len(rois), cfg)
@@ -297,7 +306,7 @@ def simulate_fmri(
     for subject in subjects:
         srng = np.random.default_rng([seed, subject])
         for atlas, entry in atlases.items():
-            nsd.write_roi(
+            write_roi(
                 root, subject, atlas, entry["volume"], entry["labels"], affine, {"lh": entry["lh"], "rh": entry["rh"]}
             )
         coords = np.argwhere(vol >= 0)
@@ -307,7 +316,7 @@ def simulate_fmri(
         baseline = srng.normal(0, 1, len(coords))
         ncsnr = np.zeros(vol.shape, dtype=np.float32)
         ncsnr[tuple(coords.T)] = 1.0 / noise_sd
-        nsd.write_ncsnr(root, subject, ncsnr, affine)
+        write_ncsnr(root, subject, ncsnr, affine)
         nsd0 = subjectim[subject - 1, masterordering - 1] - 1
         amplitude = float(cfg["amplitude_psc"])
         for session in range(n_sessions):
@@ -316,7 +325,7 @@ def simulate_fmri(
             data = amplitude * (signal[trials] + noise_sd * srng.standard_normal((len(trials), len(coords))))
             psc = np.zeros((*vol.shape, len(trials)), dtype=np.float32)
             psc[tuple(coords.T)] = (data + baseline + drift).T
-            nsd.write_betas_session(root, subject, session + 1, psc, affine, fmt=cfg.get("format", "nii.gz"))
+            write_betas_session(root, subject, session + 1, psc, affine, fmt=cfg.get("format", "nii.gz"))
         log.info("fMRI subject %d written (%d sessions, %d voxels)", subject, n_sessions, len(coords))
     return {
         "rois": [{**roi, "gradient": r in grad_rois} for r, roi in enumerate(rois)],
@@ -391,7 +400,7 @@ def spread_channels(n: int) -> list[str]:
     The simulated topographies are random, so which names are used changes no number; spreading them lets the
     report's topomaps cover the whole CTF helmet rather than the first few left central sensors.
     """
-    names = things_meg.channel_names()
+    names = channel_names()
     if not 1 <= n <= len(names):
         raise ValueError(f"simulation.meg.n_sensors must be within 1..{len(names)}, got {n}")
     return [names[i] for i in np.linspace(0, len(names) - 1, n).round().astype(int)]
@@ -405,13 +414,12 @@ def simulate_meg(
     n_exp, n_test = int(cfg["n_images"]), int(cfg["n_test_images"])
     images, labels, drivers = stimuli
     paths = _meg_paths(labels[:n_exp], test=False) + _meg_paths(labels[n_exp:], test=True)
-    ids = [things_meg.stimulus_id(p) for p in paths]
+    ids = [stimulus_id(p) for p in paths]
     for sid, img in zip(ids, images, strict=True):
-        things_meg.write_image(images_root, sid, img)
+        write_image(images_root, sid, img)
     depths = drivers[0].depths
     act_lat, grad_lat = latencies(scenario, depths, cfg)
-    sfreq, tmin, n_times = 200.0, -0.1, 281
-    times = tmin + np.arange(n_times) / sfreq
+    times, n_times = EPOCHS.times, EPOCHS.n_times
     ch_names = spread_channels(int(cfg["n_sensors"]))
     n_ch = len(ch_names)
     subjects = list(range(1, int(cfg["n_subjects"]) + 1))
@@ -431,8 +439,8 @@ def simulate_meg(
         img_paths = [paths[i] if i >= 0 else f"images_catch_meg/catch_{j:04d}.jpg" for j, i in enumerate(trial_of)]
         sessions = 1 + np.arange(len(trial_of)) * 2 // len(trial_of)
         runs = 1 + (np.arange(len(trial_of)) * 10 // len(trial_of)) % 5
-        meta = things_meg.metadata_frame(types, img_paths, sessions, runs)
-        things_meg.write_epochs(root, subject, data, meta, ch_names, sfreq=sfreq, tmin=tmin)
+        meta = metadata_frame(types, img_paths, sessions, runs)
+        write_epochs(root, subject, data, meta, ch_names)
         log.info("MEG subject %d written (%d trials, %d channels)", subject, len(trial_of), n_ch)
     return {
         "depths": depths.tolist(),

@@ -1,0 +1,128 @@
+"""What the download rules fetch, and the terms that gate it: sources, bucket keys, file lists per job.
+
+Light on purpose (no boto3): workflow/rules/common.smk and data.smk read it while Snakemake builds the DAG. Sources,
+paths and licences: docs/data-formats.md 1.1-1.2 (NSD), 2.1-2.2 (THINGS-MEG) and 3 (THINGS images).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+
+from gradbrain.data.nsd.paths import expdesign_path, required_files, stim_info_path, stimuli_path
+from gradbrain.data.things_meg.layout import epochs_path
+
+NSD_BUCKET = "natural-scenes-dataset"
+"""Public AWS Open Data bucket of NSD (docs/data-formats.md 1.1)."""
+NSD_TERMS_URL = "https://cvnlab.slite.page/p/IB6BSeW_7o/Terms-and-Conditions"
+NSD_SITE = "https://naturalscenesdataset.org"
+OPENNEURO_BUCKET = "openneuro.org"
+THINGS_MEG_ACCESSION = "ds004212"
+THINGS_MEG_SPLITS = 3
+"""Split files after the first per participant: preprocessed_P{n}-epo.fif, -epo-1..3.fif (docs/data-formats.md 2.2)."""
+THINGS_IMAGES_URL = "https://files.osf.io/v1/resources/jum2f/providers/osfstorage/670d6f7dbce84f4a7bb9371b"
+"""images_THINGS.zip of the THINGS database (OSF project jum2f), as Meta's neuralfetch fetches it."""
+THINGS_ARCHIVE = "images_THINGS.zip"
+THINGS_PASSWORD_ENV = "THINGS_PASSWORD"
+THINGS_PASSWORD_URL = "https://osf.io/jum2f/files/52wrx"
+"""password_images.txt on OSF; reading it means accepting the THINGS image terms."""
+
+
+class TermsNotAccepted(PermissionError):
+    """The dataset's terms must be accepted in the config before it is downloaded."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What to fetch
+
+
+def require_nsd_terms(accepted: bool, dataset: str = "nsd") -> None:
+    """Stop unless the user set ``accept_terms: true`` for this NSD dataset (docs/data-formats.md 1.1)."""
+    if accepted:
+        return
+    raise TermsNotAccepted(
+        f"NSD terms not accepted: datasets.{dataset}.accept_terms is false, so nothing is downloaded from "
+        f"s3://{NSD_BUCKET}. NSD may be downloaded only by users who submitted the NSD Data Access Agreement "
+        f"(the form linked from {NSD_SITE}) and accept the NSD Terms and Conditions ({NSD_TERMS_URL}): research "
+        "or educational use, no redistribution of the data or any part of it, no attempt to re-identify subjects, "
+        f"and citation of Allen et al. 2022. After doing so, set datasets.{dataset}.accept_terms: true (with "
+        f"download: true) in your config, or set download: false and point datasets.{dataset}.root at a copy you "
+        "downloaded yourself."
+    )
+
+
+def nsd_shared_keys() -> list[str]:
+    """Bucket keys every NSD study needs besides the subjects' files: design, stimulus info and the image brick."""
+    root = Path(".")
+    return [p.as_posix() for p in (expdesign_path(root), stim_info_path(root), stimuli_path(root))]
+
+
+def things_meg_files(subject: int | str) -> list[str]:
+    """Paths under the THINGS-MEG root of one participant's preprocessed epochs: the first file and its splits."""
+    first = epochs_path(Path("."), subject).as_posix()
+    return [first] + [first.replace("-epo.fif", f"-epo-{k}.fif") for k in range(1, THINGS_MEG_SPLITS + 1)]
+
+
+def openneuro_key(path: str) -> str:
+    """Key in s3://openneuro.org of a path under the ds004212 root (docs/data-formats.md 2.1)."""
+    return f"{THINGS_MEG_ACCESSION}/{PurePosixPath(path).as_posix()}"
+
+
+def download_datasets(datasets: Mapping[str, dict], fmt: str) -> dict[str, dict]:
+    """The real datasets of a format that set ``download: true`` (a simulated study is never downloaded)."""
+    return {
+        name: ds
+        for name, ds in datasets.items()
+        if ds["format"] == fmt and ds.get("download") and not ds.get("simulated")
+    }
+
+
+def roots_pattern(roots: Iterable[str]) -> str:
+    """A regex alternation of normalised roots, for a rule's wildcard constraint (matches nothing when empty)."""
+    escaped = sorted({re.escape(os.path.normpath(r)) for r in roots})
+    return "|".join(escaped) if escaped else "__none__"
+
+
+def download_targets(dataset: Mapping, subject: int | str | None = None) -> list[str]:
+    """Files a job of this dataset reads, as paths under its roots: one subject's (prepare) or the extraction's (None).
+
+    NSD: ``nsd.paths.required_files`` for a subject, :func:`nsd_shared_keys` for the extraction. THINGS-MEG: the epochs
+    files of the subject, or of every subject plus ``<images_root>/object_images`` for the extraction (which reads
+    the trial metadata of every participant and the images).
+    """
+    root = os.path.normpath(dataset["root"])
+    if dataset["format"] == "nsd":
+        if subject is None:
+            keys = nsd_shared_keys()
+        else:
+            keys = required_files(
+                int(subject),
+                dataset["sessions"][int(subject)],
+                dataset["rois"],
+                fmt=dataset["beta_format"],
+                space=dataset["space"],
+                beta_version=dataset["beta_version"],
+            )
+        return [f"{root}/{k}" for k in keys]
+    subjects = dataset["subjects"] if subject is None else [subject]
+    files = [f"{root}/{f}" for s in subjects for f in things_meg_files(s)]
+    if subject is None:
+        files.append(f"{os.path.normpath(dataset['images_root'])}/object_images")
+    return files
+
+
+def nsd_terms(datasets: Mapping[str, dict], root: str) -> dict:
+    """Whether every NSD dataset downloading into ``root`` accepted the terms, and the first that did not."""
+    names = [n for n, ds in download_datasets(datasets, "nsd").items() if os.path.normpath(ds["root"]) == root]
+    refused = [n for n in names if not datasets[n].get("accept_terms")]
+    return {"accepted": bool(names) and not refused, "dataset": (refused or names or ["nsd"])[0]}
+
+
+def image_urls(datasets: Mapping[str, dict]) -> dict[str, str]:
+    """Normalised images_root -> archive URL of every THINGS-MEG dataset that downloads."""
+    return {
+        os.path.normpath(ds["images_root"]): ds.get("images_url", THINGS_IMAGES_URL)
+        for ds in download_datasets(datasets, "things_meg").values()
+    }
