@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.config import default_config
 from helpers.models import read_features
 
 from gradbrain import store
@@ -99,19 +100,12 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
                 str(features),
                 brain,
                 tmp / f"{dataset}.zarr",
-                {
-                    "folds": 5,
-                    "seed": 0,
-                    "backend": "torch",
-                    "device": "cpu",
-                    "dtype": "float32",
-                    "identifiability_targets": 4,
-                },
+                {**default_config()["encoding"], "identifiability_targets": 4},
             )
             fits.append(Fit(dataset, "demo_vit", "1", str(enc), brain))
     hierarchy_tables(
         fits,
-        {"fdr_alpha": 0.05, "permutations": 100, "bootstraps": 10, "seed": 0, "peak_fraction": 0.95},
+        {**default_config()["hierarchy"], "permutations": 100, "bootstraps": 10},
         scenarios,
         tmp / "hierarchy",
     )
