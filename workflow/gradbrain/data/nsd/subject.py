@@ -127,8 +127,9 @@ def load_subject(
     ``shared`` marks the shared1000 images (``sharedix``).
 
     ``space="fsaverage"`` reads ``{lh,rh}.betas_sessionNN.mgh`` whatever ``fmt`` says. ``trials_per_session``
-    defaults to the trial axis of the files (real data: 750); ``strict=True`` requires 750 trials, at most the
-    sessions the subject completed, and the subject's real func1pt8mm grid.
+    defaults to the trial axis of session 1's file (real data: 750); a last session where the design ends holds
+    the design's remaining trials (``read.n_trials``). ``strict=True`` requires 750 trials, at most the sessions
+    the subject completed, and the subject's real func1pt8mm grid.
     """
     log = log or _LOG.warning
     design = read_expdesign(root)
@@ -154,7 +155,7 @@ def load_subject(
     bad_per_session = {}
     for session in range(1, n_sessions + 1):
         rows = trials["session"].to_numpy() == session
-        z, bad_s = _zscore(reader(session, tps))
+        z, bad_s = _zscore(reader(session, int(rows.sum())))
         bad |= bad_s
         if bad_s.any():
             bad_per_session[session] = int(bad_s.sum())
