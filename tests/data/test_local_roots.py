@@ -71,7 +71,8 @@ def test_local_files_are_the_files_present(tmp_path, parts):
         "space": "func1pt8mm",
         "beta_version": "betas_fithrf_GLMdenoise_RR",
     }
-    assert dl.local_files(nsd, 1) == dl.download_targets(nsd, 1) and dl.local_files(nsd) == dl.download_targets(nsd)
+    assert dl.local_files(nsd, 1) == dl.download_targets(nsd, 1)
+    assert dl.local_files(nsd) == [f"data/nsd/{p.as_posix()}" for p in (expdesign_path("."), stimuli_path("."))]
 
 
 # ------------------------------------------------------------------------------------------ the workflow (slow)

@@ -117,13 +117,16 @@ def local_files(dataset: Mapping, subject: int | str | None = None) -> list[str]
     """The files a job reads from a pre-downloaded root (``download: false``), for its rule's input.
 
     Declared as inputs, a file that is replaced or repaired makes Snakemake run again exactly the jobs that read it.
-    As :func:`download_targets`, except that THINGS-MEG lists the split files present (however many) and every
-    THINGS image under ``<images_root>/object_images`` rather than the folder, whose time stamp does not change
-    when a file in it is replaced.
+    As :func:`download_targets`, except that NSD's extraction leaves out the stimulus-information CSV (downloaded
+    with the shared files, read by no loader), and THINGS-MEG lists the split files present (however many) and
+    every THINGS image under ``<images_root>/object_images`` rather than the folder, whose time stamp does not
+    change when a file in it is replaced.
     """
-    if dataset["format"] == "nsd":
-        return download_targets(dataset, subject)
     root = os.path.normpath(dataset["root"])
+    if dataset["format"] == "nsd":
+        if subject is not None:
+            return download_targets(dataset, subject)
+        return [f"{root}/{p.as_posix()}" for p in (expdesign_path(Path(".")), stimuli_path(Path(".")))]
     files = []
     for s in dataset["subjects"] if subject is None else [subject]:
         first = epochs_path(root, s)
