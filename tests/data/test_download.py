@@ -1,8 +1,8 @@
-"""gradbrain.data.download against real servers on loopback: moto's S3 server and a Range-capable HTTP server.
+"""gradbrain.data.download: the terms gate, the file lists, HTTP transfers and the THINGS archive.
 
-The S3 tests hold fixture files in the real bucket layouts (docs/data-formats.md 1.2, 2.2) and exercise a complete
-download, resumption of a truncated ``.part`` and of a broken connection, and a missing key. The HTTP tests stand in
-for OSF (which cannot be reached here); the archive tests unpack a real password-protected zip made by Info-ZIP.
+The file-list tests check the lists against the loaders; the HTTP tests run against a Range-capable server on
+loopback standing in for OSF (which cannot be reached here); the archive tests unpack a real password-protected zip
+made by Info-ZIP. The S3 transfers are tested in test_transfer_s3.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from botocore.exceptions import ResponseStreamingError
 from helpers import REPO, realdata
 from helpers.realdata import RangeServer
 
@@ -31,144 +29,6 @@ from gradbrain.data.things_meg.layout import epochs_path
 from gradbrain.data.things_meg.write import write_image
 
 needs_zip = pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP's zip is needed to make encrypted zips")
-
-
-@pytest.fixture(scope="module")
-def s3():
-    moto = realdata.start_moto()
-    yield moto
-    moto.server.stop()
-
-
-def record(client, operation: str) -> list[dict]:
-    """Headers of every request of one operation that ``client`` sends."""
-    sent: list[dict] = []
-
-    def keep(request, **_):
-        sent.append({k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
-
-    client.meta.events.register(f"before-send.s3.{operation}", keep)
-    return sent
-
-
-def payload(n: int, seed: int = 0) -> bytes:
-    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
-
-
-KEY = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz"
-
-
-# ------------------------------------------------------------------------------------------------------------ S3
-def test_complete_download_then_skip(s3, tmp_path):
-    data = payload(1_500_000)
-    realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, data)
-    client = transfer.s3_client(s3.url)
-    gets = record(client, "GetObject")
-    dest = tmp_path / "nsd" / KEY
-    messages: list[str] = []
-    assert transfer.download_object(client, dl.NSD_BUCKET, KEY, dest, chunk_size=256 << 10, log=messages.append) == dest
-    assert dest.read_bytes() == data and not dest.with_name(dest.name + ".part").exists()
-    assert len(gets) == 1 and "Range" not in gets[0]
-    assert "Authorization" not in gets[0], "requests must be anonymous"
-    transfer.download_object(client, dl.NSD_BUCKET, KEY, dest, log=messages.append)
-    assert len(gets) == 1 and "skipped" in messages[-1]
-
-
-def test_truncated_part_resumes_with_a_range_request(s3, tmp_path):
-    data = payload(1_000_000, seed=1)
-    key = "ds004212/derivatives/preprocessed/preprocessed_P1-epo-2.fif"
-    realdata.publish(s3.admin, dl.OPENNEURO_BUCKET, key, data)
-    dest = tmp_path / "preprocessed_P1-epo-2.fif"
-    dest.with_name(dest.name + ".part").write_bytes(data[:300_001])
-    client = transfer.s3_client(s3.url)
-    gets = record(client, "GetObject")
-    messages: list[str] = []
-    transfer.download_object(client, dl.OPENNEURO_BUCKET, key, dest, log=messages.append)
-    assert dest.read_bytes() == data
-    assert [g.get("Range") for g in gets] == ["bytes=300001-"]
-    assert any("resuming" in m and "300001" in m for m in messages)
-
-
-def test_complete_part_is_renamed_without_a_transfer(s3, tmp_path):
-    data = payload(4096, seed=2)
-    realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/experiments/nsd/nsd_expdesign.mat", data)
-    dest = tmp_path / "nsd_expdesign.mat"
-    dest.with_name(dest.name + ".part").write_bytes(data)
-    client = transfer.s3_client(s3.url)
-    gets = record(client, "GetObject")
-    transfer.download_object(client, dl.NSD_BUCKET, "nsddata/experiments/nsd/nsd_expdesign.mat", dest)
-    assert dest.read_bytes() == data and not gets
-
-
-def test_empty_object(s3, tmp_path):
-    realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/empty.txt", b"")
-    dest = transfer.download_object(
-        transfer.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/empty.txt", tmp_path / "empty.txt"
-    )
-    assert dest.is_file() and dest.stat().st_size == 0
-
-
-def test_part_longer_than_the_object_restarts(s3, tmp_path):
-    data = payload(50_000, seed=3)
-    realdata.publish(s3.admin, dl.NSD_BUCKET, "nsddata/x/ncsnr.nii.gz", data)
-    dest = tmp_path / "ncsnr.nii.gz"
-    dest.with_name(dest.name + ".part").write_bytes(payload(80_000, seed=4))
-    dest.write_bytes(b"stale, wrong size")
-    transfer.download_object(transfer.s3_client(s3.url), dl.NSD_BUCKET, "nsddata/x/ncsnr.nii.gz", dest)
-    assert dest.read_bytes() == data
-
-
-class BreakOnce:
-    """A client whose first GetObject body breaks after one chunk, as a dropped connection does."""
-
-    def __init__(self, client):
-        self.client, self.broken = client, False
-
-    def head_object(self, **kwargs):
-        return self.client.head_object(**kwargs)
-
-    def get_object(self, **kwargs):
-        response = self.client.get_object(**kwargs)
-        if not self.broken:
-            self.broken = True
-            body = response["Body"]
-
-            def chunks(size):
-                yield next(body.iter_chunks(size))
-                raise ResponseStreamingError(error="connection reset by peer")
-
-            response["Body"] = SimpleNamespace(iter_chunks=chunks)
-        return response
-
-
-def test_broken_connection_resumes_from_the_bytes_received(s3, tmp_path, monkeypatch):
-    monkeypatch.setattr(transfer.time, "sleep", lambda s: None)
-    data = payload(700_000, seed=5)
-    realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, data)
-    client = transfer.s3_client(s3.url)
-    gets = record(client, "GetObject")
-    dest = tmp_path / "betas.nii.gz"
-    messages: list[str] = []
-    transfer.download_object(BreakOnce(client), dl.NSD_BUCKET, KEY, dest, chunk_size=100_000, log=messages.append)
-    assert dest.read_bytes() == data
-    assert [g.get("Range") for g in gets] == [None, "bytes=100000-"]
-    assert any("interrupted" in m for m in messages)
-
-
-def test_missing_key_names_key_and_bucket(s3, tmp_path):
-    realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, b"x")
-    key = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session41.nii.gz"
-    dest = tmp_path / "betas_session41.nii.gz"
-    with pytest.raises(transfer.MissingObjectError) as err:
-        transfer.download_object(transfer.s3_client(s3.url), dl.NSD_BUCKET, key, dest)
-    assert key in str(err.value) and dl.NSD_BUCKET in str(err.value) and "sessions" in str(err.value)
-    assert not list(tmp_path.iterdir()), "a failed download leaves no file behind"
-
-
-def test_endpoint_from_the_aws_environment(s3, monkeypatch):
-    realdata.publish(s3.admin, dl.NSD_BUCKET, KEY, b"12345")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.url)
-    assert transfer.remote_size(transfer.s3_client(), dl.NSD_BUCKET, KEY) == 5
 
 
 def test_nsd_terms_gate():
@@ -225,7 +85,7 @@ def http_server():
 
 
 def test_http_download_follows_redirects_and_resumes(http_server, tmp_path):
-    data = payload(300_000, seed=6)
+    data = realdata.random_bytes(300_000, seed=6)
     http_server.files["/images_THINGS.zip"] = data
     dest = tmp_path / "images_THINGS.zip"
     dest.with_name(dest.name + ".part").write_bytes(data[:1000])
@@ -236,7 +96,7 @@ def test_http_download_follows_redirects_and_resumes(http_server, tmp_path):
 
 def test_http_dropped_connection_resumes(http_server, tmp_path, monkeypatch):
     monkeypatch.setattr(transfer.time, "sleep", lambda s: None)
-    data = payload(200_000, seed=7)
+    data = realdata.random_bytes(200_000, seed=7)
     http_server.files["/a.zip"] = data
     http_server.cut_first = 1
     dest = tmp_path / "a.zip"
@@ -246,7 +106,7 @@ def test_http_dropped_connection_resumes(http_server, tmp_path, monkeypatch):
 
 
 def test_http_server_ignoring_range_restarts_and_complete_part_finishes(http_server, tmp_path):
-    data = payload(50_000, seed=8)
+    data = realdata.random_bytes(50_000, seed=8)
     http_server.files["/a.zip"] = data
     dest = tmp_path / "a.zip"
     part = dest.with_name(dest.name + ".part")

@@ -12,7 +12,7 @@ import pytest
 from helpers import REPO
 
 from gradbrain.data.things_meg.layout import METADATA_COLUMNS, channel_names, stimulus_id
-from gradbrain.data.things_meg.read import load_subject, read_images, stimulus_ids
+from gradbrain.data.things_meg.read import MEGFileError, load_subject, read_images, stimulus_ids
 from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index")
@@ -213,6 +213,18 @@ def test_split_files(fixture, tmp_path):
     (broken / "derivatives/preprocessed/preprocessed_P1-epo-1.fif").unlink()
     with pytest.raises(FileNotFoundError, match=r"preprocessed_P1-epo-1\.fif.*together"):
         load_subject(broken, 1)
+
+
+@pytest.mark.parametrize(("name", "keep"), [("preprocessed_P1-epo-1.fif", 0.6), ("preprocessed_P1-epo.fif", 0.02)])
+def test_truncated_split_file_is_named(fixture, tmp_path, name, keep):
+    """A download cut short: mne fails with e.g. 'cannot reshape array of size 8067 into shape (32,281)'."""
+    broken = tmp_path / "broken"
+    shutil.copytree(fixture["split_root"], broken)
+    path = broken / "derivatives/preprocessed" / name
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    with pytest.warns(RuntimeWarning, match="Invalid tag"), pytest.raises(MEGFileError) as err:
+        load_subject(broken, 1)
+    assert f"{path} is truncated or corrupt; download it again" in str(err.value)
 
 
 def test_missing_first_file_and_metadata_errors(fixture, tmp_path):

@@ -91,6 +91,11 @@ def build_nsd(
     return {"images": images, "subjectim": subjectim, "masterordering": masterordering}
 
 
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    """``n`` reproducible random bytes: the content of a served file."""
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
 def _meg_trials(n_concepts: int, n_exemplars: int, n_test: int, test_repeats: int, n_catch: int, seed: int):
     rng = np.random.default_rng(seed)
     concepts = [f"concept{c:02d}" for c in range(n_concepts)]

@@ -1,3 +1,4 @@
+import functools
 import math
 import os
 import sys
@@ -103,6 +104,9 @@ for _name, _ds in DATASETS.items():
         }
 
 
+dl.check_roots(DATASETS)
+
+
 def datasets_of(modality):
     return [name for name, ds in DATASETS.items() if ds["modality"] == modality]
 
@@ -122,15 +126,22 @@ FMRI_DATASETS = _alternation(datasets_of("fmri"))
 MEG_DATASETS = _alternation(datasets_of("meg"))
 
 
+@functools.lru_cache(maxsize=None)
+def _local_files(dataset, subject):
+    return dl.local_files(DATASETS[dataset], subject)
+
+
 def dataset_input(wildcards):
     """The files a dataset's loaders read: the simulated study, the download targets (download: true; see
-    data.smk), or nothing for a pre-downloaded root."""
+    data.smk), or the files of a pre-downloaded root (listed once per job kind), so that a replaced file re-runs
+    the jobs that read it."""
     ds = DATASETS[wildcards.dataset]
+    subject = getattr(wildcards, "subject", None)
     if ds.get("simulated"):
         return f"{SIM_ROOT}/{ds['simulated']}"
     if ds.get("download"):
-        return dl.download_targets(ds, getattr(wildcards, "subject", None))
-    return []
+        return dl.download_targets(ds, subject)
+    return list(_local_files(wildcards.dataset, subject))
 
 
 def weights_input(wildcards):

@@ -232,13 +232,14 @@ def _atlas_volumes(vol: np.ndarray, rois: list[dict[str, Any]]) -> dict[str, dic
 
 
 def _fmri_design(cfg: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """masterordering (1-based, every image ``repeats`` times, shuffled) and subjectim (8 permutations)."""
+    """masterordering (1-based, every image ``repeats`` times, shuffled), subjectim (8 permutations), sessions.
+
+    The sessions hold ``trials_per_session`` trials each but the last, which holds the rest (fewer when the
+    showings do not fill it), so that every image is shown exactly ``repeats`` times.
+    """
     n, reps, tps = int(cfg["n_images"]), int(cfg["repeats"]), int(cfg["trials_per_session"])
-    n_trials = n * reps
-    n_sessions = math.ceil(n_trials / tps)
-    order = np.concatenate([rng.permutation(n) for _ in range(reps)])
-    filler = rng.integers(0, n, size=n_sessions * tps - n_trials)  # the last session is filled with extra shows
-    masterordering = np.concatenate([order, filler]) + 1
+    n_sessions = math.ceil(n * reps / tps)
+    masterordering = np.concatenate([rng.permutation(n) for _ in range(reps)]) + 1
     subjectim = np.stack([rng.permutation(n) + 1 for _ in range(8)])
     return masterordering, subjectim, n_sessions
 

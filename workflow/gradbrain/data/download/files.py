@@ -1,4 +1,4 @@
-"""What the download rules fetch, and the terms that gate it: sources, bucket keys, file lists per job.
+"""The files each job reads from a dataset's root, what the download rules fetch, and the terms that gate it.
 
 Light on purpose (no boto3): workflow/rules/common.smk and data.smk read it while Snakemake builds the DAG. Sources,
 paths and licences: docs/data-formats.md 1.1-1.2 (NSD), 2.1-2.2 (THINGS-MEG) and 3 (THINGS images).
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from gradbrain.data.nsd.paths import expdesign_path, required_files, stim_info_path, stimuli_path
-from gradbrain.data.things_meg.layout import epochs_path
+from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, epochs_path
 
 NSD_BUCKET = "natural-scenes-dataset"
 """Public AWS Open Data bucket of NSD (docs/data-formats.md 1.1)."""
@@ -111,6 +111,55 @@ def download_targets(dataset: Mapping, subject: int | str | None = None) -> list
     if subject is None:
         files.append(f"{os.path.normpath(dataset['images_root'])}/object_images")
     return files
+
+
+def local_files(dataset: Mapping, subject: int | str | None = None) -> list[str]:
+    """The files a job reads from a pre-downloaded root (``download: false``), for its rule's input.
+
+    Declared as inputs, a file that is replaced or repaired makes Snakemake run again exactly the jobs that read it.
+    As :func:`download_targets`, except that NSD's extraction leaves out the stimulus-information CSV (downloaded
+    with the shared files, read by no loader), and THINGS-MEG lists the split files present (however many) and
+    every THINGS image under ``<images_root>/object_images`` rather than the folder, whose time stamp does not
+    change when a file in it is replaced.
+    """
+    root = os.path.normpath(dataset["root"])
+    if dataset["format"] == "nsd":
+        if subject is not None:
+            return download_targets(dataset, subject)
+        return [f"{root}/{p.as_posix()}" for p in (expdesign_path(Path(".")), stimuli_path(Path(".")))]
+    files = []
+    for s in dataset["subjects"] if subject is None else [subject]:
+        first = epochs_path(root, s)
+        files.append(first.as_posix())
+        k = 1
+        while (split := first.with_name(first.name.replace("-epo.fif", f"-epo-{k}.fif"))).is_file():
+            files.append(split.as_posix())
+            k += 1
+    if subject is None:
+        images = Path(os.path.normpath(dataset["images_root"])) / "object_images"
+        files += sorted(p.as_posix() for p in images.glob("*/*") if p.name.lower().endswith(IMAGE_SUFFIXES))
+    return files
+
+
+def check_roots(datasets: Mapping[str, Mapping]) -> None:
+    """Stop when a pre-downloaded root (``root``, THINGS-MEG's ``images_root``) is not a folder, naming the key.
+
+    Run while the DAG is built, so that a wrong path fails the dry run rather than a job on a cluster node. Roots
+    that the workflow fills itself (simulated studies, ``download: true``) are not checked.
+    """
+    problems = []
+    for name, ds in datasets.items():
+        if ds.get("simulated") or ds.get("download"):
+            continue
+        terms = " and accept_terms: true (after accepting the NSD terms)" if ds["format"] == "nsd" else ""
+        for key in ("root", "images_root") if ds["format"] == "things_meg" else ("root",):
+            if not os.path.isdir(ds[key]):
+                problems.append(
+                    f"datasets.{name}.{key}: {ds[key]} does not exist or is not a folder. Fix the path, or set "
+                    f"datasets.{name}.download: true{terms} to fetch the data into it (config/README.md)"
+                )
+    if problems:
+        raise FileNotFoundError("\n".join(problems))
 
 
 def nsd_terms(datasets: Mapping[str, dict], root: str) -> dict:

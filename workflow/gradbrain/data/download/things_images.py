@@ -14,8 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from gradbrain.data.download.files import THINGS_PASSWORD_ENV, THINGS_PASSWORD_URL, TermsNotAccepted
 from gradbrain.data.download.transfer import Log, MiB
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES
 
 
 def things_password(environ: Mapping[str, str] | None = None) -> str:

@@ -2,8 +2,10 @@
 
 Bytes go to ``<file>.part``; an interrupted transfer resumes from the end of that file with a Range request, the size
 is compared with the server's (S3 ``ContentLength`` of a HEAD request, or HTTP ``Content-Length`` /
-``Content-Range``), and only a complete file is renamed to its final name. A file already present with the right
-size is skipped.
+``Content-Range``), and only a complete file is renamed to its final name. S3 objects (NSD, OpenNeuro) are also
+checked against the MD5 that their ETag states; OSF's download sends no checksum, so the THINGS archive is checked
+by size here and by the CRC-32 of every member when it is unpacked. A file already present with the right size is
+skipped (docs/data-formats.md 4).
 
 The S3 endpoint follows the standard AWS settings, so ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``) points the
 downloads at a mirror or at a local S3-compatible server (the tests use moto's).
@@ -11,6 +13,7 @@ downloads at a mirror or at a local S3-compatible server (the tests use moto's).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
@@ -35,6 +38,10 @@ class MissingObjectError(FileNotFoundError):
 
 class IncompleteDownload(OSError):
     """A transfer ended before the size announced by the server was reached."""
+
+
+class CorruptDownload(OSError):
+    """The bytes received do not have the MD5 that the object's ETag states."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,12 +73,53 @@ def _client_error(err: ClientError, bucket: str, key: str) -> OSError:
     return OSError(f"request for {where} failed: {err}")
 
 
-def remote_size(client, bucket: str, key: str) -> int:
-    """Size in bytes of ``s3://bucket/key`` from a HEAD request; a missing key names the key and the bucket."""
+def _head(client, bucket: str, key: str) -> dict:
     try:
-        return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        return client.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
         raise _client_error(err, bucket, key) from err
+
+
+def remote_size(client, bucket: str, key: str) -> int:
+    """Size in bytes of ``s3://bucket/key`` from a HEAD request; a missing key names the key and the bucket."""
+    return int(_head(client, bucket, key)["ContentLength"])
+
+
+def etag_md5(etag: str | None) -> str | None:
+    """The MD5 (hex) that an S3 ETag states, or None when it states none.
+
+    The ETag of an object uploaded in one part (and not encrypted with KMS) is the MD5 of its content. A multipart
+    upload's ETag is ``<MD5 of the parts' binary MD5s>-<number of parts>``: it depends on the part size the uploader
+    chose, which S3 does not publish, so such objects can be checked by size only.
+    """
+    value = (etag or "").strip('"').lower()
+    return value if re.fullmatch(r"[0-9a-f]{32}", value) else None
+
+
+class _RunningMD5:
+    """MD5 of a ``.part`` file kept up to date as bytes are appended; re-read from disk when they disagree."""
+
+    def __init__(self, part: Path):
+        self.part, self.md5, self.hashed = part, hashlib.md5(), 0
+
+    def start(self, have: int) -> None:
+        """Before writing at byte ``have``: the hash must cover exactly the file's first ``have`` bytes."""
+        if self.hashed == have:
+            return
+        self.md5, self.hashed = hashlib.md5(), 0
+        if have == 0:
+            return
+        with open(self.part, "rb") as fh:
+            while self.hashed < have and (block := fh.read(min(8 * MiB, have - self.hashed))):
+                self.update(block)
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.hashed += len(chunk)
+
+    def hexdigest(self, size: int) -> str:
+        self.start(size)
+        return self.md5.hexdigest()
 
 
 def _progress(label: str, total: int, log: Log, every_seconds: float = 10.0) -> Callable[[int], None]:
@@ -123,16 +171,19 @@ def download_object(
     attempts: int = 5,
     log: Log | None = None,
 ) -> Path:
-    """Download ``s3://bucket/key`` to ``dest``, resuming ``dest.part``; skip a complete ``dest``.
+    """Download ``s3://bucket/key`` to ``dest``, resuming ``dest.part``; skip a complete ``dest``; verify the MD5.
 
     The size of the object (HEAD) decides: a ``dest`` of that size is complete and skipped; a ``.part`` shorter
     than it is continued with a Range request (a longer one, or a server that ignores the range, restarts it); a
-    broken connection resumes from the bytes received, up to ``attempts`` times.
+    broken connection resumes from the bytes received, up to ``attempts`` times. A complete ``.part`` must then
+    have the MD5 that the object's ETag states (:func:`etag_md5`; the bytes resumed from an earlier run included):
+    if not, it is deleted and :class:`CorruptDownload` raised. Multipart objects are checked by size only.
     """
     say = log or (lambda msg: None)
     dest = Path(dest)
     source = f"s3://{bucket}/{key}"
-    size = remote_size(client, bucket, key)
+    head = _head(client, bucket, key)
+    size, md5 = int(head["ContentLength"]), etag_md5(head.get("ETag"))
     if dest.is_file() and dest.stat().st_size == size:
         say(f"{dest} is complete ({size} bytes); skipped")
         return dest
@@ -141,6 +192,7 @@ def download_object(
     if size == 0:
         part.write_bytes(b"")
     report = _progress(source, size, say)
+    running = _RunningMD5(part)
     for attempt in range(1, attempts + 1):
         have = part.stat().st_size if part.exists() else 0
         if have > size:
@@ -157,10 +209,14 @@ def download_object(
             if have and not response.get("ContentRange"):
                 say(f"{source}: the server ignored the byte range; restarting from 0")
                 have = 0
+            if md5:
+                running.start(have)
             with open(part, "ab" if have else "wb") as fh:
                 done = have
                 for chunk in response["Body"].iter_chunks(chunk_size):
                     fh.write(chunk)
+                    if md5:
+                        running.update(chunk)
                     done += len(chunk)
                     report(done)
         except ClientError as err:
@@ -170,8 +226,17 @@ def download_object(
             continue
         if part.stat().st_size >= size:
             break
+    if part.stat().st_size == size:
+        if md5 is None:
+            say(f"{source}: ETag {head.get('ETag')} states no MD5 (a multipart upload); checked by size only")
+        elif (got := running.hexdigest(size)) != md5:
+            part.unlink()
+            raise CorruptDownload(
+                f"{source}: the {size} bytes received have MD5 {got}, but the object's ETag states {md5}; the "
+                f"corrupt {part} was deleted, run the workflow again to download the file again"
+            )
     _finish(part, dest, size, source)
-    say(f"downloaded {source} -> {dest} ({size} bytes)")
+    say(f"downloaded {source} -> {dest} ({size} bytes{', MD5 verified' if md5 else ''})")
     return dest
 
 

@@ -93,20 +93,31 @@ def read_expdesign(root: PathLike) -> dict[str, np.ndarray]:
     }
 
 
+def n_trials(n_sessions: int, trials_per_session: int, n_design: int, subject: int) -> int:
+    """Trials of a subject's first ``n_sessions`` sessions: ``n_sessions * trials_per_session``, or fewer when the
+    design (``n_design`` trials of ``masterordering``) ends inside the last session.
+
+    Real NSD sessions are always full (the design plans 40 x 750 trials); a simulated study whose showings do not
+    fill whole sessions ends with a shorter one (docs/data-formats.md 1.10).
+    """
+    if n_sessions < 1:
+        raise ValueError(f"n_sessions must be >= 1, got {n_sessions}")
+    if (n_sessions - 1) * trials_per_session >= n_design:
+        raise ValueError(
+            f"subject {subject}: {n_sessions} sessions x {trials_per_session} trials asked for, but masterordering in "
+            f"nsd_expdesign.mat has only {n_design} trials ({-(-n_design // trials_per_session)} sessions); lower "
+            "n_sessions in the config"
+        )
+    return min(n_sessions * trials_per_session, n_design)
+
+
 def design_trials(
     design: Mapping[str, np.ndarray], subject: int, n_sessions: int, trials_per_session: int
 ) -> pd.DataFrame:
     """:func:`trial_table` from an already read design (``read_expdesign``), so several subjects share one read."""
     _subj(subject)
     mo = design["masterordering"]
-    n = int(n_sessions) * int(trials_per_session)
-    if n_sessions < 1:
-        raise ValueError(f"n_sessions must be >= 1, got {n_sessions}")
-    if n > len(mo):
-        raise ValueError(
-            f"subject {subject}: {n_sessions} sessions x {trials_per_session} trials = {n} trials, but masterordering "
-            f"in nsd_expdesign.mat has only {len(mo)}; lower n_sessions in the config"
-        )
+    n = n_trials(int(n_sessions), int(trials_per_session), len(mo), subject)
     nsd0 = design["subjectim"][subject - 1, mo[:n] - 1] - 1
     if nsd0.min() < 0:
         raise ValueError(f"subjectim in nsd_expdesign.mat has no images for subject {subject}")

@@ -7,17 +7,20 @@ V1, V2, V3, and ``distance_v1`` is measured from the V1 centroid of the voxel's 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from gradbrain.data.nsd.paths import HEMIS, PathLike, ctab_path, fsaverage_label_path, roi_path
 from gradbrain.data.nsd.read import read_mgh, read_nifti, require
 
+_LOG = logging.getLogger(__name__)
 _VISUAL_HALVES = re.compile(r"^(V[123])[vd]$")
 
 
@@ -99,7 +102,70 @@ def volume_atlas(root: PathLike, subject: int, atlas: str, space: str) -> tuple[
         affine = aff if affine is None else affine
     ctab = ctab_path(root, subject, atlas)
     table = read_ctab(ctab)
-    return Atlas(atlas, vols[0], dict(zip(HEMIS, vols[1:], strict=True)), table, files + [ctab]), affine
+    hemi = resolve_hemispheres(vols[0], dict(zip(HEMIS, vols[1:], strict=True)), affine, files)
+    return Atlas(atlas, vols[0], hemi, table, files + [ctab]), affine
+
+
+def midline(x_lh: np.ndarray, x_rh: np.ndarray) -> tuple[float, bool]:
+    """The plane x = t that best separates two sets of x coordinates (mm), and whether ``x_lh`` lies below it.
+
+    t is the midpoint between adjacent distinct coordinates that leaves the fewest points on the wrong side (the
+    first such cut); for separable sets, halfway between the largest x of one side and the smallest of the other.
+    """
+    x_lh, x_rh = np.asarray(x_lh, dtype=np.float64), np.asarray(x_rh, dtype=np.float64)
+    x = np.concatenate([x_lh, x_rh])
+    order = np.argsort(x, kind="stable")
+    xs, is_rh = x[order], np.r_[np.zeros(x_lh.size, bool), np.ones(x_rh.size, bool)][order]
+    cuts = np.flatnonzero(np.diff(xs) > 0) + 1
+    if not (x_lh.size and x_rh.size and cuts.size):
+        raise ValueError("a midline needs points on both sides at different x")
+    rh_below = np.cumsum(is_rh)[cuts - 1]
+    lh_below = cuts - rh_below
+    wrong_if_lh_below = rh_below + (x_lh.size - lh_below)
+    wrong_if_lh_above = lh_below + (x_rh.size - rh_below)
+    lh_is_below = wrong_if_lh_below.min() <= wrong_if_lh_above.min()
+    k = cuts[np.argmin(wrong_if_lh_below if lh_is_below else wrong_if_lh_above)]
+    return float((xs[k - 1] + xs[k]) / 2), bool(lh_is_below)
+
+
+def resolve_hemispheres(
+    combined: np.ndarray, hemi: Mapping[str, np.ndarray], affine: np.ndarray, files: Sequence[Path]
+) -> dict[str, np.ndarray]:
+    """The lh./rh. label volumes, with each voxel that the combined file labels but that both or neither of them
+    label given to the hemisphere on its side of the midline.
+
+    Near the midline the real files may label a voxel in both hemispheres or in neither. The midline is the plane
+    x = t (scanner mm through ``affine``) that best separates the voxels each hemisphere file labels alone
+    (:func:`midline`); the count of reassigned voxels is logged as a warning.
+    """
+    labelled = combined > 0
+    in_lh, in_rh = hemi["lh"] > 0, hemi["rh"] > 0
+    ambiguous = labelled & (in_lh == in_rh)
+    if not ambiguous.any():
+        return dict(hemi)
+
+    def x_of(mask: np.ndarray) -> np.ndarray:
+        return nib.affines.apply_affine(affine, np.argwhere(mask))[:, 0]
+
+    try:
+        t, lh_below = midline(x_of(in_lh & ~in_rh), x_of(in_rh & ~in_lh))
+    except ValueError as exc:
+        raise ValueError(
+            f"{int(ambiguous.sum())} voxels labelled in {files[0]} are labelled in both or neither of {files[1]} "
+            f"and {files[2]}, and those files label too few voxels alone to locate the midline; download them again"
+        ) from exc
+    x = x_of(ambiguous)
+    left = x < t if lh_below else x > t
+    where = tuple(np.argwhere(ambiguous).T)
+    out = {h: np.array(v, copy=True) for h, v in hemi.items()}
+    out["lh"][where] = np.where(left, combined[where], 0)
+    out["rh"][where] = np.where(left, 0, combined[where])
+    _LOG.warning(
+        "%d voxels labelled in %s are labelled in both or neither of %s and %s; each was given the hemisphere on "
+        "its side of the midline x = %.1f mm (%d lh, %d rh)",
+        int(ambiguous.sum()), files[0], files[1], files[2], t, int(left.sum()), int((~left).sum()),
+    )  # fmt: skip
+    return out
 
 
 def surface_atlas(root: PathLike, atlas: str) -> Atlas:
@@ -127,8 +193,9 @@ def select_voxels(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Flat indices of the union of requested ROIs, and per-voxel roi, atlas, hemi and memberships.
 
-    A voxel labelled by several requested atlases takes ``roi``/``atlas``/``hemi`` from the first one in ``rois``
-    order; ``memberships`` lists all of them as ``atlas/roi`` joined by ';'.
+    Every labelled voxel is in exactly one of its atlas's hemisphere volumes. A voxel labelled by several requested
+    atlases takes ``roi``/``atlas``/``hemi`` from the first one in ``rois`` order; ``memberships`` lists all of them
+    as ``atlas/roi`` joined by ';'.
     """
     picks = []
     union = np.zeros(atlases[0].combined.size, dtype=bool)
@@ -155,19 +222,11 @@ def select_voxels(
     for atlas, names, code in picks:
         c = code[flat_idx]
         lh = atlas.hemi["lh"].ravel()[flat_idx] > 0
-        rh = atlas.hemi["rh"].ravel()[flat_idx] > 0
         labelled = c >= 0
-        ambiguous = labelled & (lh == rh)
-        if ambiguous.any():
-            raise ValueError(
-                f"{int(ambiguous.sum())} voxels labelled in {atlas.files[0]} are labelled in both or neither of "
-                f"{atlas.files[1]} and {atlas.files[2]}; the hemisphere files do not match the combined file, "
-                "download them again"
-            )
         first = labelled & (roi == "")
         roi[first] = np.array(names, dtype=object)[c[first]]
         atlas_col[first] = atlas.name
-        hemi[first] = np.where(lh[first], "lh", "rh")
+        hemi[first] = np.where(lh[first], "lh", "rh")  # one of lh, rh: volume_atlas / surface_atlas see to it
         for v in np.flatnonzero(labelled):
             memberships[v].append(f"{atlas.name}/{names[c[v]]}")
     table = pd.DataFrame(

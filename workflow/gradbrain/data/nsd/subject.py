@@ -117,7 +117,8 @@ def load_subject(
     ``rois`` maps atlas -> ROI names or ``"all"``; prf-visualrois halves merge into V1, V2, V3 (hV4 stays).
     Sessions are streamed one at a time, keeping only the selected voxels: betas become PSC (int16 / 300),
     are z-scored per voxel within the session, then averaged over the repeats of each image (docs/data-formats.md 1.6).
-    Voxels NaN or constant in any session are dropped and counted through ``log``.
+    Voxels NaN or constant in any session are dropped and counted through ``log``; voxels whose ncsnr is NaN are
+    kept (with a NaN noise ceiling) and counted in a warning.
 
     ``voxels`` has columns i, j, k (array indices; for fsaverage i is the vertex and j = k = 0), x_mm, y_mm, z_mm
     (NIfTI affine of the ROI files, or the fsaverage white surface), hemi (from the lh./rh. ROI files), roi and
@@ -127,8 +128,9 @@ def load_subject(
     ``shared`` marks the shared1000 images (``sharedix``).
 
     ``space="fsaverage"`` reads ``{lh,rh}.betas_sessionNN.mgh`` whatever ``fmt`` says. ``trials_per_session``
-    defaults to the trial axis of the files (real data: 750); ``strict=True`` requires 750 trials, at most the
-    sessions the subject completed, and the subject's real func1pt8mm grid.
+    defaults to the trial axis of session 1's file (real data: 750); a last session where the design ends holds
+    the design's remaining trials (``read.n_trials``). ``strict=True`` requires 750 trials, at most the sessions
+    the subject completed, and the subject's real func1pt8mm grid.
     """
     log = log or _LOG.warning
     design = read_expdesign(root)
@@ -154,7 +156,7 @@ def load_subject(
     bad_per_session = {}
     for session in range(1, n_sessions + 1):
         rows = trials["session"].to_numpy() == session
-        z, bad_s = _zscore(reader(session, tps))
+        z, bad_s = _zscore(reader(session, int(rows.sum())))
         bad |= bad_s
         if bad_s.any():
             bad_per_session[session] = int(bad_s.sum())
@@ -175,6 +177,18 @@ def load_subject(
     table["ncsnr"] = ncsnr.astype(np.float64)
     table["noise_ceiling"] = noise_ceiling(table["ncsnr"].to_numpy(), n_repeats)
     keep = ~bad
+    no_ceiling = int((np.isnan(ncsnr) & keep).sum())
+    if no_ceiling:
+        files = (
+            [fsaverage_ncsnr_path(root, subject, h, beta_version) for h in HEMIS]
+            if space == "fsaverage"
+            else [ncsnr_path(root, subject, space, beta_version)]
+        )
+        _LOG.warning(
+            "subject %d: %d of %d voxels have a NaN noise-ceiling SNR in %s; they are kept, with a NaN noise "
+            "ceiling (docs/data-formats.md 1.8)",
+            subject, no_ceiling, int(keep.sum()), " and ".join(map(str, files)),
+        )  # fmt: skip
     shared = np.isin(nsd_ids, design["sharedix"] - 1)
     table = table[[*_VOXEL_COLUMNS, "memberships"]]
     return FMRITargets(

@@ -34,6 +34,7 @@ from gradbrain.data.nsd.paths import (
     stim_info_path,
     stimuli_path,
 )
+from gradbrain.data.nsd.read import n_trials
 
 _REP_COLUMNS = 3
 _INT16 = np.iinfo(np.int16)
@@ -64,12 +65,13 @@ def write_expdesign(root: PathLike, masterordering: np.ndarray, subjectim: np.nd
     return path
 
 
-def _rep_trials(subjectim: np.ndarray, masterordering: np.ndarray, subject: int, n_trials: int) -> dict[int, list[int]]:
-    """0-based nsd id -> sorted 1-based trial numbers among the first ``n_trials`` trials of ``subject``."""
+def _rep_trials(
+    subjectim: np.ndarray, masterordering: np.ndarray, subject: int, n_sessions: int, trials_per_session: int
+) -> dict[int, list[int]]:
+    """0-based nsd id -> sorted 1-based trial numbers among the trials of ``subject``'s first ``n_sessions``."""
     mo = np.asarray(masterordering).ravel().astype(int)
-    if n_trials > len(mo):
-        raise ValueError(f"{n_trials} trials asked for subject {subject} but masterordering has {len(mo)}")
-    nsd0 = np.asarray(subjectim).astype(int)[subject - 1, mo[:n_trials] - 1] - 1
+    n = n_trials(n_sessions, trials_per_session, len(mo), subject)
+    nsd0 = np.asarray(subjectim).astype(int)[subject - 1, mo[:n] - 1] - 1
     reps: dict[int, list[int]] = {}
     for t, image in enumerate(nsd0, start=1):
         reps.setdefault(int(image), []).append(t)
@@ -118,7 +120,7 @@ def write_stim_info(
         if row.min() < 0 or row.max() >= n_images:
             raise ValueError(f"subjectim row of subject {subject} points outside 0..{n_images - 1}")
         assigned[subject][row] = 1
-        for image, trials in _rep_trials(si, masterordering, subject, n_ses * trials_per_session).items():
+        for image, trials in _rep_trials(si, masterordering, subject, n_ses, trials_per_session).items():
             if len(trials) > _REP_COLUMNS:
                 raise ValueError(
                     f"image {image} is shown {len(trials)} times to subject {subject}; "

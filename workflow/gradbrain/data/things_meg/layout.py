@@ -33,6 +33,8 @@ EPOCHS = EpochTiming(sfreq=200.0, tmin=-0.1, n_times=281)
 
 CHANNELS_FILE = RESOURCES / "things_meg_channels.txt"
 CATCH_VALUE = 999999
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""File name endings of the THINGS images (docs/data-formats.md 3)."""
 METADATA_COLUMNS = [
     "trial_type",
     "image_nr",

@@ -8,15 +8,20 @@ docs/data-formats.md 2.3-2.5 and 3.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mne
 import numpy as np
 import pandas as pd
 
 from gradbrain.data.things_meg.layout import OPENNEURO_HINT, THINGS_IMAGES_HINT, epochs_path, stimulus_id
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,13 +62,48 @@ def read_images(images_root: str | Path, ids: Iterable[str], size: int | None = 
     return np.stack(out)
 
 
+class MEGFileError(OSError):
+    """A THINGS-MEG epochs file exists but cannot be read: truncated or corrupt."""
+
+
+_INVALID_TAG = re.compile(r"Invalid tag .* in file (.+)$")
+"""MNE's warning on a FIF file that ends inside a tag: it names the truncated file."""
+_FIF_ERRORS = (ValueError, AssertionError, EOFError)
+"""What mne raises on a truncated split file (e.g. 'cannot reshape array of size 8067 into shape (32,281)')."""
+
+
+def _reading(first: Path, subject: int | str, action: Callable[[], T]) -> T:
+    """``action()``, whose failure on a truncated or corrupt FIF file becomes a :class:`MEGFileError` naming the file.
+
+    mne reports the file it found truncated only in a warning, so warnings are recorded while ``action`` runs and
+    issued again afterwards.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result, error = action(), None
+        except _FIF_ERRORS as exc:
+            result, error = None, exc
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if error is not None:
+        named = [m.group(1) for w in caught if (m := _INVALID_TAG.search(str(w.message)))]
+        culprit = named[0] if named else f"{first} or one of its split files (-epo-1.fif, -epo-2.fif, ...)"
+        raise MEGFileError(
+            f"cannot read the THINGS-MEG epochs of P{subject} ({first}): {type(error).__name__}: {error}. "
+            f"{culprit} is truncated or corrupt; download it again (delete it and run the workflow again with "
+            f"download: true, or fetch it yourself). {OPENNEURO_HINT}"
+        ) from error
+    return result
+
+
 def _open_epochs(root: str | Path, subject: int | str) -> mne.BaseEpochs:
-    """Open a participant's epochs lazily, with errors that name the missing file and what to do."""
+    """Open a participant's epochs lazily, with errors that name the missing or truncated file and what to do."""
     path = epochs_path(root, subject)
     if not path.is_file():
         raise FileNotFoundError(f"THINGS-MEG epochs not found: {path}. {OPENNEURO_HINT}")
     try:
-        epochs = mne.read_epochs(path, preload=False, verbose=False)
+        epochs = _reading(path, subject, lambda: mne.read_epochs(path, preload=False, verbose=False))
     except FileNotFoundError as err:
         k = 1
         while path.with_name(path.name.replace("-epo.fif", f"-epo-{k}.fif")).is_file():
@@ -173,6 +213,7 @@ def load_subject(
         raise ValueError(f"split must be 'standard' or 'zeroshot', got {split!r}")
     say = log or (lambda msg: None)
     epochs = _open_epochs(root, subject)
+    first = epochs_path(root, subject)
     types, ids = _trial_ids(epochs.metadata)
     is_test = types == "test"
     is_exp = types == "exp"
@@ -205,7 +246,8 @@ def load_subject(
     count, mean, m2 = 0, None, None
     for start in range(0, len(kept), chunk_trials):
         rows = kept[start : start + chunk_trials]
-        x = epochs[rows].get_data(picks=picks, verbose=False).astype(np.float64, copy=False)
+        x = _reading(first, subject, lambda rows=rows: epochs[rows].get_data(picks=picks, verbose=False))
+        x = x.astype(np.float64, copy=False)
         x = x[..., operator] if operator.ndim == 1 else np.tensordot(x, operator, axes=([2], [0]))
         if zscore:
             n_b, mean_b = len(x), x.mean(axis=0)
