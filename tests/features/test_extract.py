@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +20,7 @@ from gradbrain.features.objectives import mae
 from gradbrain.features.objectives.ssl import seeded_views, view_params
 from gradbrain.features.objectives.zeroshot import ZeroShot
 from gradbrain.models.catalogue import FAMILY_BLOCKS, load_catalogue, model_spec, n_blocks, sample_layers
-from gradbrain.models.model import resolve_blocks
+from gradbrain.models.model import resolve_blocks, token_layout
 
 
 def _base_kinds(model, objective, x, index, capture):
@@ -258,7 +261,7 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", sorted(load_catalogue()))
 def test_catalogue_entries_build_with_the_block_count_the_dag_uses(name):
     """Every real entry's architecture (built without memory on the meta device) has the blocks its family layout
-    names, as many as the catalogue tells the workflow at parse time."""
+    names, as many as the catalogue tells the workflow at parse time, and the prefix tokens its entry states."""
     import open_clip
     import timm
 
@@ -270,6 +273,7 @@ def test_catalogue_entries_build_with_the_block_count_the_dag_uses(name):
             module = open_clip.create_model(spec["arch"], device="meta", **spec["kwargs"])
     blocks = resolve_blocks(module, FAMILY_BLOCKS[spec["family"]])
     assert len(blocks) == n_blocks(spec)
+    assert token_layout(module)[0] == spec["prefix_tokens"], "the catalogue says which tokens mean pools"
     assert len(sample_layers(len(blocks), spec["n_layers"])) == min(len(blocks), spec["n_layers"])
 
 
@@ -305,3 +309,76 @@ def test_objective_registry_is_the_schema_enum_and_names_unknown_objectives():
     model.spec["objective"] = "ce_psuedo"
     with pytest.raises(ValueError, match=r"models\.vit\.objective: unknown objective 'ce_psuedo'.*ce_pseudo"):
         objectives.make_objective(model)
+
+
+def test_patch_mean_is_timms_avg_pool_and_the_store_says_which_tokens():
+    """patch_mean of the last block equals timm's forward_head(pre_logits=True) with global_pool="avg" (the patch
+    tokens only) on a ViT with a class token and four register tokens; mean keeps all five prefix tokens."""
+    vit_kwargs = {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 32, "num_heads": 2, "num_classes": 5,
+                  "reg_tokens": 4, "global_pool": "avg", "fc_norm": False}  # fmt: skip
+    model = small_model("vit", kwargs=vit_kwargs, input_size=32, pooling="patch_mean")
+    assert (model.prefix_tokens, model.class_token) == (5, True)
+    model.module.norm = torch.nn.Identity()  # forward_features is then the last block's output
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    capture = Capture(model.sampled_blocks)
+    try:
+        acts, _ = _base_kinds(model, objectives.make_objective(model), x, torch.arange(3), capture)
+    finally:
+        capture.remove()
+    with torch.no_grad():
+        feats = model.module.forward_features(x)
+        timm_avg = model.module.forward_head(feats, pre_logits=True)
+    torch.testing.assert_close(acts[-1], timm_avg, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(pool(feats, "mean", 5), timm_avg, atol=1e-3), "mean includes the prefix tokens"
+    images = np.random.default_rng(0).integers(0, 255, size=(4, 40, 40, 3), dtype=np.uint8)
+    out = extract.extract_to_zarr(model, objectives.make_objective(model), array_reader(images), list("0123"),
+                                  Path(tempfile.mkdtemp()) / "f.zarr", batch_size=2, chunk_images=2)  # fmt: skip
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert attrs["pooling"] == "patch_mean" and attrs["prefix_tokens"] == 5
+    assert attrs["pooled_tokens"] == "the patch tokens only (the 5 prefix tokens (class and register) dropped)"
+
+
+def test_cls_pooling_needs_a_class_token():
+    with pytest.raises(ValueError, match=r"models\.resnet\.pooling: 'cls' takes the class token"):
+        small_model("resnet", pooling="cls")
+
+
+@pytest.mark.parametrize("rules", [False, True])
+def test_a_batch_out_of_memory_is_split_in_halves(monkeypatch, caplog, rules):
+    """A batch above 2 images raises torch.OutOfMemoryError: the loop retries in halves, logs it, and stores what
+    an unsplit run stores (bitwise what batches of 2 give; an unsplit batch of 7 to float32 rounding)."""
+    model = small_model("vit", "ce_pseudo")
+    obj = objectives.make_objective(model)
+    images = np.random.default_rng(0).integers(0, 255, size=(7, 40, 40, 3), dtype=np.uint8)
+    kinds = ("activations", "gradients", "feedback_alignment", "weight_gradient_sketch") if rules else BASE_KINDS
+    whole = extract.extract_arrays(model, obj, images, batch_size=7, kinds=kinds, sketch_size=4)
+    pairs = extract.extract_arrays(model, obj, images, batch_size=2, kinds=kinds, sketch_size=4)
+    real, sizes = extract.batch_features, []
+
+    def small_device(model, objective, x, *args, **kw):
+        sizes.append(len(x))
+        if len(x) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, objective, x, *args, **kw)
+
+    monkeypatch.setattr(extract, "batch_features", small_device)
+    with caplog.at_level("WARNING", logger="gradbrain.features.extract"):
+        split = extract.extract_arrays(model, obj, images, batch_size=7, kinds=kinds, sketch_size=4)
+    assert sizes == [7, 4, 2, 2, 3, 2, 1], "halves of halves, down to batches that fit"
+    assert "out of device memory on a batch of 7 images" in caplog.text
+    for kind in kinds:
+        for a, b, c in zip(split[kind], pairs[kind], whole[kind], strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+
+
+def test_one_image_out_of_memory_is_raised(monkeypatch):
+    model = small_model("resnet", "ce_pseudo")
+
+    def no_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(extract, "batch_features", no_memory)
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(torch.OutOfMemoryError):
+        extract.extract_arrays(model, objectives.make_objective(model), images, batch_size=2)

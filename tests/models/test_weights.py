@@ -272,7 +272,7 @@ for name, case in cases.items():
         got["logit_scale"] = [obj.scale, ref.logit_scale.exp().item()]
         owlvit.QKV = ("k_proj", "q_proj", "v_proj")  # a wrong split of the fused attention projection
         wrong = copy.deepcopy(m.module)
-        wrong.load_state_dict(owlvit.to_open_clip(load_state_dict(Path(case["checkpoint"]))))
+        wrong.load_state_dict(owlvit.to_open_clip(load_state_dict(Path(case["checkpoint"]), "checkpoint")))
         owlvit.QKV = ("q_proj", "k_proj", "v_proj")
         got["wrong_qkv_block_diff"] = [(a - h).abs().max().item()
                                        for a, h in zip(blocks(wrong)[0], r.hidden_states[1:])]

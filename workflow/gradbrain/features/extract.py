@@ -22,7 +22,7 @@ import torch
 import zarr
 
 from gradbrain import store
-from gradbrain.features.capture import Capture, pool
+from gradbrain.features.capture import Capture, pool, pooled_tokens
 from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds
 from gradbrain.features.loader import ImageBatches, image_loader
 from gradbrain.features.preprocess import preprocess
@@ -74,16 +74,50 @@ def batch_features(
         retain = rules is not None and rules.retain_graph
         grads = torch.autograd.grad(total, outputs + targets, retain_graph=retain)
         feedback = rules.feedback_gradients(total, outputs) if rules is not None else {}
+    prefix = model.prefix_tokens
     out = {
-        ACTIVATIONS: [pool(h.detach(), pooling) for h in outputs],
-        GRADIENTS: [pool(g, pooling) for g in grads[:n_layers]],
+        ACTIVATIONS: [pool(h.detach(), pooling, prefix) for h in outputs],
+        GRADIENTS: [pool(g, pooling, prefix) for g in grads[:n_layers]],
     }
     if rules is None:
         return out
-    out.update({kind: [pool(g, pooling) for g in fb] for kind, fb in feedback.items()})
-    out.update(rules.features(outputs, grads[n_layers:], lambda h: pool(h, pooling)))
+    out.update({kind: [pool(g, pooling, prefix) for g in fb] for kind, fb in feedback.items()})
+    out.update(rules.features(outputs, grads[n_layers:], lambda h: pool(h, pooling, prefix)))
     rules.reset()
     return {kind: out[kind] for kind in rules.kinds}
+
+
+def halving_on_oom(
+    model: LoadedModel,
+    objective: Callable,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    capture: Capture,
+    rules: RuleSet | None = None,
+    autocast: str | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """:func:`batch_features`, retried in halves (down to one image) where the device runs out of memory.
+
+    Losses are per image, so the halves give the features of the whole batch; the allocator's cache is emptied
+    before each retry, and each split is logged.
+    """
+    try:
+        return batch_features(model, objective, x, index, capture, rules, autocast)
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+    # outside the except block, so the failed pass's tensors (held by the traceback) are freed before the retry
+    capture.take()
+    if rules is not None:
+        rules.reset()
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = (len(x) + 1) // 2
+    log.warning("out of device memory on a batch of %d images (from image %d): retrying as %d + %d",
+                len(x), int(index[0]), half, len(x) - half)  # fmt: skip
+    parts = [halving_on_oom(model, objective, x[s], index[s], capture, rules, autocast)
+             for s in (slice(0, half), slice(half, None))]  # fmt: skip
+    return {kind: [torch.cat(pair) for pair in zip(*(p[kind] for p in parts), strict=True)] for kind in parts[0]}
 
 
 def iter_features(
@@ -97,7 +131,8 @@ def iter_features(
     """Per batch of (images, indices): the indices and, per kind, the float32 features of every sampled layer.
 
     Images are uint8 (preprocessed here, on the device) or already preprocessed. ``rules`` (a
-    rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. On CUDA nothing waits per layer:
+    rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. A batch that runs out of device memory is
+    split in halves (:func:`halving_on_oom`). On CUDA nothing waits per layer:
     a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
     next one is queued, so the host's work (storing, decoding) overlaps the device's.
     """
@@ -112,7 +147,7 @@ def iter_features(
                     x = preprocess(x, model.preprocessing)
                 if model.extra.get("channels_last"):
                     x = x.contiguous(memory_format=torch.channels_last)
-                feats = batch_features(model, objective, x, idx, capture, rules, autocast)
+                feats = halving_on_oom(model, objective, x, idx, capture, rules, autocast)
                 dims = {kind: [t.shape[1] for t in values] for kind, values in feats.items()}
                 flat = torch.cat([t.float() for values in feats.values() for t in values], dim=1)
                 host = flat.to("cpu", non_blocking=cuda)
@@ -173,6 +208,8 @@ def _prepare_partial(
             "layers": model.layer_names,
             "relative_depths": model.depths,
             "pooling": model.spec["pooling"],
+            "pooled_tokens": pooled_tokens(model.spec["pooling"], model.prefix_tokens, model.class_token),
+            "prefix_tokens": model.prefix_tokens,
             "objective": model.spec["objective"],
             "preprocessing": model.preprocessing.as_dict(),
             "weights_id": model.weights_id,

@@ -12,7 +12,7 @@ import yaml
 from gradbrain import RESOURCES
 
 CATALOGUE_PATH = RESOURCES / "models.yaml"
-POOLINGS = ("mean", "cls", "both")
+POOLINGS = ("mean", "patch_mean", "cls", "both")
 FAMILY_BLOCKS = {  # per family, alternative block layouts (dotted module paths, * = any child); first match wins
     "vit": [["blocks"]],
     "resnet": [["layer1", "layer2", "layer3", "layer4"]],

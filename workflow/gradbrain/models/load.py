@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from gradbrain.models.catalogue import FAMILY_BLOCKS, n_blocks, sample_layers
-from gradbrain.models.model import LoadedModel, resolve_blocks
+from gradbrain.models.model import LoadedModel, resolve_blocks, token_layout
 from gradbrain.models.sources import SOURCES
 from gradbrain.models.weights import find_weights_file
 
@@ -37,7 +37,13 @@ def load_model(spec: dict[str, Any], weights_path: str | None = None, device: st
     if str(device).startswith("cuda") and spec["family"] in CONV_FAMILIES:
         module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions; numbers as NCHW
         extra["channels_last"] = True
-    return LoadedModel(spec, module, blocks, indices, prep, weights_id, extra)
+    prefix, class_token = token_layout(module)
+    if spec["pooling"] in ("cls", "both") and not class_token:
+        raise ValueError(
+            f"models.{spec['name']}.pooling: '{spec['pooling']}' takes the class token, and {spec['arch']} has none; "
+            "use mean or patch_mean"
+        )
+    return LoadedModel(spec, module, blocks, indices, prep, weights_id, extra, prefix, class_token)
 
 
 def compile_blocks(model: LoadedModel, **options: Any) -> LoadedModel:

@@ -14,14 +14,15 @@ from gradbrain.models.catalogue import relative_depths
 
 @dataclass
 class Preprocessing:
-    """Input pipeline taken from the model's own data config."""
+    """Input pipeline taken from the model's own data config (applied by features.preprocess, which reproduces
+    timm's and open_clip's eval transforms)."""
 
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_pct: float = 1.0
     interpolation: str = "bicubic"
-    resize_mode: str = "shortest"  # shortest: short side to size/crop_pct, centre crop; squash: both sides
+    resize_mode: str = "shortest"  # shortest: short side to floor(size/crop_pct), centre crop; squash: both sides
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,10 @@ class LoadedModel:
     preprocessing: Preprocessing
     weights_id: str
     extra: dict[str, Any] = field(default_factory=dict)
+    prefix_tokens: int = 0
+    """Tokens before the patch tokens in a block output (class and register tokens); 0 for feature maps."""
+    class_token: bool = False
+    """Whether token 0 is a class token (what ``cls`` pooling takes)."""
 
     @property
     def depths(self) -> list[float]:
@@ -68,6 +73,19 @@ class LoadedModel:
             return self.module.encode_image(x)
         feats = self.module.forward_features(x)
         return self.module.forward_head(feats, pre_logits=True)
+
+
+def token_layout(module: nn.Module) -> tuple[int, bool]:
+    """(prefix tokens, has a class token) of a network's block outputs: timm ViTs say so themselves
+    (``num_prefix_tokens``, ``cls_token``), as do timm trunks inside open_clip; open_clip's own ViT prepends one
+    class token (``class_embedding``); convolutional networks have none."""
+    visual = getattr(module, "visual", None)
+    vit = getattr(visual, "trunk", module) if visual is not None else module
+    if hasattr(vit, "num_prefix_tokens"):
+        return int(vit.num_prefix_tokens), getattr(vit, "cls_token", None) is not None
+    if visual is not None and getattr(visual, "class_embedding", None) is not None:
+        return 1, True
+    return 0, False
 
 
 def resolve_blocks(module: nn.Module, layouts: list[list[str]]) -> list[nn.Module]:

@@ -14,6 +14,12 @@ from torch import nn
 
 def find_weights_file(spec: dict[str, Any], weights_path: str | None) -> Path | None:
     """The weights file of ``spec`` (``weights_path``, else ``weights.file``), or None for the hub cache."""
+    if spec["weights"].get("demo") and spec["weights"].get("file"):
+        raise ValueError(
+            f"models.{spec['name']}: weights.demo is true, so the workflow trains this model itself and "
+            f"weights.file ({spec['weights']['file']}) would be ignored. To load the file, set "
+            f"models.{spec['name']}.weights.demo: false; to train, remove weights.file."
+        )
     path = weights_path or spec["weights"].get("file")
     if spec["weights"].get("demo") and not path:
         raise FileNotFoundError(
@@ -31,16 +37,30 @@ def find_weights_file(spec: dict[str, Any], weights_path: str | None) -> Path | 
     return path
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch pickle (tensors only), unwrapped from ``state_dict``/``model``."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def load_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch pickle (tensors only), unwrapped from ``state_dict``/``model``.
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    ``key`` is the config key that named the file; a file neither format can read raises a ValueError naming both.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load and safetensors raise many types on a truncated or foreign file
+        kind = "safetensors" if path.suffix == ".safetensors" else "torch.save"
+        raise ValueError(
+            f"{key}: {path} is not a readable {kind} state dict ({type(err).__name__}: {str(err)[:200]}). The file "
+            f"is truncated, corrupt or of another format: download it again, or point {key} at a .pt/.pth/"
+            ".safetensors state dict of the architecture"
+        ) from err
+    for name in ("state_dict", "model"):
+        if isinstance(state, dict) and name in state and isinstance(state[name], dict):
+            state = state[name]
+    if not isinstance(state, dict):
+        raise ValueError(f"{key}: {path} holds a {type(state).__name__}, not a state dict (a mapping of tensors)")
     return state
 
 

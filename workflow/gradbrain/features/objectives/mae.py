@@ -150,7 +150,11 @@ def load_decoder(spec: dict[str, Any], vit: nn.Module) -> MAEDecoder:
             f"models.{name}.decoder.file: {path} does not exist. Fetch an MAE checkpoint with its decoder, e.g. "
             f"`wget {MAE_DECODER_URL} -O {path}`."
         )
-    state = {k: v for k, v in load_state_dict(path).items() if k.startswith("decoder_") or k == "mask_token"}
+    state = {
+        k: v
+        for k, v in load_state_dict(path, f"models.{name}.decoder.file").items()
+        if k.startswith("decoder_") or k == "mask_token"
+    }
     if "decoder_embed.weight" not in state:
         raise ValueError(
             f"models.{name}.decoder.file: {path} holds no MAE decoder (no decoder_embed.weight); the MAE "
