@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
 
@@ -14,12 +14,21 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
+from gradbrain import config as config_keys  # noqa: E402
 from gradbrain.data import download as dl  # noqa: E402
-from gradbrain.models.catalogue import model_spec  # noqa: E402
+from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 
-validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+# --config values arrive as strings ('encoding={folds: 10}' gives '10'): type them as the schema does, then stop on
+# any key that neither the schema nor the model catalogue knows, before validate() fills in the defaults
+_schema = config_keys.load_schema(SCHEMA)
+update_config(
+    config, config_keys.typed_overrides(workflow.config_settings.config, _schema)
+)
+config_keys.check_keys(config, _schema, ENTRY_KEYS)
+validate(config, SCHEMA)
 
 RESULTS = config["results"]
 MODELS = {

@@ -14,6 +14,10 @@ from gradbrain import RESOURCES
 CATALOGUE_PATH = RESOURCES / "models.yaml"
 OBJECTIVES = ("ce_pseudo", "ssl_view", "clip_zeroshot", "siglip_zeroshot", "mae_recon")
 POOLINGS = ("mean", "cls", "both")
+ENTRY_KEYS = ("source", "arch", "kwargs", "family", "blocks", "n_blocks", "input_size", "crop_pct", "weights",
+              "converter", "objective", "pooling", "text_bank", "decoder", "tokenizer", "quick_gelu",
+              "notes")  # fmt: skip
+"""The keys of a catalogue entry; a config's model entry may override each (besides the schema's own keys)."""
 FAMILY_BLOCKS = {  # per family, alternative block layouts (dotted module paths, * = any child); first match wins
     "vit": [["blocks"]],
     "resnet": [["layer1", "layer2", "layer3", "layer4"]],
