@@ -32,7 +32,7 @@ DOCUMENTED = [
     "extraction={autocast: null, compile: true, pca_components: 64, kinds: [activations, gradients]}",
     "demo_training={lr: 0.0005, epochs: 2}",
     "hierarchy={fdr_alpha: 0.01, permutations: 500}",
-    "simulation={meg: {gradient_latency: [0.4, 0.95], noise: 2}}",
+    "simulation={meg: {gradient_latency: [0.4, 0.95], noise: 2}, driver: {n_layers: 6}}",
     "models={demo_vit: {n_layers: 4, batch_size: 32, kwargs: {depth: 4}, demo_training: {epochs: 1}}}",
     "power={n_images: [100, 300], noise: {meg: [0.5, 2.0]}, models: null, own_contribution: true}",
 ]
@@ -117,6 +117,7 @@ def test_a_dotted_key_is_unknown():
         ("power.hierarchy.fdr_alpha", 0.01),  # overrides hierarchy
         ("datasets.sim_backprop_fmri.sessions", 3),
         ("datasets.sim_backprop_fmri.rois.floc-bodies", ["EBA"]),  # an atlas: a name, not a key
+        ("simulation.driver.pooling", "cls"),
     ],
 )
 def test_keys_that_exist_are_accepted(path, value):

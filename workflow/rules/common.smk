@@ -58,6 +58,22 @@ def spec_subset(model, keys):
     return {k: MODELS[model][k] for k in keys if k in MODELS[model]}
 
 
+def driver_spec(model):
+    """The spec a driver of the simulated brain is read with: its entry's training keys (shared with
+    train_demo_model, which writes the weights it loads) and, for the other DRIVER_KEYS, its catalogue entry
+    overridden by simulation.driver; so editing an analysed model's pooling, objective or n_layers leaves the
+    simulated brain alone."""
+    entry = config["models"][model] or {}
+    own = {
+        **model_spec(model, {"catalogue": entry.get("catalogue", model)}),
+        **SIM["driver"],
+    }
+    return {
+        **spec_subset(model, TRAINING_KEYS),
+        **{k: own[k] for k in DRIVER_KEYS if k not in TRAINING_KEYS},
+    }
+
+
 def stimuli_settings():
     """The simulation keys that decide the stimuli and driver features (so other edits keep them)."""
     keys = ("seed", "image_size", "driver_models", "readout_components")
