@@ -337,9 +337,7 @@ def slurm_study(request, tmp_path_factory):
     configfile.write_text(yaml.safe_dump(cfg))
     for rel in ("results/models", "data/sim/stimuli.zarr", "data/sim/backprop"):
         shutil.copytree(local / rel, tmp / rel)
-    from test_profiles import profile_without_conda
-
-    profile = profile_without_conda(tmp / "profile")
+    profile = REPO / "profiles" / "slurm"  # as it is: no conda here either
     logs = tmp / "slurm_logs"
     cmd = [
         *SNAKEMAKE,
