@@ -11,8 +11,8 @@ import pytest
 from helpers import REPO
 
 LIBRARY = REPO / "workflow" / "gradbrain"
-ORDER = ("gradbrain", "store", "logs", "stats", "data", "models", "features", "simulation", "encoding", "hierarchy",
-         "power", "report", "jobsize")  # fmt: skip
+ORDER = ("gradbrain", "store", "logs", "config", "stats", "data", "models", "features", "simulation", "encoding",
+         "hierarchy", "power", "report", "jobsize")  # fmt: skip
 """The one-way order of docs/architecture.md: a package imports only from packages before it ("gradbrain" is the
 root package's own ``__init__``)."""
 MAX_LINES = 420

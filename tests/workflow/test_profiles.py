@@ -56,7 +56,6 @@ def test_every_key_is_a_snakemake_option(path, cli_options):
 
 
 def test_default_profile_is_for_local_runs(default):
-    assert default["cores"] == "all"
     assert default["rerun-incomplete"] is True
     assert default["printshellcmds"] is True
     assert default["keep-going"] is False
@@ -66,6 +65,8 @@ def test_default_profile_is_for_local_runs(default):
 def test_default_profile_leaves_cluster_and_conda_settings_alone(default):
     """profiles/default wins over --profile profiles/slurm for every key it sets, and runs without conda here."""
     cluster_keys = {
+        "cores",  # Snakemake caps every job's threads at --cores, on a cluster too: `all` is the login node's count
+        "max-threads",
         "executor",
         "jobs",
         "default-resources",
@@ -90,7 +91,10 @@ def test_slurm_profile_sets_no_key_the_default_profile_overrides(default, slurm)
 def test_slurm_profile_basics(slurm):
     assert slurm["executor"] == "slurm"
     assert slurm["jobs"] == 100
-    assert slurm["software-deployment-method"] == "conda"
+    assert not {"software-deployment-method", "sdm", "use-conda", "use-apptainer"} & set(slurm), (
+        "a user adds --sdm conda or --sdm apptainer; the profile must run without conda"
+    )
+    assert slurm["cores"] >= max(slurm["set-threads"].values()), "--cores caps every job's threads"
     assert slurm["retries"] >= 1
     assert slurm["slurm-requeue"] is True, "preempted jobs should go back into the queue"
     defaults = slurm["default-resources"]
@@ -150,18 +154,17 @@ def test_profile_rules_exist_in_the_workflow(slurm):
 
 
 # --------------------------------------------------------------------------- job resources in a dry run
-def profile_without_conda(dest: Path) -> Path:
-    """profiles/slurm minus software-deployment-method (no conda here), written to ``dest``; nothing else changes."""
-    profile = load(SLURM)
-    assert profile.pop("software-deployment-method") == "conda"
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "config.yaml").write_text(yaml.safe_dump(profile))
-    return dest
+def path_without_conda() -> str:
+    """PATH without the folders that hold a conda, mamba or micromamba executable."""
+    tools = ("conda", "mamba", "micromamba")
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in folders if d and not any((Path(d) / t).exists() for t in tools))
 
 
-def dry_run_resources(profile: str, configfile: Path, env: dict[str, str]) -> list[tuple[str, dict[str, str], dict]]:
-    """(rule, wildcards, resources) of every job that ``snakemake -n --forceall --profile <profile>`` plans (forced,
-    so that outputs already in the checkout do not hide jobs)."""
+def dry_run_jobs(profile: str, configfile: Path, env: dict[str, str]) -> list[tuple[str, dict[str, str], dict]]:
+    """(rule, wildcards, resources and threads) of every job that ``snakemake -n --forceall --profile <profile>``
+    plans (forced, so that outputs already in the checkout do not hide jobs), with the workflow profile applied as
+    for a user."""
     cmd = [
         sys.executable,
         "-m",
@@ -184,9 +187,11 @@ def dry_run_resources(profile: str, configfile: Path, env: dict[str, str]) -> li
     for line in proc.stdout.splitlines():
         line = line.strip()
         if line.startswith(("rule ", "localrule ")):
-            jobs.append((line.split()[1].rstrip(":"), {}, {}))
+            jobs.append((line.split()[1].rstrip(":"), {}, {"threads": 1}))
         elif line.startswith("wildcards:") and jobs:
             jobs[-1][1].update(kv.split("=", 1) for kv in line.removeprefix("wildcards:").strip().split(", "))
+        elif line.startswith("threads:") and jobs:
+            jobs[-1][2]["threads"] = int(line.removeprefix("threads:"))
         elif line.startswith("resources:") and jobs:
             for kv in line.removeprefix("resources:").strip().split(", "):
                 key, value = kv.split("=", 1)
@@ -196,18 +201,39 @@ def dry_run_resources(profile: str, configfile: Path, env: dict[str, str]) -> li
 
 @pytest.fixture(scope="module")
 def planned_resources(tmp_path_factory):
-    """Dry runs of the paper and of the embedded default; the latter through the profile installed as a named
-    profile, as README.md tells (a symlink in the user's Snakemake config directory, then `--profile slurm`)."""
+    """Dry runs through profiles/slurm as it is: of the paper with a PATH that has no conda, and of the embedded
+    default through the profile installed as a named profile, as README.md tells (a symlink in the user's Snakemake
+    config directory, then `--profile slurm`)."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="needs snakemake-executor-plugin-slurm")
-    profile = profile_without_conda(tmp_path_factory.mktemp("profile") / "slurm")
     xdg = tmp_path_factory.mktemp("xdg")
     (xdg / "snakemake").mkdir()
-    (xdg / "snakemake" / "slurm").symlink_to(profile, target_is_directory=True)
+    (xdg / "snakemake" / "slurm").symlink_to(SLURM.parent, target_is_directory=True)
     env = {"GRADBRAIN_PARTITION": "cpu", "GRADBRAIN_GPU_PARTITION": "gpu", "XDG_CONFIG_HOME": str(xdg)}
     return {
-        "paper.yaml": dry_run_resources(str(profile), ROOT / "config" / "paper.yaml", env),
-        "config.yaml": dry_run_resources("slurm", ROOT / "config" / "config.yaml", env),
+        "paper.yaml": dry_run_jobs(
+            str(SLURM.parent), ROOT / "config" / "paper.yaml", {**env, "PATH": path_without_conda()}
+        ),
+        "config.yaml": dry_run_jobs("slurm", ROOT / "config" / "config.yaml", env),
     }
+
+
+def test_path_without_conda_drops_the_folders_with_conda(tmp_path, monkeypatch):
+    with_conda, without = tmp_path / "miniforge" / "bin", tmp_path / "bin"
+    for folder in (with_conda, without):
+        folder.mkdir(parents=True)
+    (with_conda / "conda").touch()
+    (without / "python").touch()
+    monkeypatch.setenv("PATH", os.pathsep.join([str(with_conda), str(without)]))
+    assert path_without_conda() == str(without)
+
+
+def test_dry_run_gives_jobs_the_threads_the_profile_sets(planned_resources, slurm):
+    """Every planned job gets the threads profiles/slurm sets for its rule, whatever the cores of the machine that
+    submits (profiles/default sets no cores); the plugin passes them to sbatch as --cpus-per-task or --cpus-per-gpu."""
+    for config, jobs in planned_resources.items():
+        for rule, threads in slurm["set-threads"].items():
+            planned = [res["threads"] for r, _, res in jobs if r == rule]
+            assert planned and set(planned) == {threads}, (config, rule, planned)
 
 
 def test_dry_run_sizes_nsd_jobs_larger_than_the_demo(planned_resources):

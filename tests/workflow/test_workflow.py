@@ -197,15 +197,44 @@ def model_jobs(cfg: dict, model: str, train: bool = False) -> list[str]:
 
 
 @pytest.mark.slow
-def test_rerun_is_a_no_op_and_one_model_edit_reruns_only_that_model(small_study):
-    tmp, configfile = small_study
+def test_rerun_is_a_no_op(small_study):
+    _, configfile = small_study
     proc = run_snakemake(configfile, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "edit"),
+    [
+        ("demo_cnn", {"batch_size": 37}),
+        ("demo_vit", {"pooling": "cls"}),
+        ("demo_vit", {"objective": "ssl_view"}),
+        ("demo_cnn", {"n_layers": 4}),
+    ],
+)
+def test_one_model_edit_reruns_only_that_model(small_study, model, edit):
+    """The demo models also drive the simulated brain, which reads them with a spec of its own (simulation.driver):
+    editing how one is analysed re-runs its features, its encodings and the summary, not the simulation."""
+    tmp, configfile = small_study
     cfg = yaml.safe_load(configfile.read_text())
-    cfg["models"]["demo_cnn"] = {**cfg["models"]["demo_cnn"], "batch_size": 37}
+    cfg["models"][model] = {**cfg["models"][model], **edit}
     edited = tmp / "edited.yaml"
     edited.write_text(yaml.safe_dump(cfg))
-    assert sorted(planned(edited)) == model_jobs(cfg, "demo_cnn"), "only demo_cnn's features and encodings re-run"
+    assert sorted(planned(edited)) == model_jobs(cfg, model), f"only {model}'s features and encodings re-run"
+
+
+@pytest.mark.slow
+def test_editing_what_a_driver_is_trained_with_reruns_the_simulated_study(small_study):
+    """The exception config/README.md states: a demo model's training decides the weights that drive the simulated
+    brain, so it is re-trained, the studies are simulated again and every simulated dataset is analysed again."""
+    tmp, configfile = small_study
+    cfg = yaml.safe_load(configfile.read_text())
+    cfg["models"]["demo_cnn"]["demo_training"] = {"epochs": 1}
+    edited = tmp / "edited.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    everything = planned(configfile, "--forceall")
+    assert sorted(planned(edited)) == sorted(j for j in everything if j != "train_demo_model wildcards: model=demo_vit")
 
 
 @pytest.mark.slow
@@ -308,9 +337,7 @@ def slurm_study(request, tmp_path_factory):
     configfile.write_text(yaml.safe_dump(cfg))
     for rel in ("results/models", "data/sim/stimuli.zarr", "data/sim/backprop"):
         shutil.copytree(local / rel, tmp / rel)
-    from test_profiles import profile_without_conda
-
-    profile = profile_without_conda(tmp / "profile")
+    profile = REPO / "profiles" / "slurm"  # as it is: no conda here either
     logs = tmp / "slurm_logs"
     cmd = [
         *SNAKEMAKE,

@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
 
@@ -15,12 +15,21 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
 )
 
+from gradbrain import config as config_keys  # noqa: E402
 from gradbrain.data.download import files as dl  # noqa: E402
-from gradbrain.models.catalogue import model_spec  # noqa: E402
+from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 
-validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+# --config values arrive as strings ('encoding={folds: 10}' gives '10'): type them as the schema does, then stop on
+# any key that neither the schema nor the model catalogue knows, before validate() fills in the defaults
+_schema = config_keys.load_schema(SCHEMA)
+update_config(
+    config, config_keys.typed_overrides(workflow.config_settings.config, _schema)
+)
+config_keys.check_keys(config, _schema, ENTRY_KEYS)
+validate(config, SCHEMA)
 
 RESULTS = config["results"]
 MODELS = {
@@ -48,6 +57,22 @@ DRIVER_KEYS = TRAINING_KEYS + ("n_layers", "pooling", "objective", "weights")
 def spec_subset(model, keys):
     """The part of a model's resolved entry that a rule depends on (other edits do not re-run it)."""
     return {k: MODELS[model][k] for k in keys if k in MODELS[model]}
+
+
+def driver_spec(model):
+    """The spec a driver of the simulated brain is read with: its entry's training keys (shared with
+    train_demo_model, which writes the weights it loads) and, for the other DRIVER_KEYS, its catalogue entry
+    overridden by simulation.driver; so editing an analysed model's pooling, objective or n_layers leaves the
+    simulated brain alone."""
+    entry = config["models"][model] or {}
+    own = {
+        **model_spec(model, {"catalogue": entry.get("catalogue", model)}),
+        **SIM["driver"],
+    }
+    return {
+        **spec_subset(model, TRAINING_KEYS),
+        **{k: own[k] for k in DRIVER_KEYS if k not in TRAINING_KEYS},
+    }
 
 
 def stimuli_settings():

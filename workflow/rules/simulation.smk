@@ -40,7 +40,7 @@ rule simulate_stimuli:
         runtime=by_attempt(30),
     params:
         simulation=stimuli_settings(),
-        specs={m: spec_subset(m, DRIVER_KEYS) for m in SIM_DRIVERS},
+        specs={m: driver_spec(m) for m in SIM_DRIVERS},
     script:
         "../scripts/simulation.py"
 

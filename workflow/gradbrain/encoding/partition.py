@@ -4,27 +4,30 @@ A per-image gradient is a function of the image correlated with the forward acti
 activations only is predicted by gradients too. What the gradients of layer k add is measured against a control
 space C that holds what a forward-only brain could be reading: the first ``q`` principal components of every
 sampled activation layer, concatenated (:func:`control_space`). Per target, three cross-validated fits on the same
-outer folds: C alone, the layer's gradients G_k alone, and C and G_k jointly with a penalty per band (banded ridge,
-``encoding.banded``). With R^2 the cross-validated coefficient of determination,
+outer folds: C alone, the layer's gradients G_k alone and C and G_k jointly with a penalty per band (banded ridge,
+``encoding.banded``). With R^2 the cross-validated coefficient of determination (:func:`variance_parts`),
 
     unique_g = R^2(C + G_k) - R^2(C),   unique_a = R^2(C + G_k) - R^2(G_k),
-    shared = R^2(C) + R^2(G_k) - R^2(C + G_k)                                         (:func:`variance_parts`).
+    shared = R^2(C) + R^2(G_k) - R^2(C + G_k).
 
 The test of gradient-specific signal has the null "the gradients add nothing to the activations":
-E[y | C, G_k] = E[y | C]. It does not permute gradient rows (that would break their correlation with the
-activations, which is what makes a forward-only brain look predicted by gradients). It is the generalised
-covariance measure of Shah & Peters (2020) with cross-fitting: with the out-of-fold predictions of the control
-model yhat_C and of the joint model yhat_J (every image predicted by the fold that holds it out),
-e_i = y_i - yhat_C,i is what the activations leave and u_i = yhat_J,i - yhat_C,i what the gradients would add, and
-under the null E[u_i e_i] = 0, since the noise of a held-out image is independent of the fits. Per target,
-R_i = u_i e_i; per subject and layer, R_i = sum over targets of u_it e_it (the images are the independent units;
-the targets of one image are summed first, so their correlation needs no model). The statistic is
-z = mean_i R_i / (sd_i R_i / sqrt(n)), one-sided p = 1 - Phi(z) (cross-validated CLT: Bayle et al. 2020).
+E[y | C, G_k] = E[y | C], y = C b + noise. It does not permute gradient rows (that breaks their correlation with
+the activations, which is what makes a forward-only brain look predicted by gradients). It is the partial F-test of
+least squares (:func:`partial_f`), exact under Gaussian noise that is independent across images: with P_C the
+projection on the centred control space and Q the first ``m`` principal directions of the gradients' part outside
+it, (I - P_C) G_k, the extra sum of squares of target t is dRSS_t = ||Q' (I - P_C) y_t||^2 and
+
+    F_t = (dRSS_t / m) / (RSS_t / d),   RSS_t = ||(I - P_C) y_t||^2 - dRSS_t,   d = n - 1 - rank(C) - m,
+
+F(m, d) under the null. A subject's test of layer k sums the targets' statistics, S = sum_t m F_t, whose null is
+approximated by Satterthwaite's scaled chi-square from the first two moments, the targets' correlation entering
+through ||R||_F^2, R the correlation matrix of the residuals across targets (:func:`summed_f`). A subject has
+gradient-specific signal when some layer passes (Bonferroni over layers, :func:`combine_layers`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
@@ -40,13 +43,19 @@ def control_space(layers: list[np.ndarray], components: int) -> tuple[np.ndarray
     """
     blocks, kept = [], []
     for x in layers:
-        x = np.asarray(x, dtype=np.float64)
-        x = x - x.mean(0)
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        q = int(min(components, int(np.sum(s > s[0] * 1e-10)) if s.size and s[0] > 0 else 0))
+        u, s = _centred_svd(x)
+        q = min(int(components), len(s))
         blocks.append((u[:, :q] * s[:q]).astype(np.float32))
         kept.append(q)
     return np.concatenate(blocks, axis=1), kept
+
+
+def _centred_svd(x: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors and values of the centred x, the numerically null directions dropped."""
+    x = np.asarray(x, dtype=np.float64)
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    keep = s > (s[0] * tol if s.size else 0)
+    return u[:, keep], s[keep]
 
 
 def variance_parts(r2_control: np.ndarray, r2_single: np.ndarray, r2_joint: np.ndarray) -> dict[str, np.ndarray]:
@@ -58,57 +67,87 @@ def variance_parts(r2_control: np.ndarray, r2_single: np.ndarray, r2_joint: np.n
     }
 
 
-def one_sided_p(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """z and one-sided p = 1 - Phi(z) of the mean of n values from their sum and sum of squares (z = 0 where the
-    values do not vary, e.g. a target whose joint fit chose the control band alone)."""
-    total, total_sq = np.asarray(total, dtype=np.float64), np.asarray(total_sq, dtype=np.float64)
-    mean = total / n
-    var = np.maximum(total_sq / n - mean**2, 0.0) * n / max(n - 1, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(var > 0, mean / np.sqrt(var / n), 0.0)
-    return z, sps.norm.sf(z)
+@dataclass
+class ControlProjection:
+    """The centred control space's orthonormal basis Q_C (n, r): projects targets and features off it."""
+
+    basis: np.ndarray
+
+    @classmethod
+    def of(cls, control: np.ndarray) -> ControlProjection:
+        return cls(_centred_svd(control)[0])
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+    def residual(self, x: np.ndarray) -> np.ndarray:
+        """(I - P_C) of the centred columns of x (n, d)."""
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(0)
+        return x - self.basis @ (self.basis.T @ x)
+
+
+def gradient_basis(features: np.ndarray, control: ControlProjection, components: int) -> np.ndarray:
+    """Q (n, m): the first ``components`` principal directions of the features' part outside the control space."""
+    u, _ = _centred_svd(control.residual(features))
+    return u[:, : int(components)]
 
 
 @dataclass
-class SignalTest:
-    """Accumulates the residual products R = u e of the test of gradient-specific signal, batch by batch of targets.
+class PartialF:
+    """Per target: extra sum of squares, full-model residual sum of squares, F and its p; degrees of freedom."""
 
-    ``groups`` assigns each target to a subject (the power analysis fits many simulated subjects side by side; one
-    group otherwise): the per-image sums R_i run over each group's targets.
+    delta_rss: np.ndarray
+    rss: np.ndarray
+    f: np.ndarray
+    p: np.ndarray
+    df_num: int
+    df_den: int
+
+
+def partial_f(residual_y: np.ndarray, q: np.ndarray, control_rank: int) -> PartialF:
+    """The partial F-test of the directions ``q`` (n, m; orthonormal, outside the control space) for every column of
+    ``residual_y`` = (I - P_C) y (n, t); see the module docstring for the formula."""
+    n, m = residual_y.shape[0], q.shape[1]
+    df_den = n - 1 - control_rank - m
+    if m == 0 or df_den < 1:
+        raise ValueError(
+            f"the partial F-test needs n - 1 - rank(C) - m >= 1 images: n = {n}, rank(C) = {control_rank}, m = {m}; "
+            "lower encoding.partition.control_components or gradient_components, or use more images"
+        )
+    delta = ((q.T @ residual_y) ** 2).sum(0)
+    rss = np.maximum((residual_y**2).sum(0) - delta, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.where(rss > 0, (delta / m) / (rss / df_den), np.nan)
+    return PartialF(delta, rss, f, sps.f.sf(f, m, df_den), m, df_den)
+
+
+def summed_f(test: PartialF, residual_full: np.ndarray) -> tuple[float, float]:
+    """A subject's sum over targets of m F_t and its p under the null (Satterthwaite's scaled chi-square).
+
+    Each term m F_t has mean m d/(d - 2) and variance 2 m^2 d^2 (m + d - 2) / (m (d - 2)^2 (d - 4)) under the null; the
+    terms of correlated targets covary, the sum's variance being the per-term variance times ||R||_F^2 (sum of the
+    squared correlations of the targets' residuals, ``residual_full`` (n, t) the full model's residuals, each sample
+    correlation's own variance 1/d removed). The sum is then matched to a chi^2(nu) scaled by a: a = var / (2 mean), nu = 2 mean^2 / var.
     """
-
-    n_images: int
-    n_targets: int
-    groups: np.ndarray | None = None
-    per_target: np.ndarray = field(init=False)
-    per_target_sq: np.ndarray = field(init=False)
-    per_image: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.groups = np.zeros(self.n_targets, dtype=int) if self.groups is None else np.asarray(self.groups)
-        self.n_groups = int(self.groups.max()) + 1 if self.n_targets else 0
-        self.per_target = np.zeros(self.n_targets)
-        self.per_target_sq = np.zeros(self.n_targets)
-        self.per_image = np.zeros((self.n_images, self.n_groups))
-
-    def add(self, columns: slice, y: np.ndarray, pred_control: np.ndarray, pred_joint: np.ndarray) -> None:
-        """Add a batch of targets: their values and the out-of-fold predictions of both models, (n, batch) each."""
-        e = np.asarray(y, dtype=np.float64) - pred_control
-        u = np.asarray(pred_joint, dtype=np.float64) - pred_control
-        prod = u * e
-        self.per_target[columns] += prod.sum(0)
-        self.per_target_sq[columns] += (prod**2).sum(0)
-        groups = self.groups[columns]
-        for g in np.unique(groups):
-            self.per_image[:, g] += prod[:, groups == g].sum(1)
-
-    def target_p(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per target: z and one-sided p of mean_i u_i e_i > 0."""
-        return one_sided_p(self.per_target, self.per_target_sq, self.n_images)
-
-    def group_p(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per group (subject): z and one-sided p of mean_i sum_t u_it e_it > 0."""
-        return one_sided_p(self.per_image.sum(0), (self.per_image**2).sum(0), self.n_images)
+    ok = np.isfinite(test.f)
+    if not ok.any():
+        return float("nan"), float("nan")
+    m, d = test.df_num, test.df_den
+    stat = float(np.sum(m * test.f[ok]))
+    z = residual_full[:, ok]
+    z = z - z.mean(0)
+    z = z / np.where(z.std(0) > 0, z.std(0), 1.0)
+    n, t = z.shape
+    gram = z.T @ z if t <= n else z @ z.T
+    # sum of squared correlations; a sample correlation of residuals with d degrees of freedom adds ~1/d to rho^2
+    frob = t + max(float((gram**2).sum()) / n**2 - t - t * (t - 1) / d, 0.0)
+    mean = t * m * d / (d - 2)
+    var_term = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) if d > 4 else 2.0 * m
+    var = var_term * frob
+    a, nu = var / (2 * mean), 2 * mean**2 / var
+    return stat, float(sps.chi2.sf(stat / a, nu))
 
 
 def combine_layers(p_layers: np.ndarray) -> np.ndarray:

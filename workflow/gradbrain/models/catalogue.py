@@ -13,6 +13,10 @@ from gradbrain import RESOURCES
 
 CATALOGUE_PATH = RESOURCES / "models.yaml"
 POOLINGS = ("mean", "patch_mean", "cls", "both")
+ENTRY_KEYS = ("source", "arch", "kwargs", "family", "blocks", "n_blocks", "input_size", "crop_pct", "weights",
+              "converter", "objective", "pooling", "prefix_tokens", "text_bank", "decoder", "tokenizer", "quick_gelu",
+              "notes")  # fmt: skip
+"""The keys of a catalogue entry; a config's model entry may override each (besides the schema's own keys)."""
 FAMILY_BLOCKS = {  # per family, alternative block layouts (dotted module paths, * = any child); first match wins
     "vit": [["blocks"]],
     "resnet": [["layer1", "layer2", "layer3", "layer4"]],
