@@ -11,6 +11,8 @@ rule hierarchy:
         latencies=f"{RESULTS}/hierarchy/latencies.csv",
         best_layers=f"{RESULTS}/hierarchy/best_layers.csv",
         topographies=f"{RESULTS}/hierarchy/topographies.csv",
+        claims=f"{RESULTS}/hierarchy/claims.csv",
+        partition=f"{RESULTS}/hierarchy/partition.csv",
     log:
         f"{RESULTS}/logs/hierarchy.log",
     benchmark:

@@ -9,6 +9,8 @@ rule report:
         latencies=rules.hierarchy.output.latencies,
         best_layers=rules.hierarchy.output.best_layers,
         topographies=rules.hierarchy.output.topographies,
+        claims=rules.hierarchy.output.claims,
+        partition=rules.hierarchy.output.partition,
     output:
         figures=report(
             directory(f"{RESULTS}/figures"),

@@ -73,13 +73,15 @@ class BandedSVDGCV:
     ``gammas``), reused for every batch of targets. Bands are standardised already (centred here, as SVDGCV)."""
 
     def __init__(
-        self, bands_train: Sequence[Any], bands_test: Sequence[Any], gammas: Any, alphas: Any, ops: Ops
-    ) -> None:
+        self, bands_train: Sequence[Any], bands_test: Sequence[Any], gammas: Any, alphas: Any, ops: Ops,
+        criterion: str = "loo",
+    ) -> None:  # fmt: skip
         if len(bands_train) != len(bands_test) or not bands_train:
             raise ValueError(f"need the same bands for training and test, got {len(bands_train)} and {len(bands_test)}")
         self.ops = ops
         self.gammas = _check_gammas(gammas, len(bands_train))
-        self.models = [SVDGCV(_scaled(bands_train, g), _scaled(bands_test, g), alphas, ops) for g in self.gammas]
+        self.models = [SVDGCV(_scaled(bands_train, g), _scaled(bands_test, g), alphas, ops, criterion)
+                       for g in self.gammas]  # fmt: skip
         self.alphas = self.models[0].alphas
         self.n_train = self.models[0].n_train
 
@@ -171,6 +173,7 @@ class CrossValidatedBandedRidge(OuterFolds):
         device: str = "cpu",
         dtype: str = "float32",
         target_batch: int | None = None,
+        criterion: str = "loo",
     ) -> None:
         bands, folds = [np.asarray(X) for X in bands], np.asarray(folds)
         if not bands or any(X.ndim != 2 or X.shape[0] != folds.shape[0] for X in bands) or folds.ndim != 1:
@@ -180,7 +183,9 @@ class CrossValidatedBandedRidge(OuterFolds):
         self.models = []
         for test in self.test_masks:
             split = [standardise(X[~test], X[test]) for X in bands]
-            self.models.append(BandedSVDGCV([s[0] for s in split], [s[1] for s in split], gammas, alphas, self.ops))
+            self.models.append(
+                BandedSVDGCV([s[0] for s in split], [s[1] for s in split], gammas, alphas, self.ops, criterion)
+            )
         self.gammas, self.alphas = self.models[0].gammas, self.models[0].alphas
         self.nbytes = sum(m.nbytes for m in self.models)
 

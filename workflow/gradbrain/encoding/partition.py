@@ -105,47 +105,51 @@ class PartialF:
     df_num: int
     df_den: int
 
+    def subset(self, mask: np.ndarray) -> PartialF:
+        """The test of the targets in ``mask``."""
+        return PartialF(self.delta_rss[mask], self.rss[mask], self.f[mask], self.p[mask], self.df_num, self.df_den)
+
 
 def partial_f(residual_y: np.ndarray, q: np.ndarray, control_rank: int) -> PartialF:
     """The partial F-test of the directions ``q`` (n, m; orthonormal, outside the control space) for every column of
     ``residual_y`` = (I - P_C) y (n, t); see the module docstring for the formula."""
-    n, m = residual_y.shape[0], q.shape[1]
+    delta = ((q.T @ residual_y) ** 2).sum(0)
+    return partial_f_from_sums(delta, (residual_y**2).sum(0), q.shape[1], residual_y.shape[0], control_rank)
+
+
+def partial_f_from_sums(delta: np.ndarray, total: np.ndarray, m: int, n: int, control_rank: int) -> PartialF:
+    """The partial F-test from its sums of squares: ``delta`` = dRSS_t and ``total`` = ||(I - P_C) y_t||^2."""
     df_den = n - 1 - control_rank - m
-    if m == 0 or df_den < 1:
+    if m == 0 or df_den < 5:
         raise ValueError(
-            f"the partial F-test needs n - 1 - rank(C) - m >= 1 images: n = {n}, rank(C) = {control_rank}, m = {m}; "
+            f"the partial F-test needs n - 1 - rank(C) - m >= 5 images: n = {n}, rank(C) = {control_rank}, m = {m}; "
             "lower encoding.partition.control_components or gradient_components, or use more images"
         )
-    delta = ((q.T @ residual_y) ** 2).sum(0)
-    rss = np.maximum((residual_y**2).sum(0) - delta, 0.0)
+    rss = np.maximum(np.asarray(total, dtype=np.float64) - delta, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         f = np.where(rss > 0, (delta / m) / (rss / df_den), np.nan)
     return PartialF(delta, rss, f, sps.f.sf(f, m, df_den), m, df_den)
 
 
-def summed_f(test: PartialF, residual_full: np.ndarray) -> tuple[float, float]:
+def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
     """A subject's sum over targets of m F_t and its p under the null (Satterthwaite's scaled chi-square).
 
-    Each term m F_t has mean m d/(d - 2) and variance 2 m^2 d^2 (m + d - 2) / (m (d - 2)^2 (d - 4)) under the null; the
-    terms of correlated targets covary, the sum's variance being the per-term variance times ||R||_F^2 (sum of the
-    squared correlations of the targets' residuals, ``residual_full`` (n, t) the full model's residuals, each sample
-    correlation's own variance 1/d removed). The sum is then matched to a chi^2(nu) scaled by a: a = var / (2 mean), nu = 2 mean^2 / var.
+    Each term m F_t has mean m d/(d - 2) and variance 2 m^2 d^2 (m + d - 2) / (m (d - 2)^2 (d - 4)) under the null;
+    the terms of correlated targets covary, the sum's variance being the per-term variance times ||R||_F^2, the sum
+    of the squared correlations of the targets' residuals outside the control space (from ``gram`` = Z Z' (n, n) of
+    the standardised residuals, ||Z'Z||_F = ||Z Z'||_F; a sample correlation with d degrees of freedom adds about
+    1/d to each rho^2, which is removed). The sum is matched to a chi^2(nu) scaled by a, a = var / (2 mean),
+    nu = 2 mean^2 / var.
     """
     ok = np.isfinite(test.f)
-    if not ok.any():
+    t = int(ok.sum())
+    if t == 0:
         return float("nan"), float("nan")
     m, d = test.df_num, test.df_den
     stat = float(np.sum(m * test.f[ok]))
-    z = residual_full[:, ok]
-    z = z - z.mean(0)
-    z = z / np.where(z.std(0) > 0, z.std(0), 1.0)
-    n, t = z.shape
-    gram = z.T @ z if t <= n else z @ z.T
-    # sum of squared correlations; a sample correlation of residuals with d degrees of freedom adds ~1/d to rho^2
     frob = t + max(float((gram**2).sum()) / n**2 - t - t * (t - 1) / d, 0.0)
     mean = t * m * d / (d - 2)
-    var_term = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) if d > 4 else 2.0 * m
-    var = var_term * frob
+    var = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) * frob
     a, nu = var / (2 * mean), 2 * mean**2 / var
     return stat, float(sps.chi2.sf(stat / a, nu))
 

@@ -1,9 +1,11 @@
 """encode_fmri / encode_meg: Pearson r per (kind, layer, target) for one subject and model.
 
-Writes results/encoding/{dataset}/{model}/sub-{subject}.zarr: r/<kind> and alpha/<kind> (n_layers, n_targets), the
-held-out r when the brain store has a test split, the layer identifiability of each kind (attrs), and r_own/<kind>:
-the same encoding of each layer's own contribution (contributions.py) for the modalities in
-``encoding.own_contribution``.
+Writes results/encoding/{dataset}/{model}/sub-{subject}.zarr: r/<kind>, r2/<kind> and alpha/<kind> (n_layers,
+n_targets), the held-out r when the brain store has a test split, the layer identifiability of each kind (attrs),
+r_own/<kind>: the same encoding of each layer's own contribution (contributions.py) for the modalities in
+``encoding.own_contribution``, and, with ``encoding.partition``, the control space's fit (partition/control_r2,
+control_r) and per compared kind the joint fits and the test of its signal beyond the activations
+(partition/<kind>/r2_joint, r_joint, f_p (n_layers, n_targets), layer_stat, layer_p (n_layers,); joint.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from gradbrain import store
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, heldout_scores, make_folds
 from gradbrain.encoding.identifiability import linear_cka, planted_targets, recovery
+from gradbrain.encoding.joint import JointFit, band_weights, control_scores, joint_fit
+from gradbrain.encoding.partition import control_space
 from gradbrain.encoding.significance import best_layers
+from gradbrain.features.kinds import ACTIVATIONS
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +74,19 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
     layers, depths = list(feats.attrs["layers"]), np.asarray(feats.attrs["relative_depths"])
     kinds = [k for k in feats.attrs["kinds"] if k in cfg.get("kinds", feats.attrs["kinds"])]
+    partition = _partition_kinds(cfg, kinds)
     with store.atomic_group(out) as group:
         for kind in kinds:
             X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
             train_layers = [X[train] for X in X_layers]
-            r_all, alpha_all, r_test, fits = [], [], [], []
+            r_all, r2_all, alpha_all, r_test, fits = [], [], [], [], []
             budget = float(cfg.get("cache_gb", 2.0)) * 2**30
             for name, X, X_train in zip(layers, X_layers, train_layers, strict=True):
                 cv = CrossValidatedRidge(X_train, folds, alphas, **solver)
                 scores = cv.score(Y_train)
                 r, alpha = scores.r, scores.alpha
                 r_all.append(r)
+                r2_all.append(scores.r2)
                 alpha_all.append(alpha)
                 budget -= cv.nbytes
                 fits.append(cv if budget > 0 else None)  # kept for the identifiability pass while memory allows
@@ -89,6 +96,7 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             r_all = np.stack(r_all).astype(np.float32)
             store.write_array(group, f"r/{kind}", r_all)
             store.write_array(group, f"alpha/{kind}", np.stack(alpha_all).astype(np.float32))
+            store.write_array(group, f"r2/{kind}", np.stack(r2_all).astype(np.float32))
             if r_test:
                 store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
             fits = [
@@ -98,6 +106,17 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             if brain.attrs["modality"] in cfg.get("own_contribution", ()):
                 r_own = own_scores(X_layers, kind, train, Y_train, folds, alphas, solver)
                 store.write_array(group, f"r_own/{kind}", r_own)
+            if kind == ACTIVATIONS and partition:
+                control, kept = control_space(X_layers, int(cfg["partition"]["control_components"]))
+                control = control[train]
+                r2_control, r_control = control_scores(control, Y_train, folds, alphas, solver)
+                store.write_array(group, "partition/control_r2", r2_control.astype(np.float32))
+                store.write_array(group, "partition/control_r", r_control.astype(np.float32))
+                group.attrs["partition"] = {**cfg["partition"], "control_kept": kept, "kinds": partition}
+            elif kind in partition:
+                fit = joint_fit(control, train_layers, Y_train, folds, alphas, band_weights(cfg["partition"]),
+                                int(cfg["partition"]["gradient_components"]), solver, label=kind)  # fmt: skip
+                write_joint(group, kind, fit)
         group.attrs.update(
             {
                 "layers": layers,
@@ -116,6 +135,25 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             }
         )
     return Path(out)
+
+
+def _partition_kinds(cfg: dict[str, Any], kinds: list[str]) -> list[str]:
+    """The kinds jointly fitted with the control space (``encoding.partition``): every kind compared with the
+    activations, or none when the partition is off or the activations were not extracted."""
+    part = cfg.get("partition") or {}
+    if not part.get("enabled") or ACTIVATIONS not in kinds:
+        return []
+    return [k for k in kinds if k != ACTIVATIONS]
+
+
+def write_joint(group: Any, kind: str, fit: JointFit) -> None:
+    """The joint fits and the F-tests of one kind under ``partition/<kind>/`` of an encoding store."""
+    store.write_array(group, f"partition/{kind}/r2_joint", fit.r2_joint.astype(np.float32))
+    store.write_array(group, f"partition/{kind}/r_joint", fit.r_joint.astype(np.float32))
+    store.write_array(group, f"partition/{kind}/f_p", fit.f_p.astype(np.float64))
+    store.write_array(group, f"partition/{kind}/layer_stat", fit.layer_stat[:, 0])
+    store.write_array(group, f"partition/{kind}/layer_p", fit.layer_p[:, 0])
+    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den}
 
 
 def own_scores(

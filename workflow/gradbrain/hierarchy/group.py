@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from gradbrain import stats
 from gradbrain.hierarchy.subject import ROBUST_METRICS
+from gradbrain.hierarchy.unique import UNIQUE_METRICS
 
 MAIN_METRICS = (
-    "spatial_score", "spatial_score_spearman", "spatial_score_roi", "voxel_agreement", "spatial_divergence",
-    "temporal_score", "temporal_divergence", "after_forward_fraction", "layer_identifiability", "gain_over_gradients",
+    "spatial_score", "spatial_score_spearman", "spatial_score_roi", "voxel_agreement", "temporal_score",
+    "after_forward_fraction", "layer_identifiability", "gain_over_gradients", *UNIQUE_METRICS,
 )  # fmt: skip
-"""The per-subject metrics that are group-tested (beside ``subject.ROBUST_METRICS``)."""
+"""The per-subject metrics that are group-tested (beside ``subject.ROBUST_METRICS``' latency and own-contribution
+scores). The paper's divergences D_S and D_T (and their robust variants) are not: a brain without gradient-specific
+signal gives D_S about S_a and D_T about T_a, so a test of them is no test of divergence; the divergences of the
+gradient-specific signal (``*_unique``) are tested, over the subjects that have that signal."""
 TEST_COLUMNS = ["dataset", "model", "kind", "metric", "n_subjects", "mean", "sem", "statistic", "p"]
 
 
 def smallest_p(n: int) -> float:
     """The smallest two-sided p of a Wilcoxon signed-rank test of ``n`` values: 2 / 2^n (all signs alike)."""
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
+
+
+def stouffer(p: np.ndarray) -> tuple[float, float]:
+    """Stouffer's combination of independent one-sided p-values: Z = sum_i Phi^-1(1 - p_i) / sqrt(n), p = 1 - Phi(Z)."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-300, 1 - 1e-16)
+    z = float(sps.norm.isf(p).sum() / np.sqrt(len(p)))
+    return z, float(sps.norm.sf(z))
+
+
+STOUFFER_NOTE = "Stouffer's combination of the subjects' p; mean: share of subjects with signal"
+
+
+def _signal_tests(scores: pd.DataFrame) -> list[dict]:
+    """Per (dataset, model, kind): is there gradient-specific signal across subjects? Stouffer's combination of the
+    subjects' p (subjects are independent; valid at any number of subjects, unlike a signed-rank test)."""
+    out = []
+    sel = scores[(scores.metric == "gradient_signal_p") & scores.value.notna()]
+    for (dataset, model, kind), frame in sel.groupby(["dataset", "model", "kind"], sort=True):
+        z, p = stouffer(frame.value.to_numpy())
+        detected = scores[(scores.dataset == dataset) & (scores.model == model) & (scores.kind == kind)
+                          & (scores.metric == "gradient_signal")].value  # fmt: skip
+        out.append({"dataset": dataset, "model": model, "kind": kind, "metric": "gradient_signal",
+                    "n_subjects": len(frame), "mean": float(detected.mean()), "sem": math.nan, "statistic": z,
+                    "p": p, "n_undefined": 0, "note": STOUFFER_NOTE})  # fmt: skip
+    return out
 
 
 def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -30,7 +61,8 @@ def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     counted in ``n_undefined`` and named in the note. Each row also carries the mean layer identifiability of its
     (dataset, model, kind), so that a divergence is read beside how well the model's layers can be told apart.
     """
-    main = scores[scores.metric.isin(MAIN_METRICS + ROBUST_METRICS)]
+    tested = MAIN_METRICS + tuple(m for m in ROBUST_METRICS if "divergence" not in m)
+    main = scores[scores.metric.isin(tested)]
     out = []
     for (dataset, model, kind, metric), frame in main.groupby(["dataset", "model", "kind", "metric"], sort=True):
         row = {"dataset": dataset, "model": model, "kind": kind, "metric": metric,
@@ -47,6 +79,7 @@ def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                          f"{smallest_p(row['n_subjects']):.3g})")  # fmt: skip
             row["statistic"], row["p"] = math.nan, math.nan
         out.append({**row, "n_undefined": len(undefined), "note": "; ".join(notes)})
+    out += _signal_tests(scores)
     tests = pd.DataFrame(out, columns=[*TEST_COLUMNS, "n_undefined", "note"])
     tests.insert(len(TEST_COLUMNS), "p_fdr", stats.fdr(tests.p.to_numpy()) if len(tests) else [])
     identifiability = scores[scores.metric == "layer_identifiability"].groupby(["dataset", "model", "kind"]).value

@@ -93,3 +93,15 @@ def fit_gain(r_kind: np.ndarray, r_reference: np.ndarray) -> float:
     best = np.nanmax(np.nan_to_num(r_kind, nan=-np.inf), 0)
     ref = np.nanmax(np.nan_to_num(r_reference, nan=-np.inf), 0)
     return float(np.mean(best - ref))
+
+
+def undefined(x: np.ndarray, y: np.ndarray, what: str, over: str) -> str:
+    """Why Pearson(x, y) over ``over`` is undefined: fewer than 3 values, or a constant ``what``; empty otherwise."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3:
+        return f"fewer than 3 {over} ({len(x)})"
+    if np.ptp(x) == 0:
+        return f"every one of the {len(x)} {over} has the same {what} ({x[0]:.3g})"
+    if np.ptp(y) == 0:
+        return f"the {len(y)} {over} do not vary"
+    return ""

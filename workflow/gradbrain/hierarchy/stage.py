@@ -6,6 +6,10 @@ results/hierarchy/profiles.csv, latencies.csv, best_layers.csv, topographies.csv
   in the report): best_layers carries each target's grid indices and mm coordinates for the brain maps, topographies
   the r of every sensor at the time sample nearest each layer's T_k for the MEG topomaps (docs/report.md)
 results/hierarchy/verdicts.csv   for planted studies: each expected organisation and whether it was recovered
+results/hierarchy/claims.csv     per subject and compared kind: the claims in order (gradient-specific signal,
+  organised as backprop, diverges from backprop), each with its p and whether it holds, and the verdict
+results/hierarchy/partition.csv  the three variance parts (unique to the kind, shared, unique to the activations) per
+  layer and ROI (fMRI) or time (MEG), for the report's figure
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import pandas as pd
 from gradbrain import store
 from gradbrain.hierarchy.group import group_tests
 from gradbrain.hierarchy.subject import SubjectScores, new_extra, subject_metrics
+from gradbrain.hierarchy.unique import Partition
 from gradbrain.hierarchy.verdicts import verdicts
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["dataset", "model", "subject", "kind", "metric", "value", "note"]
+CLAIM_COLUMNS = ["dataset", "model", "subject", "kind", "modality", "claim", "p", "holds", "note", "verdict"]
+PARTITION_COLUMNS = ["dataset", "model", "subject", "kind", "layer", "depth", "axis", "position", "part", "value"]
 FMRI_TARGETS = ("distance_v1", "roi", "hemi", "ijk", "coords_mm")
 MEG_TARGETS = ("time", "channel")
 
@@ -47,11 +54,16 @@ def load_scores(fit: Fit) -> SubjectScores:
     modality = str(brain.attrs["modality"])
     names = FMRI_TARGETS if modality == "fmri" else MEG_TARGETS
     own = {kind: enc[f"r_own/{kind}"][...] for kind in kinds if f"r_own/{kind}" in enc}
+    partition = {
+        kind: Partition(enc["partition/control_r2"][...], *(enc[f"partition/{kind}/{n}"][...] for n in ("r2_joint",)),
+                        enc[f"r2/{kind}"][...], *(enc[f"partition/{kind}/{n}"][...] for n in ("f_p", "layer_p")))
+        for kind in kinds if f"partition/{kind}/r2_joint" in enc
+    }  # fmt: skip
     return SubjectScores(
         dataset=fit.dataset, model=fit.model, subject=fit.subject, modality=modality,
         layers=list(enc.attrs["layers"]), depths=np.asarray(enc.attrs["relative_depths"]), kinds=kinds,
         n_train=int(enc.attrs["n_train"]), r={kind: enc[f"r/{kind}"][...] for kind in kinds},
-        r_own=own if len(own) == len(kinds) else {},
+        r_own=own if len(own) == len(kinds) else {}, partition=partition,
         identifiability={k: enc.attrs[f"identifiability_{k}"] for k in kinds if enc.attrs.get(f"identifiability_{k}")},
         targets={name: store.read_array(brain["targets"], name) for name in names},
         n_channels=int(brain.attrs.get("n_channels", 0)), n_times=int(brain.attrs.get("n_times", 0)),
@@ -78,6 +90,8 @@ def hierarchy_tables(fits: list[Fit], cfg: dict[str, Any], scenarios: dict[str, 
         "latencies.csv": pd.DataFrame(extra["latencies"], columns=latency_columns),
         "best_layers.csv": pd.concat(extra["best_layers"]) if extra["best_layers"] else pd.DataFrame(),
         "topographies.csv": pd.concat(extra["topographies"]) if extra["topographies"] else pd.DataFrame(),
+        "claims.csv": pd.DataFrame(extra["claims"], columns=CLAIM_COLUMNS),
+        "partition.csv": pd.DataFrame(extra["partition"], columns=PARTITION_COLUMNS),
     }
     for name, frame in tables.items():
         store.write_table(frame, outdir / name)

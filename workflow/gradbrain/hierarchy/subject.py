@@ -19,6 +19,8 @@ from gradbrain.encoding.significance import BestLayers, best_layers
 from gradbrain.features.kinds import ACTIVATIONS, GRADIENTS
 from gradbrain.hierarchy import metrics as H
 from gradbrain.hierarchy import nulls
+from gradbrain.hierarchy import unique as U
+from gradbrain.hierarchy.unique import Partition
 
 ROBUST_VARIANTS = (  # (metric suffix, score maps, latency estimator) of the estimators beside the paper's
     ("centroid", "r", "centroid"), ("own", "r_own", "peak"), ("own_centroid", "r_own", "centroid"),
@@ -36,7 +38,8 @@ class SubjectScores:
     ``r`` and ``r_own``: per kind, (n_layers, n_targets) cross-validated r of every layer and of every layer's own
     contribution (empty when not fitted). ``targets``: fMRI ``distance_v1``, ``roi``, ``hemi``, ``ijk``,
     ``coords_mm``; MEG ``time`` and ``channel`` (targets time-major, t * n_channels + c). ``identifiability``: per
-    kind, the layer-identifiability result of the encoding stage.
+    kind, the layer-identifiability result of the encoding stage; ``partition``: per compared kind, its variance
+    partition beyond the activations (``hierarchy.unique.Partition``; empty when not fitted).
     """
 
     dataset: str
@@ -51,6 +54,7 @@ class SubjectScores:
     targets: dict[str, np.ndarray]
     r_own: dict[str, np.ndarray] = field(default_factory=dict)
     identifiability: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partition: dict[str, Partition] = field(default_factory=dict)
     n_channels: int = 0
     n_times: int = 0
     space: str = "func1pt8mm"
@@ -77,21 +81,9 @@ class Rows:
         self.rows.append((*self.key, kind, metric, value, note if not np.isfinite(value) else ""))
 
 
-def undefined(x: np.ndarray, y: np.ndarray, what: str, over: str) -> str:
-    """Why Pearson(x, y) over ``over`` is undefined: fewer than 3 values, or a constant ``what``; empty otherwise."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3:
-        return f"fewer than 3 {over} ({len(x)})"
-    if np.ptp(x) == 0:
-        return f"every one of the {len(x)} {over} has the same {what} ({x[0]:.3g})"
-    if np.ptp(y) == 0:
-        return f"the {len(y)} {over} do not vary"
-    return ""
-
-
 def new_extra() -> dict[str, list]:
     """Empty collectors for the per-target tables the metric functions fill beside their rows."""
-    return {"profiles": [], "latencies": [], "best_layers": [], "topographies": []}
+    return {"profiles": [], "latencies": [], "best_layers": [], "topographies": [], "claims": [], "partition": []}
 
 
 def _spatial_rows(
@@ -100,7 +92,7 @@ def _spatial_rows(
     """Spatial score of a best-layer map over its significant targets and its permutation p; returns the score."""
     sig = b.significant
     s = H.spatial_score(b.best_depth[sig], h[sig])
-    rows.add(kind, metric, s, undefined(b.best_depth[sig], h[sig], "best-layer depth", "significant voxels"))
+    rows.add(kind, metric, s, H.undefined(b.best_depth[sig], h[sig], "best-layer depth", "significant voxels"))
     rows.add(kind, f"{metric}_p", stats.permutation_p(s, nulls.spatial_null(b.best_index[sig], depths, h[sig], perms)))
     return s
 
@@ -112,44 +104,30 @@ def _agreement_rows(
     returns that target mask."""
     both = a.significant & g.significant
     agree = H.voxel_agreement(a.best_depth[both], g.best_depth[both])
-    note = undefined(g.best_depth[both], a.best_depth[both], f"{kind} best-layer depth", "voxels significant for both")
+    note = H.undefined(
+        g.best_depth[both], a.best_depth[both], f"{kind} best-layer depth", "voxels significant for both"
+    )
     rows.add(kind, metric, agree, note)
     null = nulls.agreement_null(a.best_index[both], g.best_index[both], depths, perms)
     rows.add(kind, f"{metric}_p", stats.permutation_p(agree, null))
     return both
 
 
-def _spatial_divergence_rows(
-    rows: Rows, kind: str, r: dict[str, np.ndarray], spatial: dict[str, float], s: SubjectScores, cfg: dict[str, Any],
-    metric: str,
-) -> None:  # fmt: skip
-    """D_S = S_a - S_kind from the spatial scores already computed, and its kind-swap permutation p."""
-    h, alpha = np.asarray(s.targets["distance_v1"], dtype=float), float(cfg["fdr_alpha"])
-
-    def divergence(ra: np.ndarray, rg: np.ndarray) -> float:
-        ba, bg = best_layers(ra, s.depths, s.n_train, alpha), best_layers(rg, s.depths, s.n_train, alpha)
-        return H.spatial_divergence(
-            H.spatial_score(ba.best_depth[ba.significant], h[ba.significant]),
-            H.spatial_score(bg.best_depth[bg.significant], h[bg.significant]),
-        )
-
+def _spatial_divergence_rows(rows: Rows, kind: str, spatial: dict[str, float], metric: str) -> None:
+    """D_S = S_a - S_kind from the spatial scores already computed: the paper's number, with no test (a brain without
+    gradient-specific signal gives D_S about S_a; the test of divergence is on the unique map, hierarchy.unique)."""
     d = H.spatial_divergence(spatial[ACTIVATIONS], spatial[kind])
     rows.add(kind, metric, d, "a spatial score is undefined (see the spatial_score rows)")
-    null = nulls.kind_swap_null(
-        divergence, r[ACTIVATIONS], r[kind], min(int(cfg["permutations"]), 200), int(cfg["seed"])
-    )
-    rows.add(kind, f"{metric}_p", stats.permutation_p(d, null))
 
 
 def _temporal_divergence_rows(
     rows: Rows, kind: str, lat: dict[str, np.ndarray], depths: np.ndarray, perms: np.ndarray, suffix: str = ""
 ) -> None:
-    """D_T = T_kind + T_a with its layer-shuffle p (the kind's latencies shuffled), and the after-forward fraction."""
+    """D_T = T_kind + T_a and the after-forward fraction: the paper's numbers, with no test (a brain without
+    gradient-specific signal gives D_T about T_a; the test of divergence is on the unique signal, hierarchy.unique)."""
     t_a = H.temporal_score(depths, lat[ACTIVATIONS])
     d = H.temporal_divergence(H.temporal_score(depths, lat[kind]), t_a)
     rows.add(kind, f"temporal_divergence{suffix}", d, "a temporal score is undefined (see the temporal_score rows)")
-    null = t_a + nulls.temporal_null(depths, lat[kind], perms)
-    rows.add(kind, f"temporal_divergence{suffix}_p", stats.permutation_p(d, null))
     rows.add(kind, f"after_forward_fraction{suffix}", H.after_forward_fraction(lat[kind], lat[ACTIVATIONS]))
 
 
@@ -205,7 +183,7 @@ def fmri_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]) 
         rows.add(kind, "n_significant_both", both.sum())
         if kind != GRADIENTS and GRADIENTS in s.kinds:
             rows.add(kind, "gain_over_gradients", H.fit_gain(s.r[kind], s.r[GRADIENTS]))
-        _spatial_divergence_rows(rows, kind, s.r, spatial, s, cfg, "spatial_divergence")
+        _spatial_divergence_rows(rows, kind, spatial, "spatial_divergence")
     return rows.rows
 
 
@@ -222,7 +200,7 @@ def meg_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]) -
         curves = H.meg_curves(r, n_ch, n_t)
         lat[kind] = H.peak_latencies(curves, times, frac)
         t = H.temporal_score(depths, lat[kind])
-        rows.add(kind, "temporal_score", t, undefined(lat[kind], depths, "peak latency T_k", "layers"))
+        rows.add(kind, "temporal_score", t, H.undefined(lat[kind], depths, "peak latency T_k", "layers"))
         rows.add(kind, "temporal_score_p", stats.permutation_p(t, nulls.temporal_null(depths, lat[kind], perms)))
         per_sensor = r.reshape(len(depths), n_t, n_ch)
         lo, hi = stats.bootstrap_ci(
@@ -269,7 +247,7 @@ def robust_meg_metrics(s: SubjectScores, cfg: dict[str, Any]) -> list[tuple]:
             curves = H.meg_curves(scores[kind], s.n_channels, s.n_times)
             lat[kind] = latency[estimator](curves)
             t = H.temporal_score(s.depths, lat[kind])
-            rows.add(kind, f"temporal_score_{suffix}", t, undefined(lat[kind], s.depths, "latency T_k", "layers"))
+            rows.add(kind, f"temporal_score_{suffix}", t, H.undefined(lat[kind], s.depths, "latency T_k", "layers"))
             null = nulls.temporal_null(s.depths, lat[kind], perms)
             rows.add(kind, f"temporal_score_{suffix}_p", stats.permutation_p(t, null))
             if maps == "r_own" and estimator == "peak":
@@ -293,13 +271,47 @@ def robust_fmri_metrics(s: SubjectScores, cfg: dict[str, Any]) -> list[tuple]:
         rows.add(kind, "n_significant_own", b.significant.sum())
     for kind in s.compared():
         _agreement_rows(rows, kind, best[ACTIVATIONS], best[kind], s.depths, perms, "voxel_agreement_own")
-        _spatial_divergence_rows(rows, kind, s.r_own, spatial, s, cfg, "spatial_divergence_own")
+        _spatial_divergence_rows(rows, kind, spatial, "spatial_divergence_own")
+    return rows.rows
+
+
+def unique_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]) -> list[tuple]:
+    """The test of gradient-specific signal, the metrics of the unique maps and the claims of every partitioned kind
+    (hierarchy.unique); the claims and the variance parts by ROI or time go to ``extra``."""
+    rows, perms, alpha = Rows(s), _permutations(s, cfg), float(cfg["fdr_alpha"])
+    for kind, part in s.partition.items():
+
+        def add(metric: str, value: float, note: str = "", kind: str = kind) -> None:
+            rows.add(kind, metric, value, note)
+
+        out = (U.fmri_unique if s.modality == "fmri" else U.meg_unique)(s, kind, part, cfg, add, perms)
+        rows.add(kind, "gradient_signal_p", out["p_gate"])
+        rows.add(kind, "gradient_signal", float(out["p_gate"] < alpha))
+        for name, values in (
+            ("unique", part.unique),
+            ("shared", part.shared),
+            ("unique_activations", part.unique_activations),
+        ):
+            rows.add(kind, f"{name}_r2_median", np.median(np.nanmax(values, 0)))
+        claims = U.claims(s.modality, out, alpha)
+        extra["claims"] += [(s.dataset, s.model, s.subject, kind, s.modality, *c, U.verdict(claims)) for c in claims]
+        axis, positions = ("roi", np.asarray(s.targets["roi"])) if s.modality == "fmri" else (
+            "time", np.repeat(np.asarray(s.targets["time"], dtype=float), s.n_channels))  # fmt: skip
+        for layer, depth, k in zip(s.layers, s.depths, range(len(s.layers)), strict=True):
+            for position in dict.fromkeys(positions):
+                at = positions == position
+                for name, values in (("unique_gradients", part.unique), ("shared", part.shared),
+                                     ("unique_activations", part.unique_activations)):  # fmt: skip
+                    extra["partition"].append((s.dataset, s.model, s.subject, kind, layer, depth, axis, position,
+                                               name, float(np.mean(values[k, at]))))  # fmt: skip
     return rows.rows
 
 
 def subject_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list] | None = None) -> list[tuple]:
-    """Every per-subject metric (the paper's and the robust estimators) of one subject."""
+    """Every per-subject metric (the paper's, the robust estimators and the gradient-specific signal's)."""
     extra = new_extra() if extra is None else extra
     if s.modality == "fmri":
-        return fmri_metrics(s, cfg, extra) + robust_fmri_metrics(s, cfg)
-    return meg_metrics(s, cfg, extra) + robust_meg_metrics(s, cfg)
+        rows = fmri_metrics(s, cfg, extra) + robust_fmri_metrics(s, cfg)
+    else:
+        rows = meg_metrics(s, cfg, extra) + robust_meg_metrics(s, cfg)
+    return rows + unique_metrics(s, cfg, extra)

@@ -17,7 +17,11 @@ import pandas as pd
 
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
+from gradbrain.encoding.joint import JointFit, band_weights, control_scores, joint_fit
+from gradbrain.encoding.partition import control_space
+from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
+from gradbrain.hierarchy.unique import Partition
 from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_time_operator, subject_rng
 from gradbrain.power.features import load_power_features, make_drivers
 from gradbrain.power.grid import cell_name, driver_names
@@ -78,17 +82,15 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     # every seed's subjects side by side: each layer's fold SVDs are computed once per cell
     Y, width = np.concatenate(Ys, axis=1), Ys[0].shape[1]
     del Ys
-    r = {
-        f"{m}/{kind}": np.stack(
-            [
-                CrossValidatedRidge(X, folds, alphas, **solver, target_batch=encoding.get("target_batch")).score(Y)[0]
-                for X in fs[kind]
-            ]
-        )
-        for m, fs in maps.items()
-        for kind in kinds
-    }
+    fitted = {
+        f"{m}/{kind}": [CrossValidatedRidge(X, folds, alphas, **solver, target_batch=encoding.get("target_batch"))
+                        .score(Y) for X in fs[kind]]
+        for m, fs in maps.items() for kind in kinds
+    }  # fmt: skip
+    r = {key: np.stack([s.r for s in scores]) for key, scores in fitted.items()}
+    r2 = {key: np.stack([s.r2 for s in scores]) for key, scores in fitted.items()}
     log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
+    joint = _joint_fits(feats, Y, folds, alphas, solver, encoding, power, width, len(subjects), cell_name(cell))
     rows = []
     for i, (run, subject) in enumerate(subjects):
         cols = slice(i * width, (i + 1) * width)
@@ -98,7 +100,28 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
             depths=depths, kinds=list(kinds), n_train=n, targets=targets, **shape,
             r={kind: scores[f"r/{kind}"] for kind in kinds},
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
+            partition={kind: Partition(control_r2[cols], fit.r2_joint[:, cols], r2[f"r/{kind}"][:, cols],
+                                       fit.f_p[:, cols], fit.layer_p[:, i])
+                       for kind, (control_r2, fit) in joint.items()},
         )  # fmt: skip
         for _, _, _, kind, metric, value, _ in subject_metrics(subject_scores, hierarchy):
             rows.append((cell["model"], modality, scenario, float(cell["noise"]), n, run, subject, kind, metric, value))
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def _joint_fits(feats: dict[str, list[np.ndarray]], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+                solver: dict[str, Any], encoding: dict[str, Any], power: dict[str, Any], width: int, n_subjects: int,
+                label: str) -> dict[str, tuple[np.ndarray, JointFit]]:  # fmt: skip
+    """Per compared kind, the control space's R^2 and the joint fits of every layer, all subjects side by side (the
+    summed F-test per subject); nothing when ``power.partition`` is off."""
+    part = encoding["partition"]
+    if not power.get("partition", True) or not part.get("enabled", True) or ACTIVATIONS not in feats:
+        return {}
+    control, _ = control_space(feats[ACTIVATIONS], int(part["control_components"]))
+    control_r2, _ = control_scores(control, Y, folds, alphas, solver)
+    groups = np.repeat(np.arange(n_subjects), width)
+    return {
+        kind: (control_r2, joint_fit(control, layers, Y, folds, alphas, band_weights(part),
+                                     int(part["gradient_components"]), solver, groups=groups, label=f"{label} {kind}"))
+        for kind, layers in feats.items() if kind != ACTIVATIONS
+    }  # fmt: skip

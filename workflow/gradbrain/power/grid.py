@@ -8,7 +8,9 @@ from typing import Any
 
 from gradbrain.simulation.scenarios import driver_kinds
 
-CELL_KEYS = ("seeds", "seed", "n_subjects", "drivers", "own_contribution", "preprocessing", "hierarchy")
+CELL_KEYS = (
+    "seeds", "seed", "n_subjects", "drivers", "own_contribution", "partition", "preprocessing", "hierarchy",
+)  # fmt: skip
 """The ``power`` keys a grid cell's numbers depend on (the rest only choose cells or aggregate them)."""
 
 

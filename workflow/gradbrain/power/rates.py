@@ -41,15 +41,15 @@ POWER_COLUMNS = [
 ]
 
 FAMILIES = (
-    "spatial_score",
-    "voxel_agreement",
-    "spatial_divergence",
-    "temporal_score",
-    "temporal_divergence",
-    "after_forward_fraction",
-)
-SUFFIXES = ("", "_centroid", "_own", "_own_centroid")
-SIGNED_FAMILIES = FAMILIES[:-1]  # group-tested against 0; a fraction of layers in [0, 1] has no sign to test
+    "spatial_score", "voxel_agreement", "spatial_divergence", "temporal_score", "temporal_divergence",
+    "spatial_score_unique", "voxel_agreement_unique", "spatial_divergence_unique", "temporal_score_unique",
+    "temporal_divergence_unique", "after_forward_fraction", "after_forward_fraction_unique", "gradient_signal",
+)  # fmt: skip
+"""Metric families of the claims: the paper's metric with its robust variants (``SUFFIXES``), the gradient-specific
+signal's metrics (``*_unique``) and its test (``gradient_signal``: 1 where the subject's test fires)."""
+SUFFIXES = ("", "_centroid", "_own", "_own_centroid", "_window")
+SIGNED_FAMILIES = FAMILIES[:-3]
+"""Group-tested against 0; a fraction of layers in [0, 1] has no sign to test, nor has a detection."""
 
 
 def _family(metric: str) -> tuple[str, str] | None:

@@ -9,9 +9,10 @@ import pandas as pd
 
 from gradbrain.report.fmri import depth_vs_distance, score_by_depth, volume_maps
 from gradbrain.report.meg import depth_vs_latency, meg_time_courses, meg_topomaps
+from gradbrain.report.partition import variance_parts
 from gradbrain.report.style import kind_colours
 from gradbrain.report.surface import surface_maps
-from gradbrain.report.tables import summary, tests_table, verdicts_table
+from gradbrain.report.tables import claims_table, summary, tests_table, verdicts_table
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,17 @@ def draw_figures(
         d.mkdir(parents=True, exist_ok=True)
     t = {
         name: read_table(tables, name)
-        for name in ("scores", "tests", "verdicts", "profiles", "latencies", "best_layers", "topographies")
+        for name in (
+            "scores",
+            "tests",
+            "verdicts",
+            "profiles",
+            "latencies",
+            "best_layers",
+            "topographies",
+            "claims",
+            "partition",
+        )
     }
     scores, profiles, latencies, best, topo = (
         t[n] for n in ("scores", "profiles", "latencies", "best_layers", "topographies")
@@ -53,6 +64,9 @@ def draw_figures(
         written.append(outdir / f"{stem}__{figure}.png")
         return written[-1]
 
+    partition = t["partition"]
+    for (dataset, model), part in partition.groupby(["dataset", "model"]) if len(partition) else ():
+        variance_parts(part, f"{dataset} / {model}", path(f"{dataset}__{model}", "variance_parts"))
     for (dataset, model), prof in profiles.groupby(["dataset", "model"]):
         sc = scores[(scores.dataset == dataset) & (scores.model == model)]
         stem, name = f"{dataset}__{model}", f"{dataset} / {model}"
@@ -74,6 +88,7 @@ def draw_figures(
     summary(scores, summary_dir / "summary.png", colours)
     tests_table(t["tests"], summary_dir / "tests.html", alpha)
     verdicts_table(t["verdicts"], summary_dir / "verdicts.html")
-    written += [summary_dir / "summary.png", summary_dir / "tests.html", summary_dir / "verdicts.html"]
+    claims_table(t["claims"], summary_dir / "claims.html")
+    written += [summary_dir / f for f in ("summary.png", "tests.html", "verdicts.html", "claims.html")]
     log.info("wrote %d figures and tables to %s and %s", len(written), outdir, summary_dir)
     return written

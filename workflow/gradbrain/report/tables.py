@@ -119,3 +119,13 @@ def verdicts_table(verdicts: pd.DataFrame, out: Path) -> None:
         "recovered (bold: recovered)."
     )
     out.write_text(html_table(verdicts, caption, verdicts.recovered.astype(bool) if len(verdicts) else None))
+
+
+def claims_table(claims: pd.DataFrame, out: Path) -> None:
+    """The claims of every subject and compared kind, in order (signal, organised, diverges), with the verdict."""
+    caption = (
+        "Claims per subject and kind, in order: is there gradient-specific signal (variance beyond every activation "
+        "layer, partial F-test)? If so, is it organised as backprop predicts? Does it diverge? A later claim is made "
+        "only where the earlier holds (highlighted: holds)."
+    )
+    out.write_text(html_table(claims, caption, claims.holds.astype(bool) if len(claims) else None))

@@ -51,6 +51,11 @@ _BACKPROP = (
     Claim(GRADIENTS, "after_forward_fraction", None, (">=", 0.9)),
     Claim(GRADIENTS, "spatial_divergence", 0),
     Claim(GRADIENTS, "temporal_divergence", 0),
+    Claim(GRADIENTS, "gradient_signal", 1, (">=", 1.0)),
+    Claim(GRADIENTS, "spatial_score_unique", 1, (">=", 0.5)),
+    Claim(GRADIENTS, "temporal_score_unique", -1, ("<=", -0.8)),
+    Claim(GRADIENTS, "spatial_divergence_unique", 0),
+    Claim(GRADIENTS, "temporal_divergence_unique", 0),
 )
 
 
@@ -67,13 +72,26 @@ PLANTED: dict[str, tuple[Claim, ...]] = {
         Claim(ACTIVATIONS, "spatial_score", 1),
         Claim(ACTIVATIONS, "temporal_score", 1),
         Claim(GRADIENTS, "temporal_score", 1),
+        Claim(GRADIENTS, "gradient_signal", 1, (">=", 1.0)),
+        Claim(GRADIENTS, "spatial_divergence_unique", 1, (">=", 0.4)),
+        Claim(GRADIENTS, "temporal_score_unique", 1, (">=", 0.5)),
+        Claim(GRADIENTS, "temporal_divergence_unique", 1, (">=", 1.0)),
     ),
+    # no error signal: no gradient-specific signal, so every claim about the gradients' organisation or divergence is
+    # false, the paper's D_S and D_T included (they come out about S_a and T_a)
     "forward_only": (
         Claim(ACTIVATIONS, "spatial_score", 1, (">=", 0.5)),
         Claim(ACTIVATIONS, "temporal_score", 1, (">=", 0.8)),
+        Claim(GRADIENTS, "gradient_signal", 0, ("<=", 0.0)),
         Claim(GRADIENTS, "spatial_score", 0),
         Claim(GRADIENTS, "voxel_agreement", 0),
         Claim(GRADIENTS, "temporal_score", 0),
+        Claim(GRADIENTS, "spatial_divergence", 0),
+        Claim(GRADIENTS, "temporal_divergence", 0),
+        Claim(GRADIENTS, "spatial_score_unique", 0),
+        Claim(GRADIENTS, "temporal_score_unique", 0),
+        Claim(GRADIENTS, "spatial_divergence_unique", 0),
+        Claim(GRADIENTS, "temporal_divergence_unique", 0),
     ),
     # a learning rule's errors are backward signals like the gradients: backprop's claims with the rule's kind, and
     # the rule's errors fit the brain better than the gradients (under backprop: worse)

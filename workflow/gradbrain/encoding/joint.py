@@ -1,0 +1,111 @@
+"""Joint encoding of each layer of a kind with the control space, and the test of its signal beyond it (arrays only).
+
+For every layer k of a kind (gradients, or a learning rule's errors): the banded ridge of the control space C and
+the layer's features G_k on the outer folds of the single-space fits (``encoding.banded``), the control alone on the
+same folds, and the partial F-test of G_k's principal directions outside C (``encoding.partition``). Used by the
+encoding stage for one subject and by the power analysis for many simulated subjects side by side (``groups``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradbrain.encoding.banded import CrossValidatedBandedRidge, two_band_gammas
+from gradbrain.encoding.cv import CrossValidatedRidge
+from gradbrain.encoding.partition import ControlProjection, PartialF, gradient_basis, partial_f_from_sums, summed_f
+
+log = logging.getLogger(__name__)
+CRITERION = "gcv"
+"""How the joint and control fits choose each target's (gamma, alpha): generalised cross-validation, whose cost per
+alpha is O(p t) instead of exact leave-one-out's O(n p t) (``encoding.ridge``); the same for both, so that a target
+whose joint fit takes the control band alone has no unique variance."""
+
+
+@dataclass
+class JointFit:
+    """Per layer and target: joint R^2 and r, the partial F-test's p; per layer and group: the summed test."""
+
+    r2_joint: np.ndarray  # (L, t)
+    r_joint: np.ndarray  # (L, t)
+    f_p: np.ndarray  # (L, t)
+    layer_stat: np.ndarray  # (L, groups)
+    layer_p: np.ndarray  # (L, groups)
+    df_num: int
+    df_den: int
+
+
+def band_weights(cfg: dict[str, Any]) -> np.ndarray:
+    """The candidate band weights of ``encoding.partition.band_ratios`` (gradient band / control band), with the
+    control band alone as the last candidate (``encoding.banded.two_band_gammas``)."""
+    return two_band_gammas(tuple(float(r) for r in cfg["band_ratios"]), band_off=True)
+
+
+def control_scores(control: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+                   solver: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(R^2, r) per target of the control space alone, on the folds of the single-space fits."""
+    scores = CrossValidatedRidge(control, folds, alphas, **solver, criterion=CRITERION).score(Y)
+    return scores.r2, scores.r
+
+
+def joint_fit(
+    control: np.ndarray, layers: list[np.ndarray], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+    gammas: np.ndarray, components: int, solver: dict[str, Any], groups: np.ndarray | None = None,
+    label: str = "",
+) -> JointFit:  # fmt: skip
+    """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
+
+    ``components``: the gradients' principal directions outside C that the F-test uses (at most the layer's rank
+    there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None).
+    """
+    n, t = Y.shape
+    groups = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
+    proj = ControlProjection.of(control)
+    bases = [gradient_basis(X, proj, components) for X in layers]
+    m = min(q.shape[1] for q in bases)
+    tests, layer_stat, layer_p = f_tests(proj, [q[:, :m] for q in bases], Y, groups)
+    r2, r = [], []
+    for k, X in enumerate(layers):
+        scores = CrossValidatedBandedRidge([control, X], folds, gammas, alphas, **solver, criterion=CRITERION).score(Y)
+        r2.append(scores.r2)
+        r.append(scores.r)
+        log.info("%s layer %d: median joint R^2 %.4f, targets with F-test p < 0.05: %.3f, subject p %s", label, k,
+                 np.median(scores.r2), np.mean(tests[k].p < 0.05), np.round(layer_p[k][:4], 4).tolist())  # fmt: skip
+    return JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]), layer_stat, layer_p,
+                    tests[0].df_num, tests[0].df_den)  # fmt: skip
+
+
+def f_tests(
+    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, batch: int = 4096
+) -> tuple[list[PartialF], np.ndarray, np.ndarray]:
+    """The partial F-test of every layer's directions for every target, and per group the summed test.
+
+    Targets are taken ``batch`` at a time: each batch's residuals outside the control space are used for every layer
+    and for the Gram matrix of the residual correlations (one per group), then dropped.
+    """
+    n, t = Y.shape
+    n_groups = int(groups.max()) + 1
+    delta = np.zeros((len(bases), t))
+    total = np.zeros(t)
+    grams: list[np.ndarray | None] = [None] * n_groups
+    for start in range(0, t, batch):
+        cols = slice(start, min(start + batch, t))
+        res = proj.residual(Y[:, cols])
+        total[cols] = (res**2).sum(0)
+        for k, q in enumerate(bases):
+            delta[k, cols] = ((q.T @ res) ** 2).sum(0)
+        z = (res - res.mean(0)) / np.where(res.std(0) > 0, res.std(0), 1.0)
+        for g in np.unique(groups[cols]):
+            zg = z[:, groups[cols] == g]
+            grams[g] = zg @ zg.T + (0 if grams[g] is None else grams[g])
+    tests = [partial_f_from_sums(d, total, bases[0].shape[1], n, proj.rank) for d in delta]
+    stat = np.zeros((len(bases), n_groups))
+    pvals = np.zeros((len(bases), n_groups))
+    for g in range(n_groups):
+        mask = groups == g
+        for k, test in enumerate(tests):
+            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), grams[g], n)
+    return tests, stat, pvals
