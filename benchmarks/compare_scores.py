@@ -6,7 +6,8 @@ Each argument is a hierarchy folder (``scores.csv``, and ``verdicts.csv`` for pl
 Rows are matched on (dataset, model, subject, kind, metric). Per metric it prints the rows, the largest and the
 median absolute difference and where the largest is; then every verdict (planted organisation recovered or not)
 that differs. Two runs agree when they have the same rows and verdicts and every difference is within
-``--tolerance`` (NaN equals NaN). Exit status 0 when they agree, 1 otherwise.
+``--tolerance`` x max(1, |reference value|): absolute for scores, correlations and p-values, relative for counts
+such as ``n_significant`` (NaN equals NaN). Exit status 0 when they agree, 1 otherwise.
 
 Why a tolerance and not equality: runs on two devices differ in rounding (CUDA kernels, TF32 convolutions), and a
 metric built on a best layer (an argmax over layers) or a time window (samples above 95 % of a peak) moves by a
@@ -45,6 +46,7 @@ def compare(
     va, vb = both.value_a.to_numpy(float), both.value_b.to_numpy(float)
     both["diff"] = np.where(np.isnan(va) & np.isnan(vb), 0.0, np.abs(va - vb))
     both.loc[np.isnan(va) != np.isnan(vb), "diff"] = np.inf
+    both["over"] = both["diff"] > tolerance * np.maximum(1.0, np.nan_to_num(np.abs(va)))
     metrics = {}
     for metric, rows in both.groupby("metric"):
         worst = rows.loc[rows["diff"].idxmax()]
@@ -52,7 +54,7 @@ def compare(
             "rows": len(rows),
             "max_abs_diff": float(rows["diff"].max()),
             "median_abs_diff": float(rows["diff"].median()),
-            "rows_over_tolerance": int((rows["diff"] > tolerance).sum()),
+            "rows_over_tolerance": int(rows["over"].sum()),
             "worst": {k: str(worst[k]) for k in KEYS} | {"a": float(worst.value_a), "b": float(worst.value_b)},
         }
     out: dict[str, Any] = {
@@ -62,6 +64,7 @@ def compare(
         "rows_only_in_b": int((only._merge == "right_only").sum()),
         "metrics": metrics,
         "max_abs_diff": float(both["diff"].max()) if len(both) else 0.0,
+        "rows_over_tolerance": int(both["over"].sum()),
     }
     if verdicts_a is not None and verdicts_b is not None:
         v = verdicts_a.merge(verdicts_b, on=VERDICT_KEYS, how="outer", suffixes=("_a", "_b"), indicator=True)
@@ -78,7 +81,7 @@ def compare(
         }
     verdicts_ok = "verdicts" not in out or not out["verdicts"]["differ"]
     out["agree"] = bool(
-        not out["rows_only_in_a"] and not out["rows_only_in_b"] and out["max_abs_diff"] <= tolerance and verdicts_ok
+        not out["rows_only_in_a"] and not out["rows_only_in_b"] and not out["rows_over_tolerance"] and verdicts_ok
     )
     return out
 
