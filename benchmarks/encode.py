@@ -127,7 +127,7 @@ def himalaya_loop(
 
 def ours(X, Y, folds, alphas, backend: str, device: str, dtype: str) -> dict[str, Any]:
     """gradbrain's cross-validated scores; fold-0 predictions for the agreement check come from a separate call."""
-    r, _, _ = CrossValidatedRidge(X, folds, alphas, backend=backend, device=device, dtype=dtype).score(Y)
+    r = CrossValidatedRidge(X, folds, alphas, backend=backend, device=device, dtype=dtype).score(Y).r
     return {"r": r}
 
 

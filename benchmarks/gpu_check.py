@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "gpu_check")
     p.add_argument("--work", type=Path, default=Path("/tmp/gradbrain-gpu-check"), help="scratch (workflow runs)")
-    p.add_argument("--budget-s", type=float, default=420.0, help="no step starts that would end after this")
+    p.add_argument("--budget-s", type=float, default=400.0, help="no step starts that would end after this")
     p.add_argument("--smoke", action="store_true", help="every step on the CPU at tiny sizes (the dry run)")
     p.add_argument("--steps", type=lambda s: s.split(","), default=STEPS, help=f"comma-separated subset of {STEPS}")
     args = p.parse_args(argv)

@@ -1,10 +1,11 @@
 """The GPU check's JSON as a section of benchmarks/RESULTS.md, with the paper's whole study projected in GPU-hours.
 
-    PYTHONPATH=workflow python benchmarks/gpu_report.py FOLDER [--append benchmarks/RESULTS.md]
+    PYTHONPATH=workflow python benchmarks/gpu_report.py FOLDER [FOLDER ...] [--append benchmarks/RESULTS.md]
 
-FOLDER holds what ``gpu_check.sh`` wrote (summary.json, extract.json, encode.json, encode_meg.json, decode.json,
-encode_scale.json; missing ones are left out). The section names the card and the date, and gives the tests, the
-workflow comparison and every benchmark against its target.
+Each FOLDER holds what one call of ``gpu_check.sh`` wrote (summary.json, extract.json, encode.json,
+encode_meg.json, decode.json, encode_scale.json; missing ones are left out); a later folder (a second call for the
+steps the first skipped) adds its steps to the first's and replaces the files it has. The section names the card
+and the date, and gives the tests, the workflow comparison and every benchmark against its target.
 
 Projection of a study (``--study``, default config/paper.yaml: 9 models, NSD 8 and THINGS-MEG 4 subjects), from
 the sizes gradbrain.jobsize gives for its config:
@@ -32,7 +33,7 @@ from typing import Any
 import yaml
 
 from gradbrain import jobsize
-from gradbrain.data.nsd import COMPLETED_SESSIONS
+from gradbrain.data.nsd.paths import COMPLETED_SESSIONS
 from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.models.catalogue import model_spec
 
@@ -42,8 +43,16 @@ TARGETS = {"extract_images_per_s": 1600.0, "ridge_seconds": 0.5, "study_gpu_hour
 BENCH_MODEL = {"catalogue": "dinov3_vitl16", "input_size": 224}
 
 
-def load(folder: Path) -> dict[str, Any]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+def load(*folders: Path) -> dict[str, Any]:
+    """The JSON files of one or more calls, the later ones' files and steps over the earlier ones'."""
+    out: dict[str, Any] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            data = json.loads(path.read_text())
+            if path.stem == "summary" and "summary" in out:
+                data = {**out["summary"], **data, "steps": {**out["summary"]["steps"], **data["steps"]}}
+            out[path.stem] = data
+    return out
 
 
 def study_sizes(config: Path) -> dict[str, Any]:
@@ -254,11 +263,11 @@ def section(res: dict[str, Any], study: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path, help="the files gpu_check.sh wrote ($OUT)")
+    p.add_argument("folders", type=Path, nargs="+", help="the files each call of gpu_check.sh wrote ($OUT)")
     p.add_argument("--study", type=Path, default=REPO / "config" / "paper.yaml", help="study config to project")
     p.add_argument("--append", type=Path, default=None, help="append the section to this file (RESULTS.md)")
     args = p.parse_args(argv)
-    text = section(load(args.folder), args.study.resolve())
+    text = section(load(*args.folders), args.study.resolve())
     print(text)
     if args.append:
         with args.append.open("a") as f:

@@ -134,7 +134,8 @@ class OutOfMemoryAbove:
 @pytest.mark.parametrize("entry", ["extract_arrays", "extract_to_zarr"])
 def test_out_of_memory_halves_the_batch(build, device, photo_crops, tmp_path, entry):
     """A batch that runs out of device memory is split in halves and retried (down to one image); the features
-    equal an unsplit run's. Needs the extraction loop's batch halving (features/extract.py)."""
+    equal an unsplit run's (features.extract.halving_on_oom). The error is forced through the objective, as a
+    CUDA allocation inside the forward or backward pass would raise it."""
     images = photo_crops(12, 32)
     model = build("dinov3_rope", "ssl_view", device)
     obj = objectives.make_objective(model, seed=3)

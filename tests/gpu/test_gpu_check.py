@@ -137,6 +137,14 @@ def test_results_section_names_card_date_figures_and_targets(tmp_path):
     fits = {k: gpu_report._fit_benchmark(files[f]) for k, f in (("fmri", "encode"), ("meg", "encode_meg"))}
     hours = gpu_report.project(gpu_report.study_sizes(REPO / "config" / "paper.yaml"), 1700.0, fits)["gpu_hours"]
     assert f"| {hours:.2f} |" in text
+    second = tmp_path / "second"  # a second call, for a step the first skipped
+    second.mkdir()
+    (second / "summary.json").write_text(json.dumps({"started": "2026-12-03T10:09:00+00:00", "steps": {
+        "decode": {"status": "ok", "seconds": 40.0}}}))  # fmt: skip
+    (second / "decode.json").write_text(json.dumps({"n_images": 2048, "batch": 16, "images_per_s": {"x": 900.0}}))
+    merged = gpu_report.section(gpu_report.load(tmp_path, second), REPO / "config" / "paper.yaml")
+    assert "| decode | ok | 40 |" in merged and "| pytest | failed | 80 |" in merged and "| x | 900 |" in merged
+    assert merged.startswith("## 2026-12-03, GPU check on NVIDIA H200") and "20 passed, 1 failed" in merged
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Benchmark results\n")
     gpu_report.main([str(tmp_path), "--append", str(results_md)])
