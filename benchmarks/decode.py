@@ -62,6 +62,11 @@ def main() -> None:
     p.add_argument("--workers", default=None, help="comma-separated worker counts (default 0,1,2,4,... to the cores)")
     p.add_argument("--nsd-size", type=int, default=425)
     p.add_argument("--things-size", type=int, default=500)
+    p.add_argument(
+        "--modes",
+        default="decode_only,decode_and_resize_224",
+        help="decode_only (the GPU mode: workers decode, the device resizes), decode_and_resize_224 (CPU)",
+    )
     p.add_argument("--out", default="benchmarks/out/decode.json")
     args = p.parse_args()
     cores = os.cpu_count() or 1
@@ -74,7 +79,9 @@ def main() -> None:
         nsd_ds, nsd_ids, things_ds, things_ids = write_stimuli(Path(tmp), args.n, args.nsd_size, args.things_size)
         for name, ds, ids in (("nsd_hdf5", nsd_ds, nsd_ids), ("things_jpeg", things_ds, things_ids)):
             read = prepare.image_reader(ds)
-            for mode, decode_only in (("decode_only", True), ("decode_and_resize_224", False)):
+            modes = {"decode_only": True, "decode_and_resize_224": False}
+            for mode in args.modes.split(","):
+                decode_only = modes[mode]
                 for w in counts:
                     r = rate(read, ids, args.batch, w, decode_only)
                     result["images_per_s"][f"{name}/{mode}/workers={w}"] = r

@@ -77,6 +77,8 @@ def _child(features: str, brain: str, out: str, cfg: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="meg")
+    parser.add_argument("--images", type=int, default=None, help="override the scale's images (dry runs)")
+    parser.add_argument("--targets", type=int, default=None, help="override the scale's targets (dry runs)")
     parser.add_argument("--features", type=int, default=1024, help="features per layer (ViT-L: 1024)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--folds", type=int, default=2)
@@ -89,6 +91,8 @@ def main() -> None:
     args = parser.parse_args()
 
     n, t, n_test = SCALES[args.scale]
+    n, t = args.images or n, args.targets or t
+    n_test = min(n_test, n // 10)
     args.workdir.mkdir(parents=True, exist_ok=True)
     brain, features, out = (args.workdir / name for name in ("brain.zarr", "features.zarr", "encoding.zarr"))
     start = time.perf_counter()
