@@ -29,7 +29,7 @@ from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
 from gradbrain.hierarchy import metrics as H
 from gradbrain.power import brains as power_brains
 from gradbrain.power import features as power_features
-from gradbrain.simulation import study as S
+from gradbrain.simulation import brain as sim_brain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def main() -> None:
     hierarchy = {**cfg["hierarchy"], **cfg["power"]["hierarchy"]}
     operator = power_brains.meg_time_operator(cfg["power"]["preprocessing"])
     folds, alphas = make_folds(args.n_images, int(cfg["encoding"]["folds"]), 0), alpha_grid(cfg["encoding"])
-    smooth = S._smooth_noise
+    smooth = sim_brain.smooth_noise
     results = []
     for model in args.models:
         depths, feats = power_features.load_power_features(args.features / f"{model}.zarr", args.n_images)
@@ -62,13 +62,13 @@ def main() -> None:
                 for rep in range(args.reps):
                     noise_rng = np.random.default_rng([99, brain, rep])
                     # the brain's read-outs and topographies come from its own seed; the noise from (brain, rep)
-                    S._smooth_noise = lambda rng, shape, sd, g=noise_rng: smooth(g, shape, sd)
+                    sim_brain.smooth_noise = lambda rng, shape, sd, g=noise_rng: smooth(g, shape, sd)
                     try:
                         y, times, n_ch = power_brains.meg_targets(
                             drivers, "forward_only", sim, {}, np.random.default_rng([7, brain]), operator
                         )
                     finally:
-                        S._smooth_noise = smooth
+                        sim_brain.smooth_noise = smooth
                     Ys.append(y)
                     draws.append((brain, rep))
             width = Ys[0].shape[1]

@@ -31,7 +31,7 @@ from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
 from gradbrain.models.catalogue import model_spec
 from gradbrain.power import brains as power_brains
 from gradbrain.power import features as power_features
-from gradbrain.simulation import study as S
+from gradbrain.simulation import brain as sim_brain
 
 REPO = Path(__file__).resolve().parents[1]
 ESTIMATORS = ("temporal_score", "temporal_score_centroid", "temporal_score_own", "temporal_score_own_centroid")
@@ -65,7 +65,7 @@ def score(r: dict, depths: np.ndarray, times: np.ndarray, n_ch: int, n: int, kin
         depths=depths, kinds=list(kinds), n_train=n, n_channels=n_ch, n_times=len(times),
         r={kind: r[f"r/{kind}"].astype(np.float32) for kind in kinds},
         r_own={kind: r[f"r_own/{kind}"].astype(np.float32) for kind in kinds if f"r_own/{kind}" in r},
-        targets={"time": times.astype(np.float32), "channel": np.array(S.spread_channels(n_ch))},
+        targets={"time": times.astype(np.float32), "channel": np.array(sim_brain.spread_channels(n_ch))},
     )  # fmt: skip
     rows = subject_metrics(subject, hierarchy)
     return {(kind, metric): value for *_, kind, metric, value, _ in rows}
@@ -158,7 +158,7 @@ def main() -> None:
             "noise": noise,
             "calibration": calibration,
             "planted_gradient_latency": (lambda lat: None if lat is None else lat.round(3).tolist())(
-                S.latencies(args.scenario, depths, sim)[1]
+                sim_brain.latencies(args.scenario, depths, sim)[1]
             ),
             "runs": runs,
             "recovered_fraction": {m: float(np.mean([run[m] <= -0.8 for run in runs if m in run])) for m in ESTIMATORS},

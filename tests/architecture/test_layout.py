@@ -162,8 +162,14 @@ def test_metrics_doc_names_functions_that_exist():
 
     text = (REPO / "docs" / "metrics.md").read_text()
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    config_keys = {f"{section}.{key}" for section, node in schema["properties"].items()
-                   for key in node.get("properties", {})}  # fmt: skip
+
+    def keys(node: dict, prefix: str) -> set[str]:
+        out = set()
+        for key, child in node.get("properties", {}).items():
+            out |= {f"{prefix}{key}"} | keys(child, f"{prefix}{key}.")
+        return out
+
+    config_keys = keys(schema, "")
     packages = "|".join(p for p in ORDER if p != "gradbrain")
     missing = []
     for ref in sorted(set(re.findall(rf"`((?:{packages})\.[A-Za-z_][\w.]*)`", text)) - config_keys):

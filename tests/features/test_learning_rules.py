@@ -17,7 +17,7 @@ from gradbrain.features import rules as learning_rules
 from gradbrain.features.capture import Capture
 from gradbrain.features.kinds import ALL_KINDS, RULE_KINDS, check_kinds
 from gradbrain.simulation import scenarios
-from gradbrain.simulation import study as simulate
+from gradbrain.simulation import stimuli as sim_stimuli
 
 RULES = RULE_KINDS
 ALL = ALL_KINDS
@@ -334,7 +334,7 @@ def test_scenarios_name_the_kinds_their_drivers_need():
         "gradients",
         "feedback_alignment",
     )
-    driver = simulate.DriverFeatures("m", np.zeros(1), [np.zeros((2, 1))], [np.zeros((2, 1))])
+    driver = sim_stimuli.DriverFeatures("m", np.zeros(1), [np.zeros((2, 1))], [np.zeros((2, 1))])
     with pytest.raises(KeyError, match="simulation.scenarios"):
         driver.features("feedback_alignment")
 

@@ -30,7 +30,7 @@ from gradbrain.power import features as power_features
 from gradbrain.power import figure as power_figure
 from gradbrain.power import grid as power_grid
 from gradbrain.power import rates as power_rates
-from gradbrain.simulation import study as S
+from gradbrain.simulation import brain as sim_brain
 
 ALPHAS = alpha_grid(default_config()["encoding"])
 
@@ -156,7 +156,7 @@ def test_power_cell_equals_a_direct_run_of_the_planted_study(tmp_path):
     store.write_array(bgroup, "split", np.full(n, "train"))
     targets = bgroup.create_group("targets")
     store.write_array(targets, "time", times.astype(np.float32))
-    store.write_array(targets, "channel", np.array(S.spread_channels(n_ch)))
+    store.write_array(targets, "channel", np.array(sim_brain.spread_channels(n_ch)))
     bgroup.attrs.update({"modality": "meg", "n_channels": n_ch, "n_times": len(times)})
     encoding = {**cfg["encoding"], "identifiability_targets": 2, "own_contribution": ["meg"]}
     encode_subject(str(tmp_path / "features.zarr"), str(tmp_path / "brain.zarr"), tmp_path / "enc.zarr", encoding)

@@ -22,7 +22,7 @@ from gradbrain.report import stage as report_stage
 from gradbrain.report import style as report_style
 from gradbrain.report import surface as report_surface
 from gradbrain.report import tables as report_tables
-from gradbrain.simulation.study import spread_channels
+from gradbrain.simulation.brain import spread_channels
 
 KINDS = ["activations", "gradients", "feedback_alignment"]  # a third kind: nothing may assume only two
 DEPTHS = [0.0, 1 / 3, 2 / 3, 1.0]
@@ -160,10 +160,15 @@ def test_draw_figures_from_the_tables_alone(study, tmp_path):
     expected = {f"toy_fmri__toy_model__{f}.png" for f in ("score_by_depth", "depth_vs_distance", "brain_map")}
     expected |= {f"toy_meg__toy_model__{f}.png" for f in ("meg_time_courses", "depth_vs_latency", "meg_topomaps")}
     assert figures == expected
-    assert {p.name for p in (tmp_path / "summary").iterdir()} == {"summary.png", "tests.html", "verdicts.html"}
+    assert {p.name for p in (tmp_path / "summary").iterdir()} == {
+        "summary.png",
+        "tests.html",
+        "verdicts.html",
+        "claims.html",
+    }
     assert set(written) == {
         *(tmp_path / "figures" / f for f in expected),
-        *(tmp_path / "summary" / f for f in ("summary.png", "tests.html", "verdicts.html")),
+        *(tmp_path / "summary" / f for f in ("summary.png", "tests.html", "verdicts.html", "claims.html")),
     }
     for png in [*(tmp_path / "figures").glob("*.png"), tmp_path / "summary" / "summary.png"]:
         image = mpimg.imread(png)

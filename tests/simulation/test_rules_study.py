@@ -1,7 +1,7 @@
 """A planted brain that learns by feedback alignment: the pipeline says so, and says backprop for a backprop brain.
 
-Small and library-level: a random-init demo ViT drives the simulated responses (simulate.fmri_signal and
-simulate.meg_evoked, the functions simulate_study writes its studies with); features are written by
+Small and library-level: a random-init demo ViT drives the simulated responses (sim_brain.fmri_signal and
+sim_brain.meg_evoked, the functions simulate_study writes its studies with); features are written by
 extract_to_zarr, fitted by encode_subject and scored by hierarchy.stage.hierarchy_tables, as in the workflow.
 """
 
@@ -20,7 +20,8 @@ from gradbrain.features import extract, objectives
 from gradbrain.hierarchy.stage import Fit, hierarchy_tables
 from gradbrain.models.catalogue import model_spec
 from gradbrain.models.load import load_model
-from gradbrain.simulation import study as simulate
+from gradbrain.simulation import brain as sim_brain
+from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation.photos import crops
 
 KINDS = ("activations", "gradients", "feedback_alignment")
@@ -53,8 +54,8 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     features = extract.extract_to_zarr(
         model, objectives.make_objective(model), read, list(ids), tmp / "features.zarr", batch_size=100, kinds=KINDS
     )
-    white = {k: [simulate.whiten(x, 32) for x in read_features(features, k).values()] for k in KINDS}
-    driver = simulate.DriverFeatures(
+    white = {k: [sim_stimuli.whiten(x, 32) for x in read_features(features, k).values()] for k in KINDS}
+    driver = sim_stimuli.DriverFeatures(
         "demo_vit",
         np.asarray(model.depths),
         white["activations"],
@@ -70,7 +71,7 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     fits, scenarios = [], {}
     for scenario in ("backprop", "feedback_alignment"):
         rng = np.random.default_rng(7)
-        Y = simulate.fmri_signal(scenario, [driver], ROIS, roi_of, {"gradient_gain": 1.0}, rng)
+        Y = sim_brain.fmri_signal(scenario, [driver], ROIS, roi_of, {"gradient_gain": 1.0}, rng)
         fmri = _brain(
             tmp / f"{scenario}_fmri.zarr",
             Y + 0.8 * rng.standard_normal(Y.shape),
@@ -84,7 +85,7 @@ def study(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
             },
             {"modality": "fmri"},
         )
-        evoked = simulate.meg_evoked(scenario, [driver], MEG, times, n_ch, rng)  # (n, ch, t) -> time-major targets
+        evoked = sim_brain.meg_evoked(scenario, [driver], MEG, times, n_ch, rng)  # (n, ch, t) -> time-major targets
         Y = (evoked + 0.5 * rng.standard_normal(evoked.shape)).transpose(0, 2, 1).reshape(N_IMAGES, -1)
         meg = _brain(
             tmp / f"{scenario}_meg.zarr",

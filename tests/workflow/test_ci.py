@@ -30,3 +30,10 @@ def test_ci_commands_mirror_the_readme():
     for name in ("INSTALL_CMD", "TEST_CMD"):
         command = ci_command(name)
         assert command in readme, f"README.md no longer says `{command}` ({name} in .ci/run): update one of them"
+
+
+def test_ci_runs_ruff_lint_and_format_checks():
+    """.ci/run lints and format-checks with ruff (pinned in the dev extra) before the tests."""
+    text = CI.read_text()
+    assert ".venv/bin/ruff check ." in text and ".venv/bin/ruff format --check ." in text
+    assert text.index("ruff check") < text.index('eval "$TEST_CMD"')

@@ -105,7 +105,7 @@ def targets(dataset: dict[str, Any], sim: dict[str, Any]) -> int:
         if dataset.get("simulated"):
             fmri = sim["fmri"]
             rois = sum(map(len, dataset["rois"].values())) if dataset.get("rois") else len(fmri["rois"])
-            column = int(fmri["hemisphere_width"]) * 4  # simulate.roi_layout: voxels per ROI, both hemispheres
+            column = int(fmri["hemisphere_width"]) * 4  # simulation.brain.roi_layout: voxels per ROI, both hemispheres
             return rois * 2 * column * math.ceil(int(fmri["voxels_per_roi"]) / column)
         return NSD_TARGETS.get(dataset.get("space", "func1pt8mm"), max(NSD_TARGETS.values()))
     sensors = int(sim["meg"]["n_sensors"]) if dataset.get("simulated") else THINGS_MEG["channels"]

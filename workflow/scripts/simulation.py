@@ -11,7 +11,7 @@ if sm.rule == "train_demo_model":
     log.info("trained %s: %s", sm.wildcards.model, stats)
 elif sm.rule == "simulate_stimuli":
     from gradbrain.models.load import load_model
-    from gradbrain.simulation.study import make_stimuli
+    from gradbrain.simulation.stimuli import make_stimuli
 
     drivers = sm.params.simulation["driver_models"]
     models = [load_model(sm.params.specs[m], weights_path=w) for m, w in zip(drivers, sm.input.weights, strict=True)]

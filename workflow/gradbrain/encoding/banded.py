@@ -74,13 +74,13 @@ class BandedSVDGCV:
 
     def __init__(
         self, bands_train: Sequence[Any], bands_test: Sequence[Any], gammas: Any, alphas: Any, ops: Ops,
-        criterion: str = "loo",
+        criterion: str = "loo", gram: bool = False,
     ) -> None:  # fmt: skip
         if len(bands_train) != len(bands_test) or not bands_train:
             raise ValueError(f"need the same bands for training and test, got {len(bands_train)} and {len(bands_test)}")
         self.ops = ops
         self.gammas = _check_gammas(gammas, len(bands_train))
-        self.models = [SVDGCV(_scaled(bands_train, g), _scaled(bands_test, g), alphas, ops, criterion)
+        self.models = [SVDGCV(_scaled(bands_train, g), _scaled(bands_test, g), alphas, ops, criterion, gram=gram)
                        for g in self.gammas]  # fmt: skip
         self.alphas = self.models[0].alphas
         self.n_train = self.models[0].n_train
@@ -174,6 +174,7 @@ class CrossValidatedBandedRidge(OuterFolds):
         dtype: str = "float32",
         target_batch: int | None = None,
         criterion: str = "loo",
+        gram: bool = False,
     ) -> None:
         bands, folds = [np.asarray(X) for X in bands], np.asarray(folds)
         if not bands or any(X.ndim != 2 or X.shape[0] != folds.shape[0] for X in bands) or folds.ndim != 1:
@@ -184,7 +185,7 @@ class CrossValidatedBandedRidge(OuterFolds):
         for test in self.test_masks:
             split = [standardise(X[~test], X[test]) for X in bands]
             self.models.append(
-                BandedSVDGCV([s[0] for s in split], [s[1] for s in split], gammas, alphas, self.ops, criterion)
+                BandedSVDGCV([s[0] for s in split], [s[1] for s in split], gammas, alphas, self.ops, criterion, gram)
             )
         self.gammas, self.alphas = self.models[0].gammas, self.models[0].alphas
         self.nbytes = sum(m.nbytes for m in self.models)

@@ -161,12 +161,14 @@ class CrossValidatedRidge(OuterFolds):
         dtype: str = "float32",
         target_batch: int | None = None,
         criterion: str = "loo",
+        gram: bool = False,
     ) -> None:
         X, folds = np.asarray(X), np.asarray(folds)
         if folds.shape != (X.shape[0],):
             raise ValueError(f"rows differ: X {X.shape}, folds {folds.shape}")
         super().__init__(folds, Ops(backend, device, dtype), target_batch)
-        self.models = [SVDGCV(*standardise(X[~test], X[test]), alphas, self.ops, criterion) for test in self.test_masks]
+        self.models = [SVDGCV(*standardise(X[~test], X[test]), alphas, self.ops, criterion, gram)
+                       for test in self.test_masks]  # fmt: skip
         self.alphas = self.models[0].alphas
         self.nbytes = sum(m.nbytes for m in self.models)
 

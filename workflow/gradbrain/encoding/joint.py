@@ -14,9 +14,18 @@ from typing import Any
 
 import numpy as np
 
+from gradbrain import stats
 from gradbrain.encoding.banded import CrossValidatedBandedRidge, two_band_gammas
 from gradbrain.encoding.cv import CrossValidatedRidge
-from gradbrain.encoding.partition import ControlProjection, PartialF, gradient_basis, partial_f_from_sums, summed_f
+from gradbrain.encoding.identifiability import noise_for_r
+from gradbrain.encoding.partition import (
+    ControlProjection,
+    PartialF,
+    combine_layers,
+    gradient_basis,
+    partial_f_from_sums,
+    summed_f,
+)
 
 log = logging.getLogger(__name__)
 CRITERION = "gcv"
@@ -36,6 +45,7 @@ class JointFit:
     layer_p: np.ndarray  # (L, groups)
     df_num: int
     df_den: int
+    identifiability: dict[str, float] | None = None
 
 
 def band_weights(cfg: dict[str, Any]) -> np.ndarray:
@@ -47,35 +57,45 @@ def band_weights(cfg: dict[str, Any]) -> np.ndarray:
 def control_scores(control: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
                    solver: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(R^2, r) per target of the control space alone, on the folds of the single-space fits."""
-    scores = CrossValidatedRidge(control, folds, alphas, **solver, criterion=CRITERION).score(Y)
+    scores = CrossValidatedRidge(control, folds, alphas, **solver, criterion=CRITERION, gram=True).score(Y)
     return scores.r2, scores.r
 
 
 def joint_fit(
     control: np.ndarray, layers: list[np.ndarray], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
     gammas: np.ndarray, components: int, solver: dict[str, Any], groups: np.ndarray | None = None,
-    label: str = "",
+    label: str = "", depths: np.ndarray | None = None, control_scores_r2: np.ndarray | None = None,
+    alpha: float = 0.05, seed: int = 0,
 ) -> JointFit:  # fmt: skip
     """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
 
     ``components``: the gradients' principal directions outside C that the F-test uses (at most the layer's rank
-    there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None).
+    there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
+    ``depths`` (and the control fit's R^2), the unique maps' layer identifiability at the observed unique signal
+    is computed too (:func:`unique_identifiability`).
     """
     n, t = Y.shape
     groups = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
     proj = ControlProjection.of(control)
     bases = [gradient_basis(X, proj, components) for X in layers]
     m = min(q.shape[1] for q in bases)
-    tests, layer_stat, layer_p = f_tests(proj, [q[:, :m] for q in bases], Y, groups)
+    bases = [q[:, :m] for q in bases]
+    tests, layer_stat, layer_p = f_tests(proj, bases, Y, groups)
     r2, r = [], []
     for k, X in enumerate(layers):
-        scores = CrossValidatedBandedRidge([control, X], folds, gammas, alphas, **solver, criterion=CRITERION).score(Y)
+        scores = CrossValidatedBandedRidge(
+            [control, X], folds, gammas, alphas, **solver, criterion=CRITERION, gram=True
+        ).score(Y)
         r2.append(scores.r2)
         r.append(scores.r)
         log.info("%s layer %d: median joint R^2 %.4f, targets with F-test p < 0.05: %.3f, subject p %s", label, k,
                  np.median(scores.r2), np.mean(tests[k].p < 0.05), np.round(layer_p[k][:4], 4).tolist())  # fmt: skip
-    return JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]), layer_stat, layer_p,
-                    tests[0].df_num, tests[0].df_den)  # fmt: skip
+    fit = JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]), layer_stat, layer_p,
+                   tests[0].df_num, tests[0].df_den)  # fmt: skip
+    if depths is not None:
+        target_r = observed_unique_r(fit, control_scores_r2, alpha) if control_scores_r2 is not None else 0.1
+        fit.identifiability = unique_identifiability(proj, layers, bases, depths, target_r, seed=seed)
+    return fit
 
 
 def f_tests(
@@ -109,3 +129,48 @@ def f_tests(
         for k, test in enumerate(tests):
             stat[k, g], pvals[k, g] = summed_f(test.subset(mask), grams[g], n)
     return tests, stat, pvals
+
+
+def unique_identifiability(
+    proj: ControlProjection, layers: list[np.ndarray], bases: list[np.ndarray], depths: np.ndarray, target_r: float,
+    n_per_layer: int = 16, seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Can a layer planted in a kind's part outside the control space be told apart from the other layers at the
+    observed level of unique signal? (the diagnostic of the claims made on the unique maps)
+
+    ``n_per_layer`` synthetic targets per layer: a random readout of the layer's features outside C, (I - P_C) G_k,
+    plus noise of SD sqrt(1/r^2 - 1) (``identifiability.noise_for_r``, r = ``target_r``, the observed unique signal);
+    each is assigned the layer of the largest partial F (the layer whose directions outside C explain it best,
+    the in-sample counterpart of the unique map's argmax). ``unique_identifiability`` = Pearson(planted depth,
+    recovered depth); ``exact_layer_fraction`` the share assigned to the planted layer.
+    """
+    rng = np.random.default_rng(seed)
+    sd = noise_for_r(target_r)
+    columns, planted = [], []
+    for k, X in enumerate(layers):
+        resid = proj.residual(X)
+        resid = resid / np.where(resid.std(0) > 0, resid.std(0), 1.0)
+        signal = resid @ rng.standard_normal((resid.shape[1], n_per_layer))
+        signal = (signal - signal.mean(0)) / np.where(signal.std(0) > 0, signal.std(0), 1.0)
+        columns.append(signal + sd * rng.standard_normal(signal.shape))
+        planted += [k] * n_per_layer
+    Y = np.concatenate(columns, axis=1)
+    tests, _, _ = f_tests(proj, bases, Y, np.zeros(Y.shape[1], dtype=int))
+    recovered = np.nanargmax(np.nan_to_num(np.stack([t.f for t in tests]), nan=-np.inf), axis=0)
+    planted = np.asarray(planted)
+    depths = np.asarray(depths, dtype=float)
+    return {
+        "unique_identifiability": stats.pearson(depths[planted], depths[recovered]),
+        "exact_layer_fraction": float(np.mean(recovered == planted)),
+        "target_r": float(target_r),
+    }
+
+
+def observed_unique_r(fit: JointFit, control_r2: np.ndarray, alpha: float) -> float:
+    """The typical unique signal of the targets that have it: sqrt of the median over targets with a significant
+    F-test (Bonferroni over layers, BH-FDR over targets) of max_k (R^2(C + G_k) - R^2(C)), or over all targets when
+    none is significant."""
+    unique = np.nanmax(fit.r2_joint - control_r2[None], axis=0)
+    sig = stats.fdr(combine_layers(fit.f_p)) < alpha
+    values = unique[sig] if sig.any() else unique
+    return float(np.sqrt(max(np.median(values), 1e-4)))

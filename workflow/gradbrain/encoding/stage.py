@@ -115,7 +115,8 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
                 group.attrs["partition"] = {**cfg["partition"], "control_kept": kept, "kinds": partition}
             elif kind in partition:
                 fit = joint_fit(control, train_layers, Y_train, folds, alphas, band_weights(cfg["partition"]),
-                                int(cfg["partition"]["gradient_components"]), solver, label=kind)  # fmt: skip
+                                int(cfg["partition"]["gradient_components"]), solver, label=kind, depths=depths,
+                                control_scores_r2=r2_control, seed=int(cfg["seed"]))  # fmt: skip
                 write_joint(group, kind, fit)
         group.attrs.update(
             {
@@ -153,7 +154,7 @@ def write_joint(group: Any, kind: str, fit: JointFit) -> None:
     store.write_array(group, f"partition/{kind}/f_p", fit.f_p.astype(np.float64))
     store.write_array(group, f"partition/{kind}/layer_stat", fit.layer_stat[:, 0])
     store.write_array(group, f"partition/{kind}/layer_p", fit.layer_p[:, 0])
-    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den}
+    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den, **(fit.identifiability or {})}
 
 
 def own_scores(

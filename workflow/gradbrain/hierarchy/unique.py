@@ -47,6 +47,7 @@ class Partition:
     single_r2: np.ndarray
     f_p: np.ndarray
     layer_p: np.ndarray
+    identifiability: float = float("nan")
 
     def __post_init__(self) -> None:
         for name in ("control_r2", "joint_r2", "single_r2", "f_p", "layer_p"):

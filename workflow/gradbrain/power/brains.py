@@ -10,7 +10,8 @@ import numpy as np
 
 from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.data.things_meg.read import time_operator
-from gradbrain.simulation import study as S
+from gradbrain.simulation import brain as sim_brain
+from gradbrain.simulation import stimuli as sim_stimuli
 
 
 def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
@@ -33,7 +34,7 @@ def _time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
 
 
 def meg_targets(
-    drivers: list[S.DriverFeatures],
+    drivers: list[sim_stimuli.DriverFeatures],
     scenario: str,
     cfg: dict[str, Any],
     preprocessing: dict[str, Any],
@@ -46,9 +47,9 @@ def meg_targets(
     noise (SD ``cfg['noise']``) at 200 Hz, then the loader's low-pass, resampling and crop (``things_meg.read``'s time
     operator) and a z-score of every channel and time over images, as ``prepare_meg`` does.
     """
-    n_ch = len(S.spread_channels(int(cfg["n_sensors"])))
-    evoked = S.meg_evoked(scenario, drivers, cfg, EPOCHS.times, n_ch, rng)
-    evoked += float(cfg["noise"]) * S._smooth_noise(rng, evoked.shape, float(cfg["noise_smooth"]))
+    n_ch = len(sim_brain.spread_channels(int(cfg["n_sensors"])))
+    evoked = sim_brain.meg_evoked(scenario, drivers, cfg, EPOCHS.times, n_ch, rng)
+    evoked += float(cfg["noise"]) * sim_brain.smooth_noise(rng, evoked.shape, float(cfg["noise_smooth"]))
     operator, times = operator or meg_time_operator(preprocessing)
     y = evoked[..., operator] if operator.ndim == 1 else np.tensordot(evoked, operator, axes=([2], [0]))
     y = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1)
@@ -57,7 +58,7 @@ def meg_targets(
 
 def fmri_layout(cfg: dict[str, Any]) -> dict[str, Any]:
     """Voxels of the simulated ROI layout: ROI index, ROI name, hemisphere and distance (mm) from V1's centroid."""
-    vol, rois, affine = S.roi_layout(cfg)
+    vol, rois, affine = sim_brain.roi_layout(cfg)
     ijk = np.argwhere(vol >= 0)
     roi_of = vol[tuple(ijk.T)]
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
@@ -82,7 +83,7 @@ def fmri_layout(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def fmri_targets(
-    drivers: list[S.DriverFeatures],
+    drivers: list[sim_stimuli.DriverFeatures],
     scenario: str,
     cfg: dict[str, Any],
     layout: dict[str, Any],
@@ -91,7 +92,7 @@ def fmri_targets(
     """One simulated subject's prepared fMRI targets (n_images, n_voxels): the planted signal plus Gaussian noise
     (SD ``cfg['noise']``) per repeat, each repeat z-scored per voxel (the per-session z-score of the betas), averaged
     over ``cfg['repeats']`` repeats."""
-    signal = S.fmri_signal(scenario, drivers, layout["rois"], layout["roi_of"], cfg, rng)
+    signal = sim_brain.fmri_signal(scenario, drivers, layout["rois"], layout["roi_of"], cfg, rng)
     total = np.zeros(signal.shape)
     for _ in range(int(cfg["repeats"])):
         trial = signal + float(cfg["noise"]) * rng.standard_normal(signal.shape)

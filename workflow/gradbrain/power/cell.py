@@ -25,7 +25,7 @@ from gradbrain.hierarchy.unique import Partition
 from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_time_operator, subject_rng
 from gradbrain.power.features import load_power_features, make_drivers
 from gradbrain.power.grid import cell_name, driver_names
-from gradbrain.simulation import study as S
+from gradbrain.simulation import brain as sim_brain
 
 log = logging.getLogger(__name__)
 CELL_COLUMNS = ["model", "modality", "scenario", "noise", "n_images", "seed", "subject", "kind", "metric", "value"]
@@ -65,7 +65,7 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     operator = meg_time_operator(power.get("preprocessing", {})) if modality == "meg" else None
     subjects = [(run, subject) for run in range(int(power["seeds"])) for subject in range(1, n_subjects + 1)]
     if modality == "meg":
-        channels = np.array(S.spread_channels(int(sim["n_sensors"])))
+        channels = np.array(sim_brain.spread_channels(int(sim["n_sensors"])))
         shape = {"n_channels": len(channels), "n_times": len(operator[1])}
         targets = {"time": np.asarray(operator[1], dtype=np.float32), "channel": channels}
         Ys = [
@@ -90,7 +90,7 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     r = {key: np.stack([s.r for s in scores]) for key, scores in fitted.items()}
     r2 = {key: np.stack([s.r2 for s in scores]) for key, scores in fitted.items()}
     log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
-    joint = _joint_fits(feats, Y, folds, alphas, solver, encoding, power, width, len(subjects), cell_name(cell))
+    joint = _joint_fits(feats, depths, Y, folds, alphas, solver, encoding, power, width, len(subjects), cell_name(cell))
     rows = []
     for i, (run, subject) in enumerate(subjects):
         cols = slice(i * width, (i + 1) * width)
@@ -101,7 +101,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
             r={kind: scores[f"r/{kind}"] for kind in kinds},
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
             partition={kind: Partition(control_r2[cols], fit.r2_joint[:, cols], r2[f"r/{kind}"][:, cols],
-                                       fit.f_p[:, cols], fit.layer_p[:, i])
+                                       fit.f_p[:, cols], fit.layer_p[:, i],
+                                       (fit.identifiability or {}).get("unique_identifiability", np.nan))
                        for kind, (control_r2, fit) in joint.items()},
         )  # fmt: skip
         for _, _, _, kind, metric, value, _ in subject_metrics(subject_scores, hierarchy):
@@ -109,7 +110,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
-def _joint_fits(feats: dict[str, list[np.ndarray]], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+def _joint_fits(feats: dict[str, list[np.ndarray]], depths: np.ndarray, Y: np.ndarray, folds: np.ndarray,
+                alphas: np.ndarray,
                 solver: dict[str, Any], encoding: dict[str, Any], power: dict[str, Any], width: int, n_subjects: int,
                 label: str) -> dict[str, tuple[np.ndarray, JointFit]]:  # fmt: skip
     """Per compared kind, the control space's R^2 and the joint fits of every layer, all subjects side by side (the
@@ -122,6 +124,7 @@ def _joint_fits(feats: dict[str, list[np.ndarray]], Y: np.ndarray, folds: np.nda
     groups = np.repeat(np.arange(n_subjects), width)
     return {
         kind: (control_r2, joint_fit(control, layers, Y, folds, alphas, band_weights(part),
-                                     int(part["gradient_components"]), solver, groups=groups, label=f"{label} {kind}"))
+                                     int(part["gradient_components"]), solver, groups=groups, label=f"{label} {kind}",
+                                     depths=depths, control_scores_r2=control_r2, seed=int(encoding["seed"])))
         for kind, layers in feats.items() if kind != ACTIVATIONS
     }  # fmt: skip

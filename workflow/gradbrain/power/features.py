@@ -10,7 +10,7 @@ import numpy as np
 
 from gradbrain import store
 from gradbrain.features.kinds import BASE_KINDS
-from gradbrain.simulation import study as S
+from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation.photos import PHOTOGRAPHS, crops
 
 
@@ -78,10 +78,12 @@ def load_power_features(path: str | Path, n_images: int) -> tuple[np.ndarray, di
 
 def make_drivers(
     features: dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]], components: int
-) -> list[S.DriverFeatures]:
+) -> list[sim_stimuli.DriverFeatures]:
     """Driver features as ``simulate_stimuli`` makes them: every layer's top principal components, whitened."""
     out = []
     for name, (depths, feats) in features.items():
-        white = {kind: [S.whiten(x, components) for x in layers] for kind, layers in feats.items()}
-        out.append(S.DriverFeatures(name, depths, white.pop("activations"), white.pop("gradients"), extra=white))
+        white = {kind: [sim_stimuli.whiten(x, components) for x in layers] for kind, layers in feats.items()}
+        out.append(
+            sim_stimuli.DriverFeatures(name, depths, white.pop("activations"), white.pop("gradients"), extra=white)
+        )
     return out
