@@ -182,8 +182,10 @@ def meg_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, per
 
 def _shuffled(latencies: np.ndarray, depths: np.ndarray, perms: np.ndarray) -> np.ndarray:
     """T under layer-label shuffles of the layers that have a latency (as many seeded draws as ``perms``)."""
+    if len(latencies) < 3:
+        return np.empty(0)
     rng = np.random.default_rng(len(latencies))
-    shuffles = np.stack([rng.permutation(len(latencies)) for _ in range(len(perms))]) if len(latencies) else perms
+    shuffles = np.stack([rng.permutation(len(latencies)) for _ in range(len(perms))])
     return nulls.temporal_null(depths, latencies, shuffles)
 
 
