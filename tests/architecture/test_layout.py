@@ -16,7 +16,7 @@ ORDER = ("gradbrain", "store", "logs", "config", "stats", "data", "models", "fea
 """The one-way order of docs/architecture.md: a package imports only from packages before it ("gradbrain" is the
 root package's own ``__init__``)."""
 MAX_LINES = 420
-GENERATED = ("benchmarks/out", "tests/artefacts")
+GENERATED = ("benchmarks/out", "benchmarks/.wheels", "tests/artefacts")
 """Folders the benchmarks and tests write (ignored by git): references to them name outputs, not sources."""
 
 

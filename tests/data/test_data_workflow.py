@@ -67,6 +67,8 @@ def config(tmp: Path, images_url: str, **nsd_keys) -> dict:
             },
         },
         "hierarchy": {"permutations": 20, "bootstraps": 10},
+        # 4 layers x 32 control components would leave no residual degrees of freedom with these ~50 images
+        "encoding": {"partition": {"control_components": 4, "gradient_components": 4}},
     }
 
 

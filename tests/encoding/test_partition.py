@@ -19,6 +19,7 @@ from gradbrain.encoding.partition import (
     summed_f,
     variance_parts,
 )
+from gradbrain.encoding.stage import check_partition_fits
 
 ALPHAS = np.logspace(-2, 6, 9)
 
@@ -134,3 +135,16 @@ def test_joint_fit_partition_and_layers():
     np.testing.assert_allclose(parts["unique_gradients"] + parts["shared"] + parts["unique_activations"],
                                fit.r2_joint[2], atol=1e-12)  # fmt: skip
     assert np.median(parts["unique_gradients"]) > 0.05
+
+
+def test_a_partition_too_large_for_the_images_is_refused_before_any_fit():
+    """The bound is the partial F-test's own: 52 images cannot hold 4 x 32 control + 32 gradient directions."""
+    cfg = {"partition": {"control_components": 32, "gradient_components": 32}}
+    with pytest.raises(ValueError, match=r"sub-1\.zarr: 52 training images.*control_components"):
+        check_partition_fits(52, [64, 64, 128, 128], cfg, "brain/sub-1.zarr")
+    small = {"partition": {"control_components": 4, "gradient_components": 4}}
+    check_partition_fits(52, [64, 64, 128, 128], small, "brain/sub-1.zarr")  # 52 - 1 - 16 - 4 = 31 left
+    narrow = {"partition": {"control_components": 32, "gradient_components": 8}}
+    check_partition_fits(52, [2, 2, 2, 2], narrow, "brain/sub-1.zarr")  # narrow layers keep all 8 dimensions
+    with pytest.raises(ValueError, match="-3 residual"):
+        check_partition_fits(52, [2, 2, 2, 2], {"partition": {"control_components": 2, "gradient_components": 46}}, "b")

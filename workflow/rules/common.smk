@@ -272,7 +272,16 @@ def power_cell_params(wildcards):
 def power_cell_config(wildcards):
     """The config a power_cell job depends on (so that unrelated edits leave the cells alone)."""
     sim, enc = config["simulation"], config["encoding"]
-    solver = ("folds", "seed", "alphas", "backend", "device", "dtype", "target_batch", "partition")
+    solver = (
+        "folds",
+        "seed",
+        "alphas",
+        "backend",
+        "device",
+        "dtype",
+        "target_batch",
+        "partition",
+    )
     return {
         "simulation": {
             **{k: sim[k] for k in ("image_size", "readout_components") if k in sim},
