@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 
 from gradbrain.encoding.banded import CrossValidatedBandedRidge
 from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
-from gradbrain.encoding.joint import f_tests, joint_fit
+from gradbrain.encoding.joint import check_partition_fits, f_tests, joint_fit
 from gradbrain.encoding.partition import (
     ControlProjection,
     combine_layers,
@@ -19,7 +19,6 @@ from gradbrain.encoding.partition import (
     summed_f,
     variance_parts,
 )
-from gradbrain.encoding.stage import check_partition_fits
 
 ALPHAS = np.logspace(-2, 6, 9)
 
@@ -139,12 +138,12 @@ def test_joint_fit_partition_and_layers():
 
 def test_a_partition_too_large_for_the_images_is_refused_before_any_fit():
     """The bound is the partial F-test's own: 52 images cannot hold 4 x 32 control + 32 gradient directions."""
-    cfg = {"partition": {"control_components": 32, "gradient_components": 32}}
+    cfg = {"control_components": 32, "gradient_components": 32}
     with pytest.raises(ValueError, match=r"sub-1\.zarr: 52 training images.*control_components"):
         check_partition_fits(52, [64, 64, 128, 128], cfg, "brain/sub-1.zarr")
-    small = {"partition": {"control_components": 4, "gradient_components": 4}}
+    small = {"control_components": 4, "gradient_components": 4}
     check_partition_fits(52, [64, 64, 128, 128], small, "brain/sub-1.zarr")  # 52 - 1 - 16 - 4 = 31 left
-    narrow = {"partition": {"control_components": 32, "gradient_components": 8}}
+    narrow = {"control_components": 32, "gradient_components": 8}
     check_partition_fits(52, [2, 2, 2, 2], narrow, "brain/sub-1.zarr")  # narrow layers keep all 8 dimensions
     with pytest.raises(ValueError, match="-3 residual"):
-        check_partition_fits(52, [2, 2, 2, 2], {"partition": {"control_components": 2, "gradient_components": 46}}, "b")
+        check_partition_fits(52, [2, 2, 2, 2], {"control_components": 2, "gradient_components": 46}, "b")

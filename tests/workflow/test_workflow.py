@@ -15,7 +15,9 @@ import pytest
 import torch
 import yaml
 from helpers import REPO
+from helpers.config import SCHEMA
 from helpers.snakerun import SNAKEMAKE, run_snakemake
+from snakemake.utils import validate
 
 from gradbrain.power import cell as power_cell
 from gradbrain.power import grid as power_grid
@@ -82,6 +84,8 @@ def test_planted_truth_is_recovered(small_study):
         "statistic",
         "p",
         "p_fdr",
+        "n_undefined",
+        "note",
         "layer_identifiability",
     ]
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
@@ -102,6 +106,8 @@ def test_power_runs_on_the_trained_demo_models(small_study):
         seeds=1,
         group_draws=50,
     )
+    # 200 images cannot hold 8 layers x 32 control components + 32 gradient directions (check_partition_fits)
+    cfg.setdefault("encoding", {}).setdefault("partition", {})["control_components"] = 8
     power_config = tmp / "power.yaml"
     power_config.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(power_config, "power")
@@ -120,10 +126,12 @@ def test_power_runs_on_the_trained_demo_models(small_study):
     assert (forward.rate == 1).all() and (forward.planted == "effect").all()  # low noise: a clear forward sweep
 
     cell = {"model": "demo_cnn", "modality": "meg", "scenario": "backprop", "noise": 0.3, "n_images": 200}
+    validated = copy.deepcopy(cfg)
+    validate(validated, str(SCHEMA))  # the schema's defaults, as the workflow fills them in
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job ran
     try:
-        direct = power_cell.run_cell(cell, {"demo_cnn": str(out / "features" / "demo_cnn.zarr")}, cfg)
+        direct = power_cell.run_cell(cell, {"demo_cnn": str(out / "features" / "demo_cnn.zarr")}, validated)
     finally:
         torch.set_num_threads(threads)
     stored = pd.read_csv(out / "cells" / power_grid.cell_name(cell))

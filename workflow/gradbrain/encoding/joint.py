@@ -54,6 +54,24 @@ def band_weights(cfg: dict[str, Any]) -> np.ndarray:
     return two_band_gammas(tuple(float(r) for r in cfg["band_ratios"]), band_off=True)
 
 
+def check_partition_fits(n: int, dims: list[int], part: dict[str, Any], where: str) -> None:
+    """Refuse, before any fit, a partition whose partial F-test would have fewer than 5 residual degrees of freedom.
+
+    ``part`` is encoding.partition. The bound uses the largest ranks its sizes allow: rank(C) <= min(n - 1,
+    sum_l min(q, d_l)) for ``control_components`` q and layer widths d_l, and m <= ``gradient_components``; the test
+    needs n - 1 - rank(C) - m >= 5 (partition.partial_f_from_sums).
+    """
+    control = min(n - 1, sum(min(int(part["control_components"]), d) for d in dims))
+    df_den = n - 1 - control - int(part["gradient_components"])
+    if df_den < 5:
+        raise ValueError(
+            f"{where}: {n} training images are too few for encoding.partition ({len(dims)} layers x "
+            f"control_components {part['control_components']} + gradient_components {part['gradient_components']} "
+            f"leave {df_den} residual degrees of freedom, at least 5 needed); lower those keys (e.g. --config "
+            "encoding.partition.control_components=4), set encoding.partition.enabled=false, or use more images"
+        )
+
+
 def control_scores(control: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
                    solver: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(R^2, r) per target of the control space alone, on the folds of the single-space fits."""

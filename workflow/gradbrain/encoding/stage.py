@@ -21,7 +21,7 @@ from gradbrain import store
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, heldout_scores, make_folds
 from gradbrain.encoding.identifiability import linear_cka, planted_targets, recovery
-from gradbrain.encoding.joint import JointFit, band_weights, control_scores, joint_fit
+from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
 from gradbrain.encoding.partition import control_space
 from gradbrain.encoding.significance import best_layers
 from gradbrain.features.kinds import ACTIVATIONS
@@ -76,7 +76,8 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     kinds = [k for k in feats.attrs["kinds"] if k in cfg.get("kinds", feats.attrs["kinds"])]
     partition = _partition_kinds(cfg, kinds)
     if partition:
-        check_partition_fits(int(train.sum()), [feats[ACTIVATIONS][name].shape[1] for name in layers], cfg, brain_path)
+        dims = [feats[ACTIVATIONS][name].shape[1] for name in layers]
+        check_partition_fits(int(train.sum()), dims, cfg["partition"], brain_path)
     with store.atomic_group(out) as group:
         for kind in kinds:
             X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
@@ -138,25 +139,6 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             }
         )
     return Path(out)
-
-
-def check_partition_fits(n: int, dims: list[int], cfg: dict[str, Any], brain_path: str) -> None:
-    """Refuse, before any fit, a partition whose partial F-test would have fewer than 5 residual degrees of freedom.
-
-    The bound uses the largest ranks the configured sizes allow: rank(C) <= min(n - 1, sum_l min(q, d_l)) for
-    ``control_components`` q and layer widths d_l, and m <= ``gradient_components``; the test needs
-    n - 1 - rank(C) - m >= 5 (partition.partial_f_from_sums).
-    """
-    part = cfg["partition"]
-    control = min(n - 1, sum(min(int(part["control_components"]), d) for d in dims))
-    df_den = n - 1 - control - int(part["gradient_components"])
-    if df_den < 5:
-        raise ValueError(
-            f"{brain_path}: {n} training images are too few for encoding.partition ({len(dims)} layers x "
-            f"control_components {part['control_components']} + gradient_components {part['gradient_components']} "
-            f"leave {df_den} residual degrees of freedom, at least 5 needed); lower those keys (e.g. --config "
-            "encoding.partition.control_components=4), set encoding.partition.enabled=false, or use more images"
-        )
 
 
 def _partition_kinds(cfg: dict[str, Any], kinds: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
-from gradbrain.encoding.joint import JointFit, band_weights, control_scores, joint_fit
+from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
 from gradbrain.encoding.partition import control_space
 from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
@@ -46,6 +46,9 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     }
     loaded = {m: load_power_features(feature_paths[m], n) for m in {cell["model"], *driver_names(power, cell["model"])}}
     depths, feats = loaded[cell["model"]]
+    if _partitioned(power, encoding, feats):
+        dims = [X.shape[1] for X in feats[ACTIVATIONS]]
+        check_partition_fits(n, dims, encoding["partition"], f"power cell {cell_name(cell)} (or power.partition=false)")
     drivers = make_drivers(
         {m: loaded[m] for m in driver_names(power, cell["model"])},
         int(config["simulation"].get("readout_components", 64)),
@@ -116,9 +119,9 @@ def _joint_fits(feats: dict[str, list[np.ndarray]], depths: np.ndarray, Y: np.nd
                 label: str) -> dict[str, tuple[np.ndarray, JointFit]]:  # fmt: skip
     """Per compared kind, the control space's R^2 and the joint fits of every layer, all subjects side by side (the
     summed F-test per subject); nothing when ``power.partition`` is off."""
-    part = encoding["partition"]
-    if not power.get("partition", True) or not part.get("enabled", True) or ACTIVATIONS not in feats:
+    if not _partitioned(power, encoding, feats):
         return {}
+    part = encoding["partition"]
     control, _ = control_space(feats[ACTIVATIONS], int(part["control_components"]))
     control_r2, _ = control_scores(control, Y, folds, alphas, solver)
     groups = np.repeat(np.arange(n_subjects), width)
@@ -128,3 +131,9 @@ def _joint_fits(feats: dict[str, list[np.ndarray]], depths: np.ndarray, Y: np.nd
                                      depths=depths, control_scores_r2=control_r2, seed=int(encoding["seed"])))
         for kind, layers in feats.items() if kind != ACTIVATIONS
     }  # fmt: skip
+
+
+def _partitioned(power: dict[str, Any], encoding: dict[str, Any], feats: dict[str, list[np.ndarray]]) -> bool:
+    """Whether the cell fits the partition: ``power.partition`` and ``encoding.partition.enabled`` both on."""
+    part = encoding["partition"]
+    return bool(power.get("partition", True) and part.get("enabled", True) and ACTIVATIONS in feats)
