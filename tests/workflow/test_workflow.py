@@ -170,13 +170,15 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(small_study):
     seen = check_report(binary, report, ARTEFACTS)
     print(f"report screenshots: {', '.join(map(str, seen['screenshots']))}")
     names = {Path(p).name: v for p, v in seen["results"].items()}
-    assert set(names) == {*figures, "summary.png", "tests.html", "verdicts.html"}
+    assert set(names) == {*figures, "summary.png", "tests.html", "verdicts.html", "claims.html"}
     for name, view in names.items():
         assert view["width"] > 0 and view["height"] > 0, f"{name} did not render in the report: {view}"
     tests = pd.read_csv(tmp / "results" / "hierarchy" / "tests.csv")
     assert names["tests.html"]["rows"] == len(tests)
     verdicts = pd.read_csv(tmp / "results" / "hierarchy" / "verdicts.csv")
     assert names["verdicts.html"]["rows"] == len(verdicts)
+    claims = pd.read_csv(tmp / "results" / "hierarchy" / "claims.csv")
+    assert names["claims.html"]["rows"] == len(claims)
     assert not seen["problems"], "\n".join(seen["problems"])
     assert all(p.stat().st_size > 10_000 for p in seen["screenshots"])
 
