@@ -145,5 +145,5 @@ def test_a_partition_too_large_for_the_images_is_refused_before_any_fit():
     check_partition_fits(52, [64, 64, 128, 128], small, "brain/sub-1.zarr")  # 52 - 1 - 16 - 4 = 31 left
     narrow = {"control_components": 32, "gradient_components": 8}
     check_partition_fits(52, [2, 2, 2, 2], narrow, "brain/sub-1.zarr")  # narrow layers keep all 8 dimensions
-    with pytest.raises(ValueError, match="-3 residual"):
-        check_partition_fits(52, [2, 2, 2, 2], {"control_components": 2, "gradient_components": 46}, "b")
+    with pytest.raises(ValueError, match="-35 residual"):  # 52 - 1 - 4 x 10 - 46
+        check_partition_fits(52, [50, 50, 50, 50], {"control_components": 10, "gradient_components": 46}, "b")

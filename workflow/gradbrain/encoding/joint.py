@@ -58,11 +58,12 @@ def check_partition_fits(n: int, dims: list[int], part: dict[str, Any], where: s
     """Refuse, before any fit, a partition whose partial F-test would have fewer than 5 residual degrees of freedom.
 
     ``part`` is encoding.partition. The bound uses the largest ranks its sizes allow: rank(C) <= min(n - 1,
-    sum_l min(q, d_l)) for ``control_components`` q and layer widths d_l, and m <= ``gradient_components``; the test
+    sum_l min(q, d_l)) for ``control_components`` q and layer widths d_l (a gradient layer is as wide as its
+    activations), and m <= min(``gradient_components``, min_l d_l); the test
     needs n - 1 - rank(C) - m >= 5 (partition.partial_f_from_sums).
     """
     control = min(n - 1, sum(min(int(part["control_components"]), d) for d in dims))
-    df_den = n - 1 - control - int(part["gradient_components"])
+    df_den = n - 1 - control - min(int(part["gradient_components"]), *dims)
     if df_den < 5:
         raise ValueError(
             f"{where}: {n} training images are too few for encoding.partition ({len(dims)} layers x "
