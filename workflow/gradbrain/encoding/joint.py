@@ -19,11 +19,13 @@ from gradbrain.encoding.banded import CrossValidatedBandedRidge, two_band_gammas
 from gradbrain.encoding.cv import CrossValidatedRidge
 from gradbrain.encoding.identifiability import noise_for_r
 from gradbrain.encoding.partition import (
+    MIN_RESIDUAL_DF,
     ControlProjection,
     PartialF,
     combine_layers,
     gradient_basis,
     partial_f_from_sums,
+    residual_df,
     summed_f,
 )
 
@@ -55,21 +57,21 @@ def band_weights(cfg: dict[str, Any]) -> np.ndarray:
 
 
 def check_partition_fits(n: int, dims: list[int], part: dict[str, Any], where: str) -> None:
-    """Refuse, before any fit, a partition whose partial F-test would have fewer than 5 residual degrees of freedom.
+    """Refuse, before any fit, a partition whose partial F-test would have too few residual degrees of freedom.
 
-    ``part`` is encoding.partition. The bound uses the largest ranks its sizes allow: rank(C) <= min(n - 1,
-    sum_l min(q, d_l)) for ``control_components`` q and layer widths d_l (a gradient layer is as wide as its
-    activations), and m <= min(``gradient_components``, min_l d_l); the test
-    needs n - 1 - rank(C) - m >= 5 (partition.partial_f_from_sums).
+    ``part`` is encoding.partition. The bound is :func:`partition.residual_df` at the largest ranks its sizes allow:
+    rank(C) <= min(n - 1, sum_l min(q, d_l)) for ``control_components`` q and layer widths d_l (a gradient layer is
+    as wide as its activations), and m <= min(``gradient_components``, min_l d_l).
     """
     control = min(n - 1, sum(min(int(part["control_components"]), d) for d in dims))
-    df_den = n - 1 - control - min(int(part["gradient_components"]), *dims)
-    if df_den < 5:
+    df_den = residual_df(n, control, min(int(part["gradient_components"]), *dims))
+    if df_den < MIN_RESIDUAL_DF:
         raise ValueError(
             f"{where}: {n} training images are too few for encoding.partition ({len(dims)} layers x "
             f"control_components {part['control_components']} + gradient_components {part['gradient_components']} "
-            f"leave {df_den} residual degrees of freedom, at least 5 needed); lower those keys (e.g. --config "
-            "encoding.partition.control_components=4), set encoding.partition.enabled=false, or use more images"
+            f"leave {df_den} residual degrees of freedom, at least {MIN_RESIDUAL_DF} needed); lower those keys "
+            "(e.g. --config encoding.partition.control_components=4), set encoding.partition.enabled=false, or use "
+            "more images"
         )
 
 

@@ -130,12 +130,22 @@ def partial_f(residual_y: np.ndarray, q: np.ndarray, control_rank: int) -> Parti
     return partial_f_from_sums(delta, (residual_y**2).sum(0), q.shape[1], residual_y.shape[0], control_rank)
 
 
+MIN_RESIDUAL_DF = 5
+"""The fewest residual degrees of freedom, n - 1 - rank(C) - m, with which the partial F-test is run."""
+
+
+def residual_df(n: int, control_rank: int, m: int) -> int:
+    """The partial F-test's denominator degrees of freedom: n - 1 - rank(C) - m (the intercept is the 1)."""
+    return n - 1 - control_rank - m
+
+
 def partial_f_from_sums(delta: np.ndarray, total: np.ndarray, m: int, n: int, control_rank: int) -> PartialF:
     """The partial F-test from its sums of squares: ``delta`` = dRSS_t and ``total`` = ||(I - P_C) y_t||^2."""
-    df_den = n - 1 - control_rank - m
-    if m == 0 or df_den < 5:
+    df_den = residual_df(n, control_rank, m)
+    if m == 0 or df_den < MIN_RESIDUAL_DF:
         raise ValueError(
-            f"the partial F-test needs n - 1 - rank(C) - m >= 5 images: n = {n}, rank(C) = {control_rank}, m = {m}; "
+            f"the partial F-test needs n - 1 - rank(C) - m >= {MIN_RESIDUAL_DF} images: n = {n}, "
+            f"rank(C) = {control_rank}, m = {m}; "
             "lower encoding.partition.control_components or gradient_components, or use more images"
         )
     rss = np.maximum(np.asarray(total, dtype=np.float64) - delta, 0.0)
