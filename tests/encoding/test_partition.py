@@ -14,6 +14,7 @@ from gradbrain.encoding.partition import (
     ControlProjection,
     combine_layers,
     control_space,
+    excess_partial_r2,
     gradient_basis,
     partial_f,
     summed_f,
@@ -50,6 +51,30 @@ def test_partial_f_equals_nested_least_squares():
     np.testing.assert_allclose(test.f, f, rtol=1e-8)
     np.testing.assert_allclose(test.p, sps.f.sf(f, 4, df), rtol=1e-6)
     assert test.p[0] < 1e-6 < test.p[1:].min()
+
+
+def test_excess_partial_r2_is_the_nested_fits_partial_r2_above_its_beta_null_mean():
+    """E_t = (RSS_C - RSS_full) / RSS_C - m / (m + d) from two lstsq fits; under the null (a brain in the control
+    space's span) the partial R^2 follows SciPy's Beta(m/2, d/2), so E averages 0; with signal it is positive."""
+    rng = np.random.default_rng(3)
+    n, m = 300, 4
+    acts, grads = _features(rng, n=n)
+    control, _ = control_space(acts, 5)
+    proj = ControlProjection.of(control)
+    q = gradient_basis(grads[2], proj, m)
+    Y = control @ rng.standard_normal((control.shape[1], 3000)) + rng.standard_normal((n, 3000))
+    Y[:, :20] += 0.3 * np.sqrt(n) * q @ rng.standard_normal((m, 20))
+    test = partial_f(proj.residual(Y), q, proj.rank)
+    ones = np.ones((n, 1))
+    reduced, full = np.hstack([ones, control]), np.hstack([ones, control, q])
+    rss = [((Y - X @ np.linalg.lstsq(X, Y, rcond=None)[0]) ** 2).sum(0) for X in (reduced, full)]
+    d = test.df_den
+    np.testing.assert_allclose(excess_partial_r2(test), (rss[0] - rss[1]) / rss[0] - m / (m + d), rtol=1e-6,
+                               atol=1e-12)  # fmt: skip
+    null = excess_partial_r2(test)[20:] + m / (m + d)
+    assert sps.kstest(null, sps.beta(m / 2, d / 2).cdf).pvalue > 0.001
+    assert abs(np.mean(excess_partial_r2(test)[20:])) < 3 * np.std(null) / np.sqrt(len(null))
+    assert np.median(excess_partial_r2(test)[:20]) > 5 * np.std(null)
 
 
 def test_control_space_is_each_layers_pca():

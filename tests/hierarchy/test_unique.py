@@ -30,7 +30,7 @@ def _meg_subject(unique_order: str | None, rng) -> SubjectScores:
         unique = np.stack([np.repeat(bump(c)[:, None], N_CH, 1).ravel() for c in centres]) * 0.05
         f_p = np.where(unique > 0.01, 1e-8, 0.5)
         layer_p = np.full(L, 1e-10)
-    part = Partition(control_r2, control_r2 + unique, unique * 0.8, f_p, layer_p)
+    part = Partition(control_r2, control_r2 + unique, unique * 0.8, f_p, unique, layer_p)
     return SubjectScores(
         dataset="d", model="m", subject="1", modality="meg", layers=[f"l{k}" for k in range(L)], depths=depths,
         kinds=["activations", "gradients"], n_train=500, r={"activations": act, "gradients": act * 0.9},

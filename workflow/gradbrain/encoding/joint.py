@@ -23,6 +23,7 @@ from gradbrain.encoding.partition import (
     ControlProjection,
     PartialF,
     combine_layers,
+    excess_partial_r2,
     gradient_basis,
     partial_f_from_sums,
     residual_df,
@@ -38,11 +39,13 @@ whose joint fit takes the control band alone has no unique variance."""
 
 @dataclass
 class JointFit:
-    """Per layer and target: joint R^2 and r, the partial F-test's p; per layer and group: the summed test."""
+    """Per layer and target: joint R^2 and r, the partial F-test's p and excess partial R^2
+    (``partition.excess_partial_r2``); per layer and group: the summed test."""
 
     r2_joint: np.ndarray  # (L, t)
     r_joint: np.ndarray  # (L, t)
     f_p: np.ndarray  # (L, t)
+    excess_r2: np.ndarray  # (L, t)
     layer_stat: np.ndarray  # (L, groups)
     layer_p: np.ndarray  # (L, groups)
     df_num: int
@@ -111,8 +114,9 @@ def joint_fit(
         r.append(scores.r)
         log.info("%s layer %d: median joint R^2 %.4f, targets with F-test p < 0.05: %.3f, subject p %s", label, k,
                  np.median(scores.r2), np.mean(tests[k].p < 0.05), np.round(layer_p[k][:4], 4).tolist())  # fmt: skip
-    fit = JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]), layer_stat, layer_p,
-                   tests[0].df_num, tests[0].df_den)  # fmt: skip
+    fit = JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]),
+                   np.stack([excess_partial_r2(s) for s in tests]), layer_stat, layer_p, tests[0].df_num,
+                   tests[0].df_den)  # fmt: skip
     if depths is not None:
         target_r = observed_unique_r(fit, control_scores_r2, alpha) if control_scores_r2 is not None else 0.1
         fit.identifiability = unique_identifiability(proj, layers, bases, depths, target_r, seed=seed)

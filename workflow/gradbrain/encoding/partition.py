@@ -154,6 +154,16 @@ def partial_f_from_sums(delta: np.ndarray, total: np.ndarray, m: int, n: int, co
     return PartialF(delta, rss, f, sps.f.sf(f, m, df_den), m, df_den)
 
 
+def excess_partial_r2(test: PartialF) -> np.ndarray:
+    """Per target, the partial R^2 of the directions outside C above its null mean: dRSS_t / ||(I - P_C) y_t||^2
+    - m / (m + d). Under the null the ratio is Beta(m/2, d/2), of mean m / (m + d), so the excess is an unbiased
+    in-sample measure of the signal the layer adds beyond the control space (0 on average where it adds none)."""
+    total = test.delta_rss + test.rss
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(total > 0, test.delta_rss / total, np.nan)
+    return ratio - test.df_num / (test.df_num + test.df_den)
+
+
 def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
     """A subject's sum over targets of m F_t and its p under the null (Satterthwaite's scaled chi-square).
 

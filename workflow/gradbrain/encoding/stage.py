@@ -5,7 +5,7 @@ n_targets), the held-out r when the brain store has a test split, the layer iden
 r_own/<kind>: the same encoding of each layer's own contribution (contributions.py) for the modalities in
 ``encoding.own_contribution``, and, with ``encoding.partition``, the control space's fit (partition/control_r2,
 control_r) and per compared kind the joint fits and the test of its signal beyond the activations
-(partition/<kind>/r2_joint, r_joint, f_p (n_layers, n_targets), layer_stat, layer_p (n_layers,); joint.py).
+(partition/<kind>/r2_joint, r_joint, f_p, excess_r2 (n_layers, n_targets), layer_stat, layer_p (n_layers,); joint.py).
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ def write_joint(group: Any, kind: str, fit: JointFit) -> None:
     store.write_array(group, f"partition/{kind}/r2_joint", fit.r2_joint.astype(np.float32))
     store.write_array(group, f"partition/{kind}/r_joint", fit.r_joint.astype(np.float32))
     store.write_array(group, f"partition/{kind}/f_p", fit.f_p.astype(np.float64))
+    store.write_array(group, f"partition/{kind}/excess_r2", fit.excess_r2.astype(np.float32))
     store.write_array(group, f"partition/{kind}/layer_stat", fit.layer_stat[:, 0])
     store.write_array(group, f"partition/{kind}/layer_p", fit.layer_p[:, 0])
     group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den, **(fit.identifiability or {})}

@@ -55,8 +55,9 @@ def load_scores(fit: Fit) -> SubjectScores:
     names = FMRI_TARGETS if modality == "fmri" else MEG_TARGETS
     own = {kind: enc[f"r_own/{kind}"][...] for kind in kinds if f"r_own/{kind}" in enc}
     partition = {
-        kind: Partition(enc["partition/control_r2"][...], *(enc[f"partition/{kind}/{n}"][...] for n in ("r2_joint",)),
-                        enc[f"r2/{kind}"][...], *(enc[f"partition/{kind}/{n}"][...] for n in ("f_p", "layer_p")),
+        kind: Partition(enc["partition/control_r2"][...], enc[f"partition/{kind}/r2_joint"][...],
+                        enc[f"r2/{kind}"][...],
+                        *(enc[f"partition/{kind}/{n}"][...] for n in ("f_p", "excess_r2", "layer_p")),
                         identifiability=enc.attrs[f"partition_{kind}"].get("unique_identifiability", float("nan")))
         for kind in kinds if f"partition/{kind}/r2_joint" in enc
     }  # fmt: skip

@@ -12,7 +12,11 @@ order, and a later one is made only where the earlier holds:
 3. diverges from backprop: fMRI, the unique map is less hierarchical than the activations' (D_S,u = S_a - S_u > 0,
    one-sided bootstrap p over voxels < alpha); MEG, the unique signal runs in the forward order (T_u > 0, one-sided
    layer-shuffle p < alpha; D_T,u = T_u + T_a is its value beside the paper's D_T).
-The unique maps are read only over the targets whose own F-test survives BH-FDR (Bonferroni over layers first).
+fMRI's unique maps are read only over the voxels whose own F-test survives BH-FDR (Bonferroni over layers first).
+MEG's unique signal per sensor and time is too weak for a per-target test at THINGS-MEG's noise (docs/power.md), so,
+once the subject's test holds, its curves average every sensor as the paper's r curves do, and they average the
+in-sample excess partial R^2 E_k (``encoding.partition.excess_partial_r2``: 0 on average without signal), whose noise
+is far below that of the difference of two cross-validated R^2.
 """
 
 from __future__ import annotations
@@ -39,18 +43,19 @@ UNIQUE_METRICS = (
 
 @dataclass
 class Partition:
-    """One kind's partition in a subject: control R^2 (t,), joint and single R^2 (L, t), per-target F-test p (L, t),
-    per-layer subject test (L,)."""
+    """One kind's partition in a subject: control R^2 (t,), joint and single R^2 (L, t), per-target F-test p and excess
+    partial R^2 (L, t), per-layer subject test (L,)."""
 
     control_r2: np.ndarray
     joint_r2: np.ndarray
     single_r2: np.ndarray
     f_p: np.ndarray
+    excess_r2: np.ndarray
     layer_p: np.ndarray
     identifiability: float = float("nan")
 
     def __post_init__(self) -> None:
-        for name in ("control_r2", "joint_r2", "single_r2", "f_p", "layer_p"):
+        for name in ("control_r2", "joint_r2", "single_r2", "f_p", "excess_r2", "layer_p"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=float))
 
     @property
@@ -137,9 +142,9 @@ def _divergence_draws(depth_a, sig_a, depth_u, sig_u, h, n_draws: int, seed: int
     return out
 
 
-def unique_curves(part: Partition, sig: np.ndarray, n_channels: int, n_times: int) -> np.ndarray:
-    """U_k(t): mean over sensors of the unique variance of the targets with unique signal (0 elsewhere)."""
-    return H.meg_curves(np.where(sig[None], part.unique, 0.0), n_channels, n_times)
+def unique_curves(part: Partition, n_channels: int, n_times: int) -> np.ndarray:
+    """E_k(t): mean over sensors of the excess partial R^2 of layer k beyond the control space."""
+    return H.meg_curves(part.excess_r2, n_channels, n_times)
 
 
 def _latencies(curves: np.ndarray, times: np.ndarray, estimator: str, cfg: dict[str, Any]) -> np.ndarray:
@@ -151,7 +156,7 @@ def _latencies(curves: np.ndarray, times: np.ndarray, estimator: str, cfg: dict[
 def meg_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, perms: np.ndarray) -> dict[str, float]:
     """Temporal metrics of the unique signal of ``kind`` (centroid latency, and the paper's 95 % window)."""
     alpha, times = float(cfg["fdr_alpha"]), np.asarray(s.targets["time"], dtype=float)
-    p_gate, sig = signal(part, alpha)
+    p_gate, _ = signal(part, alpha)
     out = {"p_gate": p_gate}
     if p_gate >= alpha:
         note = f"no gradient-specific signal (p = {p_gate:.3g})"
@@ -159,7 +164,7 @@ def meg_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, per
                        "after_forward_fraction_unique"):  # fmt: skip
             add(metric, np.nan, note)
         return out
-    curves = unique_curves(part, sig, s.n_channels, s.n_times)
+    curves = unique_curves(part, s.n_channels, s.n_times)
     act_curves = H.meg_curves(s.r[ACTIVATIONS], s.n_channels, s.n_times)
     for suffix, estimator in (("", "centroid"), ("_window", "peak")):
         lat = _latencies(curves, times, estimator, cfg)

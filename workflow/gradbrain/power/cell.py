@@ -104,7 +104,7 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
             r={kind: scores[f"r/{kind}"] for kind in kinds},
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
             partition={kind: Partition(control_r2[cols], fit.r2_joint[:, cols], r2[f"r/{kind}"][:, cols],
-                                       fit.f_p[:, cols], fit.layer_p[:, i],
+                                       fit.f_p[:, cols], fit.excess_r2[:, cols], fit.layer_p[:, i],
                                        (fit.identifiability or {}).get("unique_identifiability", np.nan))
                        for kind, (control_r2, fit) in joint.items()},
         )  # fmt: skip
