@@ -16,7 +16,7 @@ CFG = {**default_config()["hierarchy"], "permutations": 200, "bootstraps": 0, "d
 L, N_CH, TIMES = 5, 4, np.linspace(-0.1, 1.0, 23)
 
 
-def _meg_subject(unique_order: str | None, rng) -> SubjectScores:
+def _meg_subject(unique_order: str | None, rng, identifiability: float = 0.9) -> SubjectScores:
     """Activations peaking early in forward order; a unique gradient signal late, backward or forward, or none."""
     depths = np.linspace(0, 1, L)
     bump = lambda c: np.exp(-0.5 * ((TIMES - c) / 0.05) ** 2)  # noqa: E731
@@ -30,7 +30,7 @@ def _meg_subject(unique_order: str | None, rng) -> SubjectScores:
         unique = np.stack([np.repeat(bump(c)[:, None], N_CH, 1).ravel() for c in centres]) * 0.05
         f_p = np.where(unique > 0.01, 1e-8, 0.5)
         layer_p = np.full(L, 1e-10)
-    part = Partition(control_r2, control_r2 + unique, unique * 0.8, f_p, unique, layer_p)
+    part = Partition(control_r2, control_r2 + unique, unique * 0.8, f_p, unique, layer_p, identifiability)
     return SubjectScores(
         dataset="d", model="m", subject="1", modality="meg", layers=[f"l{k}" for k in range(L)], depths=depths,
         kinds=["activations", "gradients"], n_train=500, r={"activations": act, "gradients": act * 0.9},
@@ -69,6 +69,19 @@ def test_unique_signal_order_is_recovered(order, organised, diverges):
         "diverges_from_backprop": diverges,
     }
     assert scores.loc[("gradients", "after_forward_fraction_unique"), "value"] == 1.0
+
+
+@pytest.mark.parametrize("identifiability", [0.1, float("nan")])
+def test_no_claim_where_the_unique_maps_layers_are_not_identifiable(identifiability):
+    """A backward unique signal whose layers cannot be told apart: no unique metric, no claim beyond the signal."""
+    scores, table = _run(_meg_subject("backward", np.random.default_rng(1), identifiability))
+    assert scores.loc[("gradients", "gradient_signal"), "value"] == 1
+    for metric in ("temporal_score_unique", "temporal_divergence_unique"):
+        row = scores.loc[("gradients", metric)]
+        assert np.isnan(row.value) and row.note.startswith("layers not identifiable")
+    held = dict(zip(table.claim, table.holds, strict=True))
+    assert held == {"gradient_specific_signal": True, "organised_as_backprop": False, "diverges_from_backprop": False}
+    assert set(table.verdict) == {"gradient-specific signal, its layers not identifiable"}
 
 
 def test_claims_are_made_in_order_only():

@@ -12,6 +12,7 @@ order, and a later one is made only where the earlier holds:
 3. diverges from backprop: fMRI, the unique map is less hierarchical than the activations' (D_S,u = S_a - S_u > 0,
    one-sided bootstrap p over voxels < alpha); MEG, the unique signal runs in the forward order (T_u > 0, one-sided
    layer-shuffle p < alpha; D_T,u = T_u + T_a is its value beside the paper's D_T).
+The unique maps' metrics and claims 2 and 3 need their layers to be identifiable too (:func:`identifiable`).
 fMRI's unique maps are read only over the voxels whose own F-test survives BH-FDR (Bonferroni over layers first).
 MEG's unique signal per sensor and time is too weak for a per-target test at THINGS-MEG's noise (docs/power.md), so,
 once the subject's test holds, its curves average every sensor as the paper's r curves do, and they average the
@@ -90,6 +91,17 @@ def one_sided(observed: float, null: np.ndarray, greater: bool) -> float:
     return float((1 + hits) / (1 + len(null)))
 
 
+def identifiable(part: Partition, cfg: dict[str, Any]) -> str:
+    """'' where the unique maps' layers can be told apart at the observed signal (``unique_identifiability`` at least
+    ``hierarchy.min_unique_identifiability``), else the note why the unique maps get no metric and no claim of
+    organisation or divergence: a map whose best layer is a guess among collinear layers is flatter than the
+    activations' whatever the brain, so its divergence would be found under backprop too (docs/power.md)."""
+    need, value = float(cfg["min_unique_identifiability"]), float(part.identifiability)
+    if np.isfinite(value) and value >= need:
+        return ""
+    return f"layers not identifiable (unique_identifiability {value:.2f} < {need:g})"
+
+
 def _best_unique(part: Partition, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index = np.nanargmax(np.nan_to_num(part.unique, nan=-np.inf), axis=0)
     return np.asarray(depths)[index], index
@@ -103,9 +115,9 @@ def fmri_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, pe
     depth_u, index_u = _best_unique(part, s.depths)
     act = best_layers(s.r[ACTIVATIONS], s.depths, s.n_train, alpha)
     s_a = H.spatial_score(act.best_depth[act.significant], h[act.significant])
-    out = {"p_gate": p_gate}
-    if p_gate >= alpha:
-        note = f"no gradient-specific signal (p = {p_gate:.3g})"
+    out = {"p_gate": p_gate, "untested": identifiable(part, cfg)}
+    if p_gate >= alpha or out["untested"]:
+        note = f"no gradient-specific signal (p = {p_gate:.3g})" if p_gate >= alpha else out["untested"]
         for metric in ("spatial_score_unique", "voxel_agreement_unique", "spatial_divergence_unique"):
             add(metric, np.nan, note)
         return out
@@ -157,9 +169,9 @@ def meg_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, per
     """Temporal metrics of the unique signal of ``kind`` (centroid latency, and the paper's 95 % window)."""
     alpha, times = float(cfg["fdr_alpha"]), np.asarray(s.targets["time"], dtype=float)
     p_gate, _ = signal(part, alpha)
-    out = {"p_gate": p_gate}
-    if p_gate >= alpha:
-        note = f"no gradient-specific signal (p = {p_gate:.3g})"
+    out = {"p_gate": p_gate, "untested": identifiable(part, cfg)}
+    if p_gate >= alpha or out["untested"]:
+        note = f"no gradient-specific signal (p = {p_gate:.3g})" if p_gate >= alpha else out["untested"]
         for metric in ("temporal_score_unique", "temporal_score_unique_window", "temporal_divergence_unique",
                        "after_forward_fraction_unique"):  # fmt: skip
             add(metric, np.nan, note)
@@ -194,11 +206,13 @@ def _shuffled(latencies: np.ndarray, depths: np.ndarray, perms: np.ndarray) -> n
     return nulls.temporal_null(depths, latencies, shuffles)
 
 
-def claims(modality: str, out: dict[str, float], alpha: float) -> list[tuple[str, float, bool, str]]:
+def claims(modality: str, out: dict[str, Any], alpha: float) -> list[tuple[str, float, bool, str]]:
     """The three claims in order, each (claim, p, holds, note); a claim is made only where the one before holds."""
     rows = [("gradient_specific_signal", out["p_gate"], out["p_gate"] < alpha, "")]
     if out["p_gate"] >= alpha:
         return rows + [(c, np.nan, False, "no gradient-specific signal") for c in CLAIMS[1:]]
+    if out.get("untested"):
+        return rows + [(c, np.nan, False, out["untested"]) for c in CLAIMS[1:]]
     for claim, key in (("organised_as_backprop", "organised_p"), ("diverges_from_backprop", "divergent_p")):
         p = out.get(key, np.nan)
         rows.append((claim, p, bool(np.isfinite(p) and p < alpha), "" if np.isfinite(p) else "undefined"))
@@ -217,4 +231,6 @@ def verdict(rows: list[tuple[str, float, bool, str]]) -> str:
         return "gradient-specific signal organised as backprop predicts, but less so than the activations"
     if diverges:
         return "gradient-specific signal that diverges from backprop"
+    if any(note.startswith("layers not identifiable") for _, _, _, note in rows):
+        return "gradient-specific signal, its layers not identifiable"
     return "gradient-specific signal, organisation undecided"
