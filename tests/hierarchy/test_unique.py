@@ -71,17 +71,50 @@ def test_unique_signal_order_is_recovered(order, organised, diverges):
     assert scores.loc[("gradients", "after_forward_fraction_unique"), "value"] == 1.0
 
 
-@pytest.mark.parametrize("identifiability", [0.1, float("nan")])
-def test_no_claim_where_the_unique_maps_layers_are_not_identifiable(identifiability):
-    """A backward unique signal whose layers cannot be told apart: no unique metric, no claim beyond the signal."""
-    scores, table = _run(_meg_subject("backward", np.random.default_rng(1), identifiability))
+def _fmri_subject(identifiability: float, rng) -> SubjectScores:
+    """Activations and a unique gradient signal whose best layer deepens with the distance from V1 (organised)."""
+    n_vox, depths = 60, np.linspace(0, 1, L)
+    h = np.linspace(0, 50, n_vox)
+    best = np.round(h / 50 * (L - 1))
+    gap = np.abs(np.arange(L)[:, None] - best[None])
+    act = 0.4 - 0.05 * gap + rng.normal(0, 0.005, (L, n_vox))
+    unique = 0.05 - 0.01 * gap + rng.normal(0, 0.001, (L, n_vox))
+    control_r2 = np.full(n_vox, 0.1)
+    part = Partition(control_r2, control_r2 + unique, unique * 0.8, np.full_like(unique, 1e-8), unique,
+                     np.full(L, 1e-10), identifiability)  # fmt: skip
+    targets = {"distance_v1": h, "roi": np.repeat(["V1", "V2", "V3"], n_vox // 3), "hemi": np.repeat("lh", n_vox),
+               "ijk": np.zeros((n_vox, 3), dtype=int), "coords_mm": np.zeros((n_vox, 3))}  # fmt: skip
+    return SubjectScores(
+        dataset="d", model="m", subject="1", modality="fmri", layers=[f"l{k}" for k in range(L)], depths=depths,
+        kinds=["activations", "gradients"], n_train=500, r={"activations": act, "gradients": act * 0.9},
+        targets=targets, partition={"gradients": part},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("identifiability", [0.9, 0.1, float("nan")])
+def test_fmri_claims_need_identifiable_unique_layers(identifiability):
+    """fMRI's unique map (best unique layer per voxel): an organised map gets its metrics and claims only where its
+    layers can be told apart (unique_identifiability >= hierarchy.min_unique_identifiability)."""
+    scores, table = _run(_fmri_subject(identifiability, np.random.default_rng(2)))
     assert scores.loc[("gradients", "gradient_signal"), "value"] == 1
-    for metric in ("temporal_score_unique", "temporal_divergence_unique"):
+    held = dict(zip(table.claim, table.holds, strict=True))
+    if identifiability >= CFG["min_unique_identifiability"]:
+        assert scores.loc[("gradients", "spatial_score_unique"), "value"] > 0.9
+        assert held == {"gradient_specific_signal": True, "organised_as_backprop": True,
+                        "diverges_from_backprop": False}  # fmt: skip
+        return
+    for metric in ("spatial_score_unique", "spatial_divergence_unique"):
         row = scores.loc[("gradients", metric)]
         assert np.isnan(row.value) and row.note.startswith("layers not identifiable")
-    held = dict(zip(table.claim, table.holds, strict=True))
     assert held == {"gradient_specific_signal": True, "organised_as_backprop": False, "diverges_from_backprop": False}
     assert set(table.verdict) == {"gradient-specific signal, its layers not identifiable"}
+
+
+def test_meg_claims_do_not_read_the_per_target_diagnostic():
+    """MEG's unique curves pool every sensor: a low per-target unique_identifiability leaves their claims made."""
+    scores, table = _run(_meg_subject("backward", np.random.default_rng(1), 0.1))
+    assert scores.loc[("gradients", "temporal_score_unique"), "value"] < -0.9
+    assert dict(zip(table.claim, table.holds, strict=True))["organised_as_backprop"]
 
 
 def test_claims_are_made_in_order_only():
