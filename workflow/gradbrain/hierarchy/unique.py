@@ -93,8 +93,8 @@ def one_sided(observed: float, null: np.ndarray, greater: bool) -> float:
 
 
 def identifiable(part: Partition, cfg: dict[str, Any]) -> str:
-    """'' where the unique maps' layers can be told apart at the observed signal (``unique_identifiability`` at least
-    ``hierarchy.min_unique_identifiability``), else the note why the unique maps get no metric and no claim of
+    """'' where fMRI's unique map's layers can be told apart at the observed signal (``unique_identifiability`` at
+    least ``hierarchy.min_unique_identifiability``), else the note why the map gets no metric and no claim of
     organisation or divergence: a map whose best layer is a guess among collinear layers is flatter than the
     activations' whatever the brain, so its divergence would be found under backprop too (docs/power.md)."""
     need, value = float(cfg["min_unique_identifiability"]), float(part.identifiability)
