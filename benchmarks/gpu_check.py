@@ -8,13 +8,16 @@ inside ``--budget-s``; a step whose estimate no longer fits in what is left is s
 2. ``workflow_cuda``: the same workflow again with ``extraction.device`` and ``encoding.device`` set to cuda (the
    trained models, simulated studies and brain stores are reused; extraction, encoding and the hierarchy rerun),
    then ``compare_scores.py`` on the two runs' hierarchy tables;
-3. ``extract`` (``extract.py --compile``), ``encode`` (``encode.py`` at n=9,000, p=1,024, t=15,000 beside
-   scikit-learn and himalaya torch_cuda), ``encode_meg`` (one THINGS-MEG-sized fit, 22,248 x 76,151),
-   ``decode`` (``decode.py``, the loader in the GPU mode), ``encode_scale`` (``encode_scale.py --scale meg``).
+3. ``extract`` (``extract.py --compile``), ``joint`` (``joint.py``: the joint fits and the test of
+   gradient-specific signal of one THINGS-MEG subject at 30 Hz, 24 ViT-L layers, on CUDA, and against the CPU
+   float64 solver on a subsample), ``encode`` (``encode.py`` at n=9,000, p=1,024, t=15,000 beside scikit-learn
+   and himalaya torch_cuda), ``encode_meg`` (one THINGS-MEG-sized fit, 22,248 x 76,151), ``decode``
+   (``decode.py``, the loader in the GPU mode), ``encode_scale`` (``encode_scale.py --scale meg``).
 
-``summary.json`` (machine, versions, each step's status and seconds, the test outcomes, the workflow comparison)
-is rewritten after every step and each benchmark writes its own JSON, so a run stopped from outside still leaves
-the finished steps in ``--out``. Without CUDA it prints why and exits 0; ``--smoke`` runs every step on the CPU at
+``summary.json`` (machine, versions, each step's status and seconds, the test outcomes, the workflow comparison
+and each benchmark's JSON under ``results``) is rewritten after every step, so a run stopped from outside still
+leaves the finished steps in ``--out``; with the log and ``scores.tar.gz`` that is three files (the GPU machine
+returns at most eight). Without CUDA it prints why and exits 0; ``--smoke`` runs every step on the CPU at
 tiny sizes instead (the dry run). ``--steps`` runs a subset (e.g. a second call for the steps that were skipped).
 """
 
@@ -40,20 +43,32 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["pytest", "workflow_cpu", "workflow_cuda", "extract", "encode", "encode_meg", "decode", "encode_scale"]
+STEPS = [
+    "pytest",
+    "workflow_cpu",
+    "workflow_cuda",
+    "extract",
+    "joint",
+    "encode",
+    "encode_meg",
+    "decode",
+    "encode_scale",
+]
 NEEDS = {  # modules a step imports; a step whose modules are missing is skipped, naming them
     "pytest": ["pytest", "zarr", "timm", "open_clip"],
     "workflow_cpu": ["snakemake", "zarr", "mne", "nibabel", "boto3", "jsonschema", "timm"],
     "extract": ["zarr", "timm"],
     "encode": ["sklearn", "himalaya"],
     "encode_meg": ["sklearn"],
+    "joint": ["scipy"],
     "decode": ["zarr", "h5py", "mne"],
     "encode_scale": ["zarr"],
 }
 NEEDS["workflow_cuda"] = NEEDS["workflow_cpu"]
 # (estimated seconds, limit in seconds) on an H100/H200 with 16 cores; the estimate decides whether a step starts
 COST = {"pytest": (120, 300), "workflow_cpu": (150, 300), "workflow_cuda": (70, 200), "extract": (90, 200),
-        "encode": (80, 180), "encode_meg": (45, 150), "decode": (45, 120), "encode_scale": (150, 200)}  # fmt: skip
+        "joint": (100, 240), "encode": (80, 180), "encode_meg": (45, 150), "decode": (45, 120),
+        "encode_scale": (150, 200)}  # fmt: skip
 
 
 class Check:
@@ -240,6 +255,9 @@ def benchmark_commands(check: Check) -> dict[str, list[str]]:
         return {
             "extract": [py, b + "extract.py", "--arch", "vit_small_patch16_dinov3", "--size", "32", "--depth", "2",
                         "--n", "16", "--batch", "8", "--naive", "2", "--ref", "4", "--compile"],
+            "joint": [py, b + "joint.py", "--device", "cpu", "--n", "1500", "--sensors", "20", "--times", "10",
+                      "--layers", "3", "--features", "64", "--control-components", "8", "--gradient-components", "8",
+                      "--check-n", "600", "--check-t", "50", "--check-layers", "2"],
             "encode": [py, b + "encode.py", "--n", "400", "--p", "32", "--t", "300", "--skip", "himalaya_numpy"],
             "encode_meg": [py, b + "encode.py", "--n", "500", "--p", "32", "--t", "700", "--skip", "numpy", "sklearn",
                            "himalaya"],
@@ -250,6 +268,7 @@ def benchmark_commands(check: Check) -> dict[str, list[str]]:
         }  # fmt: skip
     return {
         "extract": [py, b + "extract.py", "--compile"],
+        "joint": [py, b + "joint.py", "--device", "cuda"],
         "encode": [py, b + "encode.py", "--skip", "numpy", "himalaya_numpy"],
         "encode_meg": [py, b + "encode.py", "--n", "22248", "--t", "76151", "--skip", "numpy", "sklearn", "himalaya",
                        "--generate", "cuda"],
@@ -330,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     run_workflows(check, cpu_run)
     for step, cmd in benchmark_commands(check).items():
         if check.can_start(step):
-            check.run(step, cmd + ["--out", str(check.out / f"{step}.json")])
+            result = check.work / f"{step}.json"
+            check.run(step, cmd + ["--out", str(result)])
+            if result.exists():
+                check.summary.setdefault("results", {})[step] = json.loads(result.read_text())
+                check.save()
     check.summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     check.save()
     print(f"gpu_check: done; {args.out} holds summary.json and the benchmarks' JSON")

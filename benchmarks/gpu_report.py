@@ -2,16 +2,18 @@
 
     PYTHONPATH=workflow python benchmarks/gpu_report.py FOLDER [FOLDER ...] [--append benchmarks/RESULTS.md]
 
-Each FOLDER holds what one call of ``gpu_check.sh`` wrote (summary.json, extract.json, encode.json,
-encode_meg.json, decode.json, encode_scale.json; missing ones are left out); a later folder (a second call for the
-steps the first skipped) adds its steps to the first's and replaces the files it has. The section names the card
+Each FOLDER holds what one call of ``gpu_check.sh`` wrote: summary.json, whose ``results`` hold each benchmark's
+JSON by step (extract, joint, encode, encode_meg, decode, encode_scale; a folder may also hold them as files of
+those names); a later folder (a second call for the steps the first skipped) adds its steps to the first's and
+replaces the results it has. The section names the card
 and the date, and gives the tests, the workflow comparison and every benchmark against its target.
 
 Projection of a study (``--study``, default config/paper.yaml: 9 models, NSD 8 and THINGS-MEG 4 subjects), from
 the sizes gradbrain.jobsize gives for its config:
 
     hours = [ sum_m images x F_m / (R x F_ref)
-              + sum_m sum_d S_d x K x L_m x h_d x T_d x (n_d w_m t_d) / (n_b w_b t_b) ] / 3600
+              + sum_m sum_d S_d x K x L_m x h_d x T_d x (n_d w_m t_d) / (n_b w_b t_b)
+              + sum_m sum_d S_d x (K - 1) x J x (n_d L_m w_m t_d) / (n_j L_j w_j t_j) ] / 3600
 
 - extraction: ``images`` = the stimuli of all datasets (``jobsize.images``), ``R`` the measured images/s of the
   benchmark model (DINOv3 ViT-L/16, 224 px, bf16), scaled to model m by forward FLOPs (``jobsize.model_cost``:
@@ -21,6 +23,10 @@ the sizes gradbrain.jobsize gives for its config:
   MEG: encode_meg.json), scaled by images x features x targets (the solver's GEMMs); ``h_d`` = 1 + 1/folds when the
   dataset has a held-out split (one more fit on the training set). Targets per subject are jobsize's: NSD's an
   upper bound of the ROI atlases' voxels (40,000 in func1pt8mm), THINGS-MEG's 271 sensors x the config's times.
+- partition: per subject and kind compared with the activations, the measured ``J`` seconds of ``joint.py``'s
+  whole partition (control space, control fit, the joint fits and partial F-tests of L_j layers of w_j features at
+  n_j images and t_j targets), scaled by images x layers x features x targets (an upper bound where n_d < n_j: the
+  F-test's residual Gram grows as n^2).
 """
 
 from __future__ import annotations
@@ -49,8 +55,10 @@ def load(*folders: Path) -> dict[str, Any]:
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
             data = json.loads(path.read_text())
-            if path.stem == "summary" and "summary" in out:
-                data = {**out["summary"], **data, "steps": {**out["summary"]["steps"], **data["steps"]}}
+            if path.stem == "summary":
+                out.update(data.get("results", {}))
+                if "summary" in out:
+                    data = {**out["summary"], **data, "steps": {**out["summary"]["steps"], **data["steps"]}}
             out[path.stem] = data
     return out
 
@@ -89,12 +97,23 @@ def _fit_benchmark(result: dict[str, Any] | None) -> dict[str, float] | None:
     return None if seconds is None else {"n": cfg["n"], "p": cfg["p"], "t": cfg["t"], "seconds": seconds}
 
 
-def project(sizes: dict[str, Any], images_per_s: float, fits: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """GPU-hours of a study (the formula in the module docstring); ``fits`` per modality (fmri, meg)."""
+def _joint_benchmark(result: dict[str, Any] | None) -> dict[str, float] | None:
+    """(n, layers, p, t, seconds) of the whole partition in a joint.py result."""
+    if not result or "full" not in result:
+        return None
+    size, sec = result["sizes"], result["full"]["seconds"]
+    seconds = sum(sec.get(k, 0.0) for k in ("control_space", "control_fit", "joint_fit_total"))
+    return {"n": size["n"], "layers": size["layers"], "p": size["features"], "t": size["targets"], "seconds": seconds}
+
+
+def project(sizes: dict[str, Any], images_per_s: float, fits: dict[str, dict[str, float]],
+            joint: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """GPU-hours of a study (the formula in the module docstring); ``fits`` per modality (fmri, meg), ``joint`` the
+    partition's benchmark (left out when None)."""
     ref = jobsize.model_cost(model_spec("bench", BENCH_MODEL))[1]
     images = sum(d["images"] for d in sizes["datasets"].values())
     extraction = sum(images * m["flops"] / (images_per_s * ref) for m in sizes["models"].values())
-    encoding, n_fits = 0.0, 0
+    encoding, partition, n_fits = 0.0, 0.0, 0
     for d in sizes["datasets"].values():
         bench = fits.get(d["modality"]) or next(iter(fits.values()))
         for m in sizes["models"].values():
@@ -102,8 +121,12 @@ def project(sizes: dict[str, Any], images_per_s: float, fits: dict[str, dict[str
                        for n in d["subjects"].values()]  # fmt: skip
             encoding += sizes["kinds"] * m["layers"] * d["heldout"] * sum(per_fit)
             n_fits += sizes["kinds"] * m["layers"] * len(per_fit)
-    return {"images": images, "extraction_s": extraction, "encoding_s": encoding, "fits": n_fits,
-            "gpu_hours": (extraction + encoding) / 3600}  # fmt: skip
+            if joint:
+                scale = m["layers"] * m["width"] * d["targets"] / (joint["layers"] * joint["p"] * joint["t"])
+                partition += (sizes["kinds"] - 1) * sum(joint["seconds"] * scale * n / joint["n"]
+                                                        for n in d["subjects"].values())  # fmt: skip
+    return {"images": images, "extraction_s": extraction, "encoding_s": encoding, "partition_s": partition,
+            "fits": n_fits, "gpu_hours": (extraction + encoding + partition) / 3600}  # fmt: skip
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -216,7 +239,30 @@ def _ridge(enc: dict[str, Any] | None, meg: dict[str, float] | None, scale: dict
     return lines
 
 
-def _projection(ex: dict[str, Any], fits: dict[str, dict[str, float]], study: Path) -> list[str]:
+def _joint(res: dict[str, Any]) -> list[str]:
+    size = res["sizes"]
+    lines = ["", f"### The partition at one THINGS-MEG subject's size (`joint.py`, {res['device']}): "
+             f"n={size['n']:,}, {size['targets']:,} targets, {size['layers']} layers x {size['features']:,} features, "
+             f"control {size['control_components']} components per layer, {size['folds']} folds x "
+             f"{size['alphas']} alphas"]  # fmt: skip
+    full = res.get("full")
+    if full:
+        phases = ", ".join(f"{k} {_f(v)} s" for k, v in full["seconds"].items())
+        lines += ["", f"{phases}; peak GPU memory {_f(full.get('peak_gpu_gb'))} GB, peak host memory "
+                  f"{_f(res.get('peak_host_gb'))} GB."]  # fmt: skip
+    check = res.get("check")
+    if check:
+        lines += ["", f"Against the numpy float64 solver on the CPU ({check['n']:,} images, {check['targets']} "
+                  f"targets, {check['layers']} layers): joint R^2 max abs diff {_f(check['r2_joint_max_abs'])}, r "
+                  f"{_f(check['r_joint_max_abs'])} (99th percentile {_f(check.get('r_joint_p99_abs'))}), F-test "
+                  f"log10 p {_f(check['f_p_log10_max_abs'])}, layers' summed-test log10 p "
+                  f"{_f(check['layer_p_log10_max_abs'])}; same significant layers: "
+                  f"{check['same_significant_layers']}."]  # fmt: skip
+    return lines
+
+
+def _projection(ex: dict[str, Any], fits: dict[str, dict[str, float]], study: Path,
+                joint: dict[str, float] | None) -> list[str]:  # fmt: skip
     sizes = study_sizes(study)
     name = study.relative_to(REPO) if study.is_relative_to(REPO) else study
     targets = ", ".join(f"{d}: {v['targets']:,}" for d, v in sizes["datasets"].items())
@@ -224,17 +270,18 @@ def _projection(ex: dict[str, Any], fits: dict[str, dict[str, float]], study: Pa
         "",
         f"### Projection of `{name}` ({len(sizes['models'])} models; targets per subject {targets})",
         "hours = [sum_m images x F_m / (R x F_ref) + sum_m sum_d S_d x K x L_m x h_d x T_d x (n_d w_m t_d) / "
-        "(n_b w_b t_b)] / 3600, each term in benchmarks/gpu_report.py's docstring",
+        "(n_b w_b t_b) + partition] / 3600, each term in benchmarks/gpu_report.py's docstring"
+        + ("" if joint else " (no partition benchmark: the partition is left out)"),
         "",
-        "| extraction at | images | extraction h | fits | encoding h | GPU-hours | target <= 1 |",
-        "|---|---|---|---|---|---|---|",
+        "| extraction at | images | extraction h | fits | encoding h | partition h | GPU-hours | target <= 1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, r in (("eager", ex.get("batched_images_per_s")), ("compiled blocks", ex.get("compiled_images_per_s"))):
         if isinstance(r, float) and r > 0:
-            p = project(sizes, r, fits)
+            p = project(sizes, r, fits, joint)
             lines.append(
                 f"| {label} ({_f(r)} images/s) | {p['images']:,} | {p['extraction_s'] / 3600:.3f} | {p['fits']:,} | "
-                f"{p['encoding_s'] / 3600:.3f} | {p['gpu_hours']:.2f} | "
+                f"{p['encoding_s'] / 3600:.3f} | {p['partition_s'] / 3600:.3f} | {p['gpu_hours']:.2f} | "
                 f"{_verdict(p['gpu_hours'] <= TARGETS['study_gpu_hours'])} |"
             )
     return lines
@@ -255,9 +302,11 @@ def section(res: dict[str, Any], study: Path) -> str:
         lines += [f"| {k} | {_f(v)} |" for k, v in dec["images_per_s"].items()]
     meg = _fit_benchmark(res.get("encode_meg"))
     lines += _ridge(res.get("encode"), meg, res.get("encode_scale"))
+    if res.get("joint"):
+        lines += _joint(res["joint"])
     fits = {k: v for k, v in (("fmri", _fit_benchmark(res.get("encode"))), ("meg", meg)) if v}
     if res.get("extract") and fits:
-        lines += _projection(res["extract"], fits, study)
+        lines += _projection(res["extract"], fits, study, _joint_benchmark(res.get("joint")))
     return "\n".join(lines) + "\n"
 
 

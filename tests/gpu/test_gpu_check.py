@@ -86,6 +86,11 @@ def test_projection_is_the_documented_formula():
     encoding = 2 * 3 * 1.2 * 3.0 * (200 * 20 * 50) / (100 * 10 * 25)  # 345.6 s
     assert p["extraction_s"] == pytest.approx(extraction) and p["encoding_s"] == pytest.approx(encoding)
     assert p["fits"] == 6 and p["gpu_hours"] == pytest.approx((extraction + encoding) / 3600)
+    joint = {"n": 100, "layers": 6, "p": 10, "t": 25, "seconds": 4.0}
+    with_partition = gpu_report.project(sizes, images_per_s=100.0, fits=fits, joint=joint)
+    partition = (2 - 1) * 4.0 * (200 * 3 * 20 * 50) / (100 * 6 * 10 * 25)  # 32 s
+    assert with_partition["partition_s"] == pytest.approx(partition)
+    assert with_partition["gpu_hours"] == pytest.approx((extraction + encoding + partition) / 3600)
 
 
 def test_paper_study_sizes():
@@ -120,9 +125,16 @@ def _results(tmp_path):
                    "speedup_vs_sklearn": {"gradbrain_torch_cuda": 66.7}},
         "encode_meg": {"config": {"n": 22248, "p": 1024, "t": 76151, "device": "cuda"},
                        "seconds": {"gradbrain_torch_cuda": 6.0}},
+        "joint": {"device": "cuda", "sizes": {"n": 22248, "targets": 11653, "layers": 24, "features": 1024,
+                                              "control_components": 32, "folds": 5, "alphas": 10},
+                  "full": {"seconds": {"control_space": 3.0, "control_fit": 2.0, "f_tests": 20.0,
+                                       "joint_fit_total": 40.0}, "peak_gpu_gb": 12.5},
+                  "check": {"n": 3000, "targets": 400, "layers": 4, "r2_joint_max_abs": 2e-6, "r_joint_max_abs": 0.01,
+                            "f_p_log10_max_abs": 0.0, "layer_p_log10_max_abs": 0.0,
+                            "same_significant_layers": True}},
     }  # fmt: skip
-    for name, data in files.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    summary["results"] = {k: v for k, v in files.items() if k != "summary"}  # as gpu_check.py writes them
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
     return files
 
 
@@ -136,7 +148,12 @@ def test_results_section_names_card_date_figures_and_targets(tmp_path):
     assert "| decode | skipped | - | time |" in text and "compiled blocks (" not in text
     fits = {k: gpu_report._fit_benchmark(files[f]) for k, f in (("fmri", "encode"), ("meg", "encode_meg"))}
     hours = gpu_report.project(gpu_report.study_sizes(REPO / "config" / "paper.yaml"), 1700.0, fits)["gpu_hours"]
-    assert f"| {hours:.2f} |" in text
+    assert f"| {hours:.2f} |" not in text, "the partition's hours are part of the projection"
+    joint = gpu_report._joint_benchmark(files["joint"])
+    assert joint == {"n": 22248, "layers": 24, "p": 1024, "t": 11653, "seconds": 45.0}
+    hours = gpu_report.project(gpu_report.study_sizes(REPO / "config" / "paper.yaml"), 1700.0, fits, joint)
+    assert f"| {hours['partition_s'] / 3600:.3f} | {hours['gpu_hours']:.2f} |" in text
+    assert "peak GPU memory 12.5 GB" in text and "joint R^2 max abs diff 2e-06" in text
     second = tmp_path / "second"  # a second call, for a step the first skipped
     second.mkdir()
     (second / "summary.json").write_text(json.dumps({"started": "2026-12-03T10:09:00+00:00", "steps": {
@@ -188,13 +205,14 @@ def test_smoke_run_of_the_benchmark_steps_feeds_the_report(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'workflow'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out), "--work",
-           str(tmp_path / "work"), "--steps", "extract,encode,encode_meg,decode,encode_scale"]  # fmt: skip
+           str(tmp_path / "work"), "--steps", "extract,joint,encode,encode_meg,decode,encode_scale"]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
-    steps = json.loads((out / "summary.json").read_text())["steps"]
-    assert {k: v["status"] for k, v in steps.items()} == dict.fromkeys(
-        ["extract", "encode", "encode_meg", "decode", "encode_scale"], "ok"
-    )
-    decode = json.loads((out / "decode.json").read_text())["images_per_s"]
-    assert all(rate > 0 for rate in decode.values())
+    summary = json.loads((out / "summary.json").read_text())
+    steps = ["extract", "joint", "encode", "encode_meg", "decode", "encode_scale"]
+    assert {k: v["status"] for k, v in summary["steps"].items()} == dict.fromkeys(steps, "ok")
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"], "the benchmarks' JSON is in the summary"
+    assert all(rate > 0 for rate in summary["results"]["decode"]["images_per_s"].values())
+    assert summary["results"]["joint"]["check"]["same_significant_layers"]
     text = gpu_report.section(gpu_report.load(out), REPO / "config" / "paper.yaml")
     assert "smoke run on the CPU" in text and "### Projection of `config/paper.yaml`" in text
+    assert "### The partition at one THINGS-MEG subject's size" in text
