@@ -8,11 +8,11 @@ inside ``--budget-s``; a step whose estimate no longer fits in what is left is s
 2. ``workflow_cuda``: the same workflow again with ``extraction.device`` and ``encoding.device`` set to cuda (the
    trained models, simulated studies and brain stores are reused; extraction, encoding and the hierarchy rerun),
    then ``compare_scores.py`` on the two runs' hierarchy tables;
-3. ``extract`` (``extract.py --compile``), ``joint`` (``joint.py``: the joint fits and the test of
-   gradient-specific signal of one THINGS-MEG subject at 30 Hz, 24 ViT-L layers, on CUDA, and against the CPU
-   float64 solver on a subsample), ``encode`` (``encode.py`` at n=9,000, p=1,024, t=15,000 beside scikit-learn
-   and himalaya torch_cuda), ``encode_meg`` (one THINGS-MEG-sized fit, 22,248 x 76,151), ``decode``
-   (``decode.py``, the loader in the GPU mode), ``encode_scale`` (``encode_scale.py --scale meg``).
+3. ``extract`` (``extract.py --compile``), ``encode`` (``encode.py`` at n=9,000, p=1,024, t=15,000 beside
+   scikit-learn and himalaya torch_cuda), ``encode_meg`` (one THINGS-MEG-sized fit, 22,248 x 76,151), ``joint``
+   (``joint.py``: the joint fits and the test of gradient-specific signal of one THINGS-MEG subject at 30 Hz, 24
+   ViT-L layers, on CUDA, and against the CPU float64 solver on a subsample; over 220 s on an H200 on 2026-12-04),
+   ``decode`` (``decode.py``, the loader in the GPU mode), ``encode_scale`` (``encode_scale.py --scale meg``).
 
 ``summary.json`` (machine, versions, each step's status and seconds, the test outcomes, the workflow comparison
 and each benchmark's JSON under ``results``) is rewritten after every step, so a run stopped from outside still
@@ -48,9 +48,9 @@ STEPS = [
     "workflow_cpu",
     "workflow_cuda",
     "extract",
-    "joint",
     "encode",
     "encode_meg",
+    "joint",
     "decode",
     "encode_scale",
 ]
@@ -67,7 +67,7 @@ NEEDS = {  # modules a step imports; a step whose modules are missing is skipped
 NEEDS["workflow_cuda"] = NEEDS["workflow_cpu"]
 # (estimated seconds, limit in seconds) on an H100/H200 with 16 cores; the estimate decides whether a step starts
 COST = {"pytest": (120, 300), "workflow_cpu": (150, 300), "workflow_cuda": (70, 200), "extract": (90, 200),
-        "joint": (100, 240), "encode": (80, 180), "encode_meg": (45, 150), "decode": (45, 120),
+        "joint": (240, 300), "encode": (80, 180), "encode_meg": (45, 150), "decode": (45, 120),
         "encode_scale": (150, 200)}  # fmt: skip
 
 
@@ -255,12 +255,12 @@ def benchmark_commands(check: Check) -> dict[str, list[str]]:
         return {
             "extract": [py, b + "extract.py", "--arch", "vit_small_patch16_dinov3", "--size", "32", "--depth", "2",
                         "--n", "16", "--batch", "8", "--naive", "2", "--ref", "4", "--compile"],
-            "joint": [py, b + "joint.py", "--device", "cpu", "--n", "1500", "--sensors", "20", "--times", "10",
-                      "--layers", "3", "--features", "64", "--control-components", "8", "--gradient-components", "8",
-                      "--check-n", "600", "--check-t", "50", "--check-layers", "2"],
             "encode": [py, b + "encode.py", "--n", "400", "--p", "32", "--t", "300", "--skip", "himalaya_numpy"],
             "encode_meg": [py, b + "encode.py", "--n", "500", "--p", "32", "--t", "700", "--skip", "numpy", "sklearn",
                            "himalaya"],
+            "joint": [py, b + "joint.py", "--device", "cpu", "--n", "1500", "--sensors", "20", "--times", "10",
+                      "--layers", "3", "--features", "64", "--control-components", "8", "--gradient-components", "8",
+                      "--check-n", "600", "--check-t", "50", "--check-layers", "2"],
             "decode": [py, b + "decode.py", "--n", "128", "--batch", "16", "--workers", "0,2", "--modes",
                        "decode_only"],
             "encode_scale": [py, b + "encode_scale.py", "--images", "300", "--targets", "400", "--features", "16",
@@ -268,10 +268,10 @@ def benchmark_commands(check: Check) -> dict[str, list[str]]:
         }  # fmt: skip
     return {
         "extract": [py, b + "extract.py", "--compile"],
-        "joint": [py, b + "joint.py", "--device", "cuda"],
         "encode": [py, b + "encode.py", "--skip", "numpy", "himalaya_numpy"],
         "encode_meg": [py, b + "encode.py", "--n", "22248", "--t", "76151", "--skip", "numpy", "sklearn", "himalaya",
                        "--generate", "cuda"],
+        "joint": [py, b + "joint.py", "--device", "cuda"],
         # 8 batches per worker at 16 workers: the rate is the workers' steady state, not their first batches
         "decode": [py, b + "decode.py", "--n", "2048", "--batch", "16", "--workers", "4,8,16", "--modes",
                    "decode_only"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import resource
 import time
@@ -86,6 +87,7 @@ class Phases:
             nested = self.inner.pop()
             self.inner[-1] += spent
             self.seconds[phase] = self.seconds.get(phase, 0.0) + spent - nested
+            print(f"{phase}: {spent - nested:.1f} s", flush=True)
             return out
 
         setattr(module, name, timed)
@@ -102,11 +104,13 @@ def run_partition(problem: dict[str, Any], args: argparse.Namespace, solver: dic
     start = time.perf_counter()
     control, _ = control_space(problem["activations"], args.control_components)
     phases.seconds["control_space"] = time.perf_counter() - start
+    print(f"control space {control.shape}: {phases.seconds['control_space']:.1f} s", flush=True)
     phases.sync()
     start = time.perf_counter()
     r2_control, _ = joint.control_scores(control, problem["Y"], folds, alphas, solver)
     phases.sync()
     phases.seconds["control_fit"] = time.perf_counter() - start
+    print(f"control fit: {phases.seconds['control_fit']:.1f} s", flush=True)
     undo = [phases.wrap(joint, "f_tests", "f_tests"),
             phases.wrap(joint, "unique_identifiability", "identifiability")]  # fmt: skip
     start = time.perf_counter()
@@ -177,6 +181,7 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=["full", "check"])
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # joint_fit's lines per layer
     t = args.sensors * args.times
     result: dict[str, Any] = {"machine": platform.node(), "device": args.device,
                               "sizes": {"n": args.n, "targets": t, "layers": args.layers, "features": args.features,

@@ -382,3 +382,28 @@ def test_one_image_out_of_memory_is_raised(monkeypatch):
     images = np.zeros((2, 32, 32, 3), np.uint8)
     with pytest.raises(torch.OutOfMemoryError):
         extract.extract_arrays(model, objectives.make_objective(model), images, batch_size=2)
+
+
+@pytest.mark.parametrize("autocast", [None, "bfloat16"])
+def test_float32_extraction_turns_tf32_off_while_it_runs(monkeypatch, autocast):
+    """Without autocast the forward and backward passes run with TF32 off for cuDNN and cuBLAS (PyTorch's default
+    lets cuDNN convolutions use TF32: 3e-4 to 7e-4 off the CPU on an H200); bf16 autocast leaves the flags alone;
+    either way they are restored afterwards."""
+    model = small_model("resnet", "ce_pseudo")
+    seen, real = [], extract.batch_features
+
+    def spy(*args, **kw):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(extract, "batch_features", spy)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        images = torch.zeros((2, 32, 32, 3), dtype=torch.uint8)
+        batches = [(images, torch.arange(2))]
+        list(extract.iter_features(model, objectives.make_objective(model), batches, autocast=autocast))
+        assert seen == [(False, False)] if autocast is None else seen == [(True, True)]
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32, "restored"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,25 @@ def halving_on_oom(
     return {kind: [torch.cat(pair) for pair in zip(*(p[kind] for p in parts), strict=True)] for kind in parts[0]}
 
 
+@contextmanager
+def exact_float32(autocast: str | None) -> Iterator[None]:
+    """Without autocast, IEEE float32 on CUDA: TF32 off for cuDNN convolutions and cuBLAS matrix products.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (a 10-bit mantissa): on an H200 that put fp32 features 3e-4
+    (ViT patch embedding) to 7e-4 (ConvNeXt) from the CPU's (benchmarks/RESULTS.md, 2026-12-04). With autocast
+    (bf16) the flags are left as they are. Restored on exit.
+    """
+    if autocast:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def iter_features(
     model: LoadedModel,
     objective: Callable,
@@ -134,13 +153,14 @@ def iter_features(
     rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. A batch that runs out of device memory is
     split in halves (:func:`halving_on_oom`). On CUDA nothing waits per layer:
     a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
-    next one is queued, so the host's work (storing, decoding) overlaps the device's.
+    next one is queued, so the host's work (storing, decoding) overlaps the device's. Without ``autocast`` the
+    arithmetic is IEEE float32 (:func:`exact_float32`).
     """
     capture = Capture(model.sampled_blocks)
     cuda = str(device).startswith("cuda")
     pending = None
     try:
-        with rules.attached() if rules else nullcontext():
+        with rules.attached() if rules else nullcontext(), exact_float32(autocast):
             for x, idx in batches:
                 x = x.to(device, non_blocking=True)
                 if x.dtype == torch.uint8:
