@@ -18,6 +18,7 @@ os.environ.update(
 from gradbrain import config as config_keys  # noqa: E402
 from gradbrain.data.download import files as dl  # noqa: E402
 from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
+from gradbrain.models.catalogue import weight_files  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 
@@ -97,6 +98,13 @@ def _sim_sessions():
     return math.ceil(fmri["n_images"] * fmri["repeats"] / fmri["trials_per_session"])
 
 
+for _name, _spec in MODELS.items():
+    for _role, _path in weight_files(_spec).items():
+        if not os.path.exists(_path):
+            raise FileNotFoundError(
+                f"models.{_name}.{_role}.file: {_path} does not exist; fix the path, or remove the key "
+                "(config/README.md, models)"
+            )
 SIMULATED = any(ds.get("simulated") for ds in DATASETS.values())
 SIM_DRIVERS = SIM.get("driver_models", []) if SIMULATED else []
 for _m in SIM_DRIVERS:
@@ -170,11 +178,17 @@ def dataset_input(wildcards):
 
 
 def weights_input(wildcards):
-    """Demo models' weights come from train_demo_model; others from the hub cache or a configured file."""
+    """Demo models' weights come from train_demo_model, others from weights.file (an input, so that a file replaced
+    at the same path re-runs the jobs that read it) or else the hub cache."""
     spec = MODELS[wildcards.model]
-    return (
-        f"{RESULTS}/models/{wildcards.model}.pt" if spec["weights"].get("demo") else []
-    )
+    if spec["weights"].get("demo"):
+        return f"{RESULTS}/models/{wildcards.model}.pt"
+    return weight_files(spec).get("weights", [])
+
+
+def decoder_input(wildcards):
+    """The MAE decoder checkpoint of the mae_recon objective (decoder.file), read with the model."""
+    return weight_files(MODELS[wildcards.model]).get("decoder", [])
 
 
 def encoding_files():

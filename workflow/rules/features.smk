@@ -6,6 +6,7 @@ rule extract_features:
     input:
         data=dataset_input,
         weights=weights_input,
+        decoder=decoder_input,
     output:
         directory(f"{RESULTS}/features/{{dataset}}/{{model}}.zarr"),
     log:

@@ -2,6 +2,7 @@
 rule power_features:
     input:
         weights=weights_input,
+        decoder=decoder_input,
     output:
         directory(f"{RESULTS}/power/features/{{model}}.zarr"),
     log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,22 @@ def model_spec(name: str, overrides: dict[str, Any] | None = None, catalogue: di
     if spec["pooling"] not in POOLINGS:
         raise ValueError(f"models.{name}.pooling: '{spec['pooling']}' is not one of {POOLINGS}")
     return spec
+
+
+def weight_files(spec: dict[str, Any]) -> dict[str, str]:
+    """The files a model's jobs read weights from, by role, ``~`` expanded: ``weights`` (``weights.file``; a demo
+    model's weights come from train_demo_model instead) and ``decoder`` (``decoder.file`` of the mae_recon objective).
+
+    Declared as rule inputs, so that a file replaced at the same path re-runs exactly the jobs that read it.
+    """
+    files = {}
+    weights = spec.get("weights") or {}
+    if weights.get("file") and not weights.get("demo"):
+        files["weights"] = os.path.expanduser(str(weights["file"]))
+    decoder = spec.get("decoder") or {}
+    if spec.get("objective") == "mae_recon" and decoder.get("file"):
+        files["decoder"] = os.path.expanduser(str(decoder["file"]))
+    return files
 
 
 def n_blocks(spec: dict[str, Any]) -> int:
