@@ -132,3 +132,66 @@ def test_a_missing_weights_file_is_named_with_its_key(tmp_path):
     proc = dry_run(config)
     assert proc.returncode != 0
     assert f"models.demo_cnn.weights.file: {tmp_path / 'demo_cnn.pt'} does not exist" in proc.stdout + proc.stderr
+
+
+def test_a_dataset_with_a_missing_file_stops_the_run_and_keeps_the_results(tmp_path):
+    """P2's epochs are missing: before, the default target left the dataset out ("Nothing to be done") and the
+    pending update of the hierarchy tables was dropped with it."""
+    root, images = tmp_path / "ds004212", tmp_path / "things-images"
+    build_meg(root, images, [1])
+    datasets = {"things_meg": meg_entry(root, images, [1, 2])}
+    config = write_config(tmp_path, datasets)
+    outputs = finished(tmp_path, {"things_meg": meg_entry(root, images, [1])})
+    proc = run_snakemake(config, "--replace-workflow-config", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert f"datasets.things_meg: {epochs_path(root, 2)} is missing (subject 2)" in out
+    assert "download: true" in out and "datasets.things_meg.subjects" in out
+    assert all(p.exists() for p in outputs)
+    assert (tmp_path / "results" / "hierarchy" / "scores.csv").read_text() == "scores\nfinished\n"
+
+
+def test_the_default_target_names_every_configured_encoding(tmp_path):
+    """A lost encoding store is made again although the tables that summarise it are still there."""
+    datasets = {"nsd": nsd_entry(tmp_path / "nsd", [1, 2])}
+    build_nsd(tmp_path / "nsd", [1, 2])
+    config = write_config(tmp_path, datasets)
+    finished(tmp_path, datasets)
+    (tmp_path / "results" / "encoding" / "nsd" / "demo_cnn" / "sub-2.zarr").rmdir()
+    proc = dry_run(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert planned(proc) == ["all", "encode_fmri dataset=nsd, model=demo_cnn, subject=2", "hierarchy", "report"]
+
+
+def test_a_subject_out_of_range_stops_the_run_before_any_job(tmp_path):
+    """NSD has subjects 1..8: before, subject 9 started the hierarchy job without the dataset's jobs, which failed
+    and deleted the finished tables."""
+    build_nsd(tmp_path / "nsd", [1])
+    datasets = {"nsd": nsd_entry(tmp_path / "nsd", [1])}
+    config = write_config(tmp_path, {"nsd": nsd_entry(tmp_path / "nsd", [1, 9])})
+    outputs = finished(tmp_path, datasets)
+    proc = run_snakemake(config, "--replace-workflow-config", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "datasets.nsd.subjects: NSD subjects are 1..8, got 9" in out
+    assert all(p.exists() for p in outputs)
+    assert (tmp_path / "results" / "hierarchy" / "tests.csv").read_text() == "tests\nfinished\n"
+
+
+def test_a_things_meg_participant_out_of_range_is_named(tmp_path):
+    root, images = tmp_path / "ds004212", tmp_path / "things-images"
+    build_meg(root, images, [1])
+    proc = dry_run(write_config(tmp_path, {"meg": meg_entry(root, images, [1, 5])}))
+    assert proc.returncode != 0
+    assert "datasets.meg.subjects: THINGS-MEG participants are 1..4, got 5" in proc.stdout + proc.stderr
+
+
+def test_a_simulated_subject_beyond_the_simulated_study_is_named(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    proc = run_snakemake(config, "-n", "--config", "datasets={sim_backprop_meg: {subjects: [1, 3]}}", check=False)
+    assert proc.returncode != 0
+    assert (
+        "datasets.sim_backprop_meg.subjects: the simulated study has subjects 1..2 (simulation.meg.n_subjects), got 3"
+        in proc.stdout + proc.stderr
+    )

@@ -423,9 +423,6 @@ def test_slurm_run_submits_every_job_and_matches_the_local_run(slurm_study):
 def test_until_encode_meg_runs_only_the_missing_encoding(small_study):
     """With one MEG encoding and the hierarchy tables deleted, --until encode_meg re-runs that encoding alone and
     leaves the tables missing; the next full run then makes exactly the hierarchy and the figures.
-
-    (Snakemake does not re-make a deleted intermediate file while everything downstream of it is present, so the
-    tables go too: only then does the default target need the encoding again.)
     """
     tmp, configfile = small_study
     results = tmp / "results"

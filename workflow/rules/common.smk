@@ -113,6 +113,7 @@ for _m in SIM_DRIVERS:
             f"simulation.driver_models: '{_m}' is not under models ({', '.join(MODELS)}); "
             "add it there, since the simulated brain is driven by the analysed models"
         )
+dl.check_subjects(DATASETS, SIM)
 for _name, _ds in DATASETS.items():
     _ds["name"] = _name
     if _ds.get("simulated") and _ds["simulated"] not in SIM.get("scenarios", []):
@@ -138,6 +139,7 @@ for _name, _ds in DATASETS.items():
 
 
 dl.check_roots(DATASETS)
+dl.check_local_files(DATASETS)
 
 
 def datasets_of(modality):
@@ -207,7 +209,11 @@ def brain_of(path):
 
 
 def all_targets():
+    """The summary and every configured dataset's encodings: if a dataset's jobs cannot be made, the run stops with
+    Snakemake's MissingInputException instead of leaving the dataset (and the pending summary) out because the
+    tables of an earlier run are present."""
     return [
+        *encoding_files(),
         f"{RESULTS}/hierarchy/scores.csv",
         f"{RESULTS}/hierarchy/tests.csv",
         f"{RESULTS}/figures",

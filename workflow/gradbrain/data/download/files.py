@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from gradbrain.data.nsd.paths import expdesign_path, required_files, stim_info_path, stimuli_path
-from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, epochs_path
+from gradbrain.data.nsd.paths import COMPLETED_SESSIONS, expdesign_path, required_files, stim_info_path, stimuli_path
+from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, PARTICIPANTS, epochs_path
 
 NSD_BUCKET = "natural-scenes-dataset"
 """Public AWS Open Data bucket of NSD (docs/data-formats.md 1.1)."""
@@ -158,6 +158,65 @@ def check_roots(datasets: Mapping[str, Mapping]) -> None:
                     f"datasets.{name}.{key}: {ds[key]} does not exist or is not a folder. Fix the path, or set "
                     f"datasets.{name}.download: true{terms} to fetch the data into it (config/README.md)"
                 )
+    if problems:
+        raise FileNotFoundError("\n".join(problems))
+
+
+def check_subjects(datasets: Mapping[str, Mapping], sim: Mapping) -> None:
+    """Stop when a dataset lists a subject its data cannot hold, naming the key: NSD's subjects are 1..8,
+    THINGS-MEG's participants 1..4, a simulated study's 1..``simulation.<modality>.n_subjects``.
+
+    Run while the DAG is built: such a subject's jobs cannot be made, and the run must stop before any job starts
+    rather than leave the dataset out.
+    """
+    problems = []
+    for name, ds in datasets.items():
+        if ds.get("simulated"):
+            n = int(sim[ds["modality"]]["n_subjects"])
+            valid = range(1, n + 1)
+            fact = f"the simulated study has subjects 1..{n} (simulation.{ds['modality']}.n_subjects)"
+        elif ds["format"] == "nsd":
+            valid, fact = tuple(COMPLETED_SESSIONS), "NSD subjects are 1..8"
+        else:
+            valid, fact = PARTICIPANTS, "THINGS-MEG participants are 1..4"
+        bad = [str(s) for s in ds["subjects"] if int(s) not in valid]
+        if bad:
+            problems.append(f"datasets.{name}.subjects: {fact}, got {', '.join(bad)}; remove it from the list")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def check_local_files(datasets: Mapping[str, Mapping], shown: int = 5) -> None:
+    """Stop when a file that a configured subject's jobs read is missing from a pre-downloaded root, naming the
+    file, the dataset and what to do; run while the DAG is built, after :func:`check_roots`.
+
+    Without it the jobs of that subject (and the extraction, which reads every subject's trials) could not be made,
+    and Snakemake, finding the summary tables of an earlier run present, would leave the dataset out of the run
+    without a word. The THINGS images are checked as a folder holding at least one image (the extraction names a
+    missing one); roots the workflow fills itself are not checked.
+    """
+    problems = []
+    for name, ds in datasets.items():
+        if ds.get("simulated") or ds.get("download"):
+            continue
+        missing: dict[str, list[str]] = {}
+        for subject in [None, *ds["subjects"]] if ds["format"] == "nsd" else ds["subjects"]:
+            for path in local_files(ds, subject):
+                if not os.path.exists(path):
+                    missing.setdefault(path, []).append("every subject" if subject is None else f"subject {subject}")
+        lines = [f"datasets.{name}: {p} is missing ({', '.join(dict.fromkeys(w))})" for p, w in missing.items()]
+        if ds["format"] == "things_meg":
+            images = Path(ds["images_root"]) / "object_images"
+            if not any(p.name.lower().endswith(IMAGE_SUFFIXES) for p in images.glob("*/*")):
+                lines.append(f"datasets.{name}: no THINGS image in {images}/<concept>/ (unpack {THINGS_ARCHIVE} there)")
+        if lines:
+            more = [f"  ... and {len(lines) - shown} more"] if len(lines) > shown else []
+            terms = " and accept_terms: true" if ds["format"] == "nsd" else ""
+            problems += lines[:shown] + more
+            problems.append(
+                f"Put the files there (docs/data-formats.md), set datasets.{name}.download: true{terms} to fetch "
+                f"them, or remove the subjects that lack them from datasets.{name}.subjects."
+            )
     if problems:
         raise FileNotFoundError("\n".join(problems))
 

@@ -31,6 +31,9 @@ class EpochTiming:
 EPOCHS = EpochTiming(sfreq=200.0, tmin=-0.1, n_times=281)
 """THINGS-MEG's preprocessed epochs: 200 Hz, -0.1 to 1.3 s, 281 samples (docs/data-formats.md 2.3)."""
 
+PARTICIPANTS = (1, 2, 3, 4)
+"""THINGS-MEG's participants, P1-P4 (docs/data-formats.md 2)."""
+
 CHANNELS_FILE = RESOURCES / "things_meg_channels.txt"
 CATCH_VALUE = 999999
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
