@@ -195,3 +195,13 @@ def test_a_simulated_subject_beyond_the_simulated_study_is_named(tmp_path):
         "datasets.sim_backprop_meg.subjects: the simulated study has subjects 1..2 (simulation.meg.n_subjects), got 3"
         in proc.stdout + proc.stderr
     )
+
+
+def test_too_few_simulated_images_for_the_folds_stop_the_dry_run(tmp_path):
+    """Before: the dry run passed and the encoding failed minutes later with "need 2 <= k <= n, got k=5, n=4"."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    proc = run_snakemake(config, "-n", "--config", "simulation={fmri: {n_images: 4}}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "simulation.fmri.n_images" in out and "encoding.folds (5)" in out, out[-2000:]

@@ -84,6 +84,14 @@ def images(dataset: dict[str, Any], sim: dict[str, Any], subject: int | None = N
     return min(NSD_IMAGES, sum(n - NSD_SHARED for n in per_subject) + NSD_SHARED)
 
 
+def simulated_train_images(dataset: dict[str, Any], sim: dict[str, Any]) -> int:
+    """Training images of one subject of a simulated dataset: every image shown, less the shared ones when they are
+    held out (``heldout: shared1000``); THINGS-MEG's test images are never training images."""
+    block = sim[dataset["modality"]]
+    shared = int(block.get("n_shared", 0)) if dataset.get("heldout") == "shared1000" else 0
+    return max(int(block["n_images"]) - shared, 0)
+
+
 def meg_times(dataset: dict[str, Any]) -> int:
     """Time points per epoch after prepare_meg's resampling and crop (THINGS-MEG and the simulated epochs alike).
 

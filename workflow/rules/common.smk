@@ -21,6 +21,8 @@ from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.models.catalogue import weight_files  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
+from gradbrain.encoding.cv import check_folds  # noqa: E402
+from gradbrain.jobsize import simulated_train_images  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 # --config values arrive as strings ('encoding={folds: 10}' gives '10'): type them as the schema does, then stop on
@@ -140,6 +142,15 @@ for _name, _ds in DATASETS.items():
 
 dl.check_roots(DATASETS)
 dl.check_local_files(DATASETS)
+# a simulated dataset's training images are known now; a real one's are counted by its encoding job
+for _name, _ds in DATASETS.items():
+    if _ds.get("simulated"):
+        _mod = _ds["modality"]
+        check_folds(
+            simulated_train_images(_ds, SIM),
+            int(config["encoding"]["folds"]),
+            f"datasets.{_name} (simulation.{_mod}.n_images: {SIM[_mod]['n_images']})",
+        )
 
 
 def datasets_of(modality):

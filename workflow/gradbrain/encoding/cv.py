@@ -32,13 +32,21 @@ def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
     return np.logspace(float(a["start"]), float(a["stop"]), int(a["num"]))
 
 
+def check_folds(n: int, k: int, where: str) -> None:
+    """Stop unless ``n`` training images can be dealt into ``k`` folds (2 <= k <= n), naming ``where`` and the key."""
+    if k < 2 or k > n:
+        raise ValueError(
+            f"{where}: {n} training images cannot be split into encoding.folds ({k}) folds (2 <= folds <= images); "
+            "use more images or lower encoding.folds"
+        )
+
+
 def make_folds(n: int, k: int = 5, seed: int = 0) -> np.ndarray:
     """Fold label (0..k-1) per row: a seeded shuffle dealt round-robin, so fold sizes differ by at most one.
 
     The labels depend only on ``(n, k, seed)``, hence are the same for every model, kind and layer.
     """
-    if k < 2 or k > n:
-        raise ValueError(f"need 2 <= k <= n, got k={k}, n={n}")
+    check_folds(n, k, "cross-validation")
     order = np.random.default_rng(seed).permutation(n)
     labels = np.empty(n, dtype=np.int64)
     labels[order] = np.arange(n) % k

@@ -19,7 +19,7 @@ import numpy as np
 
 from gradbrain import store
 from gradbrain.encoding.contributions import own_contributions
-from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, heldout_scores, make_folds
+from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, check_folds, heldout_scores, make_folds
 from gradbrain.encoding.identifiability import linear_cka, planted_targets, recovery
 from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
 from gradbrain.encoding.partition import control_space
@@ -69,6 +69,7 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     rows = align(store.read_array(feats, "stimulus_id"), store.read_array(brain, "stimulus_id"), features_path)
     train, test = split == "train", split == "test"
     Y_train, Y_test = split_rows(brain["Y"], train, test)
+    check_folds(int(train.sum()), int(cfg["folds"]), str(brain_path))
     folds = make_folds(int(train.sum()), int(cfg["folds"]), int(cfg["seed"]))
     alphas = alpha_grid(cfg)
     solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
