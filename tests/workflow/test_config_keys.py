@@ -18,6 +18,7 @@ from snakemake.cli import parse_config
 from snakemake.utils import update_config, validate
 
 from gradbrain import config as config_keys
+from gradbrain.features.kinds import check_encoded_kinds
 from gradbrain.models.catalogue import ENTRY_KEYS, load_catalogue
 
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -172,3 +173,19 @@ def test_the_module_imports_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO / "workflow"
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_misspelt_encoding_kind_stops_the_dry_run():
+    """Before: `gradient` matched no kind of the features store and the study ran without its gradients."""
+    proc = run_snakemake(DEFAULT, "-n", "--quiet", "rules", "--config", "encoding={kinds: [activations, gradient]}",
+                         check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "encoding.kinds: 'gradient' is not a kind of extraction.kinds [activations, gradients]" in out, out[-2000:]
+    assert "did you mean 'gradients'?" in out
+
+
+def test_an_encoding_kind_that_is_not_extracted_says_where_to_add_it():
+    with pytest.raises(ValueError, match="add it to extraction.kinds"):
+        check_encoded_kinds(["activations", "sign_symmetry"], ["activations", "gradients"])
+    check_encoded_kinds(["gradients"], ["activations", "gradients", "sign_symmetry"])

@@ -105,7 +105,8 @@ def typed_overrides(overrides: Mapping[str, Any], schema: dict) -> dict[str, Any
     return coerce(dict(overrides), [schema], schema)
 
 
-def _suggestion(key: str, known: Iterable[str]) -> str | None:
+def closest(key: str, known: Iterable[str]) -> str | None:
+    """The known name closest to ``key`` (difflib), or None when none is close."""
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return close[0] if close else None
 
@@ -132,7 +133,7 @@ def _unknown(
             sub = _child(nodes, key)
             yield from _unknown(item, sub, schema, full, f"{generic}.{name}" if generic else name, model_keys)
             continue
-        match = _suggestion(str(key), known)
+        match = closest(str(key), known)
         prefix = f"{path}." if path else ""
         if match:
             hint = f"did you mean '{prefix}{match}'?"

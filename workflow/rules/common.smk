@@ -19,7 +19,7 @@ from gradbrain import config as config_keys  # noqa: E402
 from gradbrain.data.download import files as dl  # noqa: E402
 from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.models.catalogue import weight_files  # noqa: E402
-from gradbrain.features.kinds import BASE_KINDS  # noqa: E402
+from gradbrain.features.kinds import BASE_KINDS, check_encoded_kinds  # noqa: E402
 from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 from gradbrain.encoding.cv import check_folds  # noqa: E402
 from gradbrain.jobsize import simulated_train_images  # noqa: E402
@@ -33,6 +33,7 @@ update_config(
 )
 config_keys.check_keys(config, _schema, ENTRY_KEYS)
 validate(config, SCHEMA)
+check_encoded_kinds(config["encoding"].get("kinds", []), config["extraction"]["kinds"])
 
 RESULTS = config["results"]
 MODELS = {

@@ -24,7 +24,7 @@ from gradbrain.encoding.identifiability import linear_cka, planted_targets, reco
 from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
 from gradbrain.encoding.partition import control_space
 from gradbrain.encoding.significance import best_layers
-from gradbrain.features.kinds import ACTIVATIONS
+from gradbrain.features.kinds import ACTIVATIONS, check_encoded_kinds
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
     alphas = alpha_grid(cfg)
     solver = {k: cfg[k] for k in ("backend", "device", "dtype")} | {"target_batch": cfg.get("target_batch")}
     layers, depths = list(feats.attrs["layers"]), np.asarray(feats.attrs["relative_depths"])
+    check_encoded_kinds(cfg.get("kinds", []), feats.attrs["kinds"])
     kinds = [k for k in feats.attrs["kinds"] if k in cfg.get("kinds", feats.attrs["kinds"])]
     partition = _partition_kinds(cfg, kinds)
     if partition:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gradbrain.config import closest
+
 ACTIVATIONS = "activations"
 GRADIENTS = "gradients"
 BASE_KINDS = (ACTIVATIONS, GRADIENTS)
@@ -30,6 +32,21 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     if missing:
         raise ValueError(f"extraction.kinds must contain {list(BASE_KINDS)} (missing {missing}); add them")
     return BASE_KINDS + tuple(dict.fromkeys(k for k in kinds if k in RULE_KINDS))
+
+
+def check_encoded_kinds(kinds: Sequence[str], extracted: Sequence[str]) -> None:
+    """Stop when ``encoding.kinds`` names a kind the features stores do not hold (``extracted``: extraction.kinds),
+    naming the closest one: the encoding would otherwise leave it out without a word."""
+    problems = []
+    for kind in (k for k in kinds if k not in extracted):
+        if kind in ALL_KINDS:
+            problems.append(f"encoding.kinds: '{kind}' is not extracted; add it to extraction.kinds as well")
+            continue
+        match = closest(kind, extracted)
+        hint = f"did you mean '{match}'?" if match else f"the kinds are {', '.join(ALL_KINDS)}"
+        problems.append(f"encoding.kinds: '{kind}' is not a kind of extraction.kinds [{', '.join(extracted)}]; {hint}")
+    if problems:
+        raise ValueError("\n".join(problems))
 
 
 def direction(kind: str) -> str:
