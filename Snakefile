@@ -4,6 +4,17 @@
 
 
 import os
+import sys
+from pathlib import Path
+
+# the library, workflow/gradbrain; jobs in conda environments or on cluster nodes import it from the checkout
+LIBRARY = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, LIBRARY)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
+)
+
+from gradbrain.config import read_yaml  # noqa: E402
 
 # profiles/slurm sets --replace-workflow-config, which Snakemake 9.27 does not pass on to the jobs it submits: they
 # would merge config/config.yaml back into e.g. config/paper.yaml and see other datasets and models. The environment
@@ -14,6 +25,8 @@ if not (
     os.environ.get("GRADBRAIN_REPLACE_WORKFLOW_CONFIG") == "1"
     and workflow.overwrite_configfiles
 ):
+    # a YAML syntax error named with its line (Snakemake's message has none)
+    read_yaml("config/config.yaml")
 
     configfile: "config/config.yaml"
 

@@ -189,3 +189,50 @@ def test_an_encoding_kind_that_is_not_extracted_says_where_to_add_it():
     with pytest.raises(ValueError, match="add it to extraction.kinds"):
         check_encoded_kinds(["activations", "sign_symmetry"], ["activations", "gradients"])
     check_encoded_kinds(["gradients"], ["activations", "gradients", "sign_symmetry"])
+
+
+def test_a_null_model_entry_says_what_to_write(tmp_path):
+    """`demo_vit:` with nothing after it: before, its error was buried in a 296-line dump of the schema."""
+    config = default_config()
+    config["models"]["demo_vit"] = None
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(configfile, "-n", "--quiet", "rules", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'models.demo_vit' is empty (null); write `demo_vit: {}`" in out, out[-3000:]
+    assert len(out.splitlines()) < 40, "no schema dump"
+
+
+def test_a_schema_error_is_one_message_naming_the_key(tmp_path):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(_with("models.demo_cnn.objective", "ce_psuedo")))
+    proc = run_snakemake(configfile, "-n", "--quiet", "rules", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'models.demo_cnn.objective': 'ce_psuedo' is not one of ['ce_pseudo'" in out, out[-3000:]
+    assert len(out.splitlines()) < 40, "no schema dump"
+
+
+BROKEN_YAML = "models:\n  demo_vit: {}\n   demo_cnn: {}\n"
+
+
+def test_read_yaml_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN_YAML)
+    with pytest.raises(ValueError, match=rf"{path}, line 3, column 4: expected <block end>") as err:
+        config_keys.read_yaml(path)
+    assert "indented" in str(err.value)
+    (tmp_path / "good.yaml").write_text("a: {b: 1}\n")
+    assert config_keys.read_yaml(tmp_path / "good.yaml") == {"a": {"b": 1}}
+
+
+def test_a_yaml_error_in_the_embedded_config_names_its_line(tmp_path):
+    """config/config.yaml, read by the Snakefile (before: "Config file is not valid JSON or YAML" and no line)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(BROKEN_YAML)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--workflow-profile", "none", "--cores", "1", "-n"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "config/config.yaml, line 3, column 4" in proc.stdout + proc.stderr

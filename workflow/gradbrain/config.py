@@ -32,6 +32,22 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file; a syntax error names the file, line and column (Snakemake's "not valid JSON or
+    YAML" names neither)."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        context = f" ({err.context}, line {err.context_mark.line + 1})" if err.context and err.context_mark else ""
+        raise ValueError(
+            f"{where}: {err.problem}{context}. Fix the YAML there: the keys of one section are indented by the same "
+            "number of spaces (no tabs)"
+        ) from None
+
+
 def _branches(node: dict, schema: dict) -> list[dict]:
     """``node`` and every subschema that may also describe its value: ``$ref`` targets (``#/...`` pointers) and the
     branches of allOf, anyOf, oneOf and then."""
@@ -151,6 +167,23 @@ def unknown_keys(config: Mapping[str, Any], schema: dict, model_keys: Iterable[s
     """One message per key that neither the schema nor, in a model entry, the catalogue knows (``model_keys``),
     naming the key by its full path and the closest known key (difflib)."""
     return list(_unknown(dict(config), [schema], schema, "", "", set(model_keys)))
+
+
+def schema_message(error: Any) -> str:
+    """One message for a schema violation (the jsonschema ValidationError, or the WorkflowError that Snakemake's
+    ``validate`` raises from it): the key's full path and what is wrong. jsonschema's own text appends the whole
+    schema; an empty (null) entry that takes a mapping gets what to write instead."""
+    found = [e for e in (error, error.__cause__, error.__context__) if hasattr(e, "absolute_path")]
+    if not found:
+        return str(error)
+    error = found[0]
+    path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error.absolute_path).lstrip(".")
+    declared = error.validator_value if error.validator == "type" else None
+    if error.instance is None and "object" in ([declared] if isinstance(declared, str) else declared or []):
+        name = path.rpartition(".")[2]
+        use = "to take its catalogue entry as it is" if path.startswith("models.") else "for its defaults"
+        return f"config key '{path}' is empty (null); write `{name}: {{}}` {use}, or remove the key"
+    return f"config key '{path or 'the config'}': {error.message}. Every config key is documented in config/README.md."
 
 
 def check_keys(config: Mapping[str, Any], schema: dict, model_keys: Iterable[str] = ()) -> None:

@@ -1,19 +1,12 @@
 import functools
 import math
 import os
-import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
-
-LIBRARY = str(Path(workflow.basedir) / "workflow")
-sys.path.insert(0, LIBRARY)
-# jobs in conda environments or on cluster nodes import the library from the checkout
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, (LIBRARY, os.environ.get("PYTHONPATH"))))
-)
 
 from gradbrain import config as config_keys  # noqa: E402
 from gradbrain.data.download import files as dl  # noqa: E402
@@ -32,7 +25,10 @@ update_config(
     config, config_keys.typed_overrides(workflow.config_settings.config, _schema)
 )
 config_keys.check_keys(config, _schema, ENTRY_KEYS)
-validate(config, SCHEMA)
+try:
+    validate(config, SCHEMA)
+except WorkflowError as err:
+    raise ValueError(config_keys.schema_message(err)) from None
 check_encoded_kinds(config["encoding"].get("kinds", []), config["extraction"]["kinds"])
 
 RESULTS = config["results"]
