@@ -1,7 +1,13 @@
-"""Zarr I/O shared by every stage: string arrays, atomic group writes, reading groups back as dicts."""
+"""Zarr I/O shared by every stage: string arrays, atomic group writes, reading groups back as dicts.
+
+Every chunk is written, even one that holds only the fill value (zarr skips those by default), so that a chunk file
+missing from a store is a lost chunk: :func:`open_group` refuses such a store rather than let zarr read the chunk
+as its fill value (zeros).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import warnings
@@ -17,14 +23,23 @@ from zarr.dtype import VariableLengthUTF8
 warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
 
 
+class IncompleteStoreError(OSError):
+    """A zarr store lacks chunk files of its arrays' grids."""
+
+
+def create_array(group: zarr.Group, name: str, **kwargs: Any) -> zarr.Array:
+    """``group.create_array`` that writes every chunk, also one of the fill value alone (see the module)."""
+    return group.create_array(name, config={"write_empty_chunks": True}, **kwargs)
+
+
 def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple | None = None) -> zarr.Array:
     """Write ``data`` as ``group[name]``; unicode arrays are stored as variable-length UTF-8."""
     data = np.asarray(data)
     if data.dtype.kind in "USO":
-        arr = group.create_array(name, shape=data.shape, dtype=VariableLengthUTF8(), overwrite=True)
+        arr = create_array(group, name, shape=data.shape, dtype=VariableLengthUTF8(), overwrite=True)
         arr[...] = data.astype(str)
         return arr
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto", overwrite=True)
+    arr = create_array(group, name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto", overwrite=True)
     arr[...] = data
     return arr
 
@@ -78,7 +93,39 @@ def open_group(path: str | os.PathLike | Any, mode: str = "r") -> zarr.Group:
         return path
     if mode == "r" and not Path(path).exists():
         raise FileNotFoundError(f"{path} does not exist: run the workflow stage that writes it (snakemake {path})")
-    return zarr.open_group(str(path), mode=mode)
+    group = zarr.open_group(str(path), mode=mode)
+    if mode == "r":
+        check_chunks(group, path)
+    return group
+
+
+def missing_chunks(group: zarr.Group, root: str | os.PathLike) -> dict[str, tuple[int, list[str]]]:
+    """Per array of ``group`` (its path in the store at ``root``) that lacks chunk files: the size of its chunk grid
+    and the keys of the missing chunks. Costs one listing of the store's keys per array, no chunk is read."""
+    out = {}
+    for _, arr in group.members(max_depth=None):
+        if not isinstance(arr, zarr.Array) or arr.nchunks_initialized == arr.nchunks:
+            continue
+        keys = (arr.metadata.encode_chunk_key(c) for c in itertools.product(*map(range, arr.cdata_shape)))
+        out[arr.path] = (arr.nchunks, [k for k in keys if not (Path(root) / arr.path / k).exists()])
+    return out
+
+
+def check_chunks(group: zarr.Group, root: str | os.PathLike, shown: int = 3) -> None:
+    """Stop when an array of the store at ``root`` lacks chunk files, naming the store, the arrays, the chunks and
+    what to do (a partial copy, a deleted file: zarr would read the chunk as its fill value without a word)."""
+    missing = missing_chunks(group, root)
+    if not missing:
+        return
+    lines = [
+        f"{root}: array '{name}' lacks {len(keys)} of its {total} chunks ({', '.join(keys[:shown])}"
+        f"{', ...' if len(keys) > shown else ''})"
+        for name, (total, keys) in missing.items()
+    ]
+    raise IncompleteStoreError(
+        "\n".join(lines) + f"\nThe store is incomplete and cannot be read: delete it (rm -r {root}), make it again "
+        f"(snakemake --cores all {root}) and run the workflow as before, which then re-runs the jobs that read it."
+    )
 
 
 def attrs(group: zarr.Group) -> dict[str, Any]:

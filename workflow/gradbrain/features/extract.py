@@ -213,11 +213,11 @@ def _prepare_partial(
             return group
         shutil.rmtree(path)
     group = zarr.open_group(str(path), mode="w")
-    chunk = int(settings["chunk_images"])
+    chunk, dtype = int(settings["chunk_images"]), settings["store_dtype"]
     for kind, kind_dims in dims.items():
         sub = group.create_group(kind)
         for name, depth, dim in zip(model.layer_names, model.depths, kind_dims, strict=True):
-            arr = sub.create_array(name, shape=(len(ids), dim), chunks=(chunk, dim), dtype=settings["store_dtype"])
+            arr = store.create_array(sub, name, shape=(len(ids), dim), chunks=(chunk, dim), dtype=dtype)
             arr.attrs.update({"layer": name, "relative_depth": depth, "kind": kind})
     store.write_array(group, "stimulus_id", np.asarray(ids))
     group.attrs.update(

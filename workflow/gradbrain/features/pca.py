@@ -69,8 +69,8 @@ def reduce_store(src: str | Path, dst: str | Path, k: int, device: str = "cpu", 
             raw = src_group[kind][layer]
             fit = randomized_pca(torch.from_numpy(np.asarray(raw[...], dtype=np.float32)).to(device), k, seed=seed)
             scores = fit.scores.float().cpu().numpy().astype(raw.dtype)
-            arr = sub.create_array(layer, shape=scores.shape, chunks=(raw.chunks[0], scores.shape[1]),
-                                   dtype=raw.dtype)  # fmt: skip
+            arr = store.create_array(sub, layer, shape=scores.shape, chunks=(raw.chunks[0], scores.shape[1]),
+                                     dtype=raw.dtype)  # fmt: skip
             arr[...] = scores
             arr.attrs.update({**raw.attrs, "pca_components": scores.shape[1], "raw_dim": raw.shape[1]})
             lb = basis.create_group(layer)
