@@ -13,7 +13,8 @@ import zarr
 from helpers import REPO
 from helpers.models import array_reader, read_features, small_model
 
-from gradbrain.features import extract, objectives
+from gradbrain import store
+from gradbrain.features import extract, objectives, resume
 from gradbrain.features.capture import Capture, pool
 from gradbrain.features.kinds import BASE_KINDS
 from gradbrain.features.objectives import mae
@@ -256,6 +257,65 @@ def test_zarr_resume_gives_identical_arrays(tmp_path, monkeypatch):
         b = read_features(out, kind)
         for layer in a:
             np.testing.assert_array_equal(a[layer], b[layer])
+
+
+def _interrupt_after_first_chunk(monkeypatch, *args, **kw):
+    """Run extract_to_zarr and kill it on images 12-15 (batch size 4), after the chunk of images 0-7 is stored."""
+    calls = {"n": 0}
+    real = extract.batch_features
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # call 1 sizes the arrays
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(extract, "batch_features", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract.extract_to_zarr(*args, **kw)
+    monkeypatch.setattr(extract, "batch_features", real)
+
+
+def test_a_resume_with_other_weights_restarts_from_the_first_image(tmp_path, monkeypatch, caplog):
+    """Same spec and weights name, other weights (a retrained demo model): before, the run resumed at image 12 and
+    the first rows came from the old weights."""
+    model = small_model("resnet", "ce_pseudo")
+    obj = objectives.make_objective(model)
+    images = np.random.default_rng(0).integers(0, 255, size=(20, 40, 40, 3), dtype=np.uint8)
+    ids = [str(i) for i in range(20)]
+    kw = dict(batch_size=4, chunk_images=8)
+    out = tmp_path / "resumed.zarr"
+    _interrupt_after_first_chunk(monkeypatch, model, obj, array_reader(images), ids, out, **kw)
+    with torch.no_grad():
+        for param in model.module.parameters():
+            param.mul_(1.5)
+    clean = extract.extract_to_zarr(model, obj, array_reader(images), ids, tmp_path / "clean.zarr", **kw)
+    seen = []
+    with caplog.at_level("WARNING", logger="gradbrain.features.extract"):
+        extract.extract_to_zarr(model, obj, array_reader(images), ids, out, progress=lambda d, n: seen.append(d), **kw)
+    assert seen[0] == 4, "restarted from the first image"
+    assert "other weights" in caplog.text and "restarting at image 0" in caplog.text, caplog.text
+    for kind in BASE_KINDS:
+        a, b = read_features(clean, kind), read_features(out, kind)
+        for layer in a:
+            np.testing.assert_array_equal(a[layer], b[layer])
+    assert store.open_group(out).attrs["weights_sha256"] == resume.weights_digest(model, obj)
+
+
+def test_an_unreadable_partial_store_is_discarded(tmp_path, caplog):
+    """A crash that left a 0-byte zarr.json: before, a JSONDecodeError on every rerun, --forcerun included."""
+    model = small_model("resnet", "ce_pseudo")
+    obj = objectives.make_objective(model)
+    images = np.random.default_rng(0).integers(0, 255, size=(8, 40, 40, 3), dtype=np.uint8)
+    ids = [str(i) for i in range(8)]
+    partial = tmp_path / "out.zarr.partial"
+    partial.mkdir()
+    (partial / "zarr.json").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="gradbrain.features.extract"):
+        out = extract.extract_to_zarr(model, obj, array_reader(images), ids, tmp_path / "out.zarr", batch_size=4)
+    assert f"{partial} cannot be read" in caplog.text and "restarting" in caplog.text, caplog.text
+    assert not partial.exists()
+    assert read_features(out, "gradients", model.layer_names[0]).shape[0] == 8
 
 
 @pytest.mark.parametrize("name", sorted(load_catalogue()))

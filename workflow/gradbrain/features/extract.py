@@ -7,7 +7,6 @@ same forward pass: a learning rule (features/rules.py) adds its error signal to 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from gradbrain.features.capture import Capture, pool, pooled_tokens
 from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds
 from gradbrain.features.loader import ImageBatches, image_loader
 from gradbrain.features.preprocess import preprocess
+from gradbrain.features.resume import resumable, signature, signature_parts
 from gradbrain.features.rules import RuleSet
 from gradbrain.models.model import LoadedModel, Preprocessing
 
@@ -195,23 +195,20 @@ def _unpack(idx, host, event, dims: dict[str, list[int]]) -> tuple[torch.Tensor,
     return idx, out
 
 
-def signature(model: LoadedModel, ids: Sequence[str], settings: dict[str, Any]) -> str:
-    """Hash of everything that determines the features, so a resumed run never mixes two configurations."""
-    h = hashlib.sha256()
-    h.update(json.dumps([model.spec, model.weights_id, settings], sort_keys=True, default=str).encode())
-    h.update("\n".join(ids).encode())
-    return h.hexdigest()
-
-
 def _prepare_partial(
-    path: Path, model: LoadedModel, ids: Sequence[str], dims: dict[str, list[int]], settings: dict, rules=None
+    path: Path,
+    model: LoadedModel,
+    objective,
+    ids: Sequence[str],
+    dims: dict[str, list[int]],
+    settings: dict,
+    rules=None,
 ) -> zarr.Group:
-    sig = signature(model, ids, settings)
-    if path.exists():
-        group = zarr.open_group(str(path), mode="r+")
-        if group.attrs.get("signature") == sig:
-            return group
-        shutil.rmtree(path)
+    """The partial store to write into: the one at ``path`` if it may be resumed (features/resume.py), else new."""
+    parts = signature_parts(model, objective, ids, settings)
+    group = resumable(path, parts)
+    if group is not None:
+        return group
     group = zarr.open_group(str(path), mode="w")
     chunk, dtype = int(settings["chunk_images"]), settings["store_dtype"]
     for kind, kind_dims in dims.items():
@@ -222,7 +219,9 @@ def _prepare_partial(
     store.write_array(group, "stimulus_id", np.asarray(ids))
     group.attrs.update(
         {
-            "signature": sig,
+            "signature": signature(parts),
+            "signature_parts": parts,
+            "weights_sha256": parts["weights"],
             "n_done": 0,
             "model": model.spec["name"],
             "layers": model.layer_names,
@@ -274,8 +273,9 @@ def extract_to_zarr(
 ) -> Path:
     """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
 
-    Work happens in ``<out>.partial`` (unknown to Snakemake, so it survives a killed job); the finished store is
-    renamed to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
+    Work happens in ``<out>.partial`` (unknown to Snakemake, so it survives a killed job), resumed only when it was
+    written with the same model, weights, settings and stimuli (features/resume.py); the finished store is renamed
+    to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
     ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
     (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
     ``kinds`` beyond activations and gradients add learning-rule kinds (features/rules.py), seeded by ``rule_seed``.
@@ -295,7 +295,7 @@ def extract_to_zarr(
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     dims = _feature_dims(model, objective, model.preprocessing, device, rules)
-    group = _prepare_partial(partial, model, ids, dims, settings, rules)
+    group = _prepare_partial(partial, model, objective, ids, dims, settings, rules)
     group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
     start = int(group.attrs["n_done"])
     if start:
