@@ -293,6 +293,25 @@ def test_strict_checks_grid_and_750_trials(tree, monkeypatch):
         load_subject(root, 1, 41, ROIS, strict=True, log=lambda m: None)
 
 
+def test_a_requested_roi_without_voxels_is_a_warning_and_in_strict_mode_an_error(tree, monkeypatch, caplog):
+    """mTL-faces is in the atlas's table but labels no voxel of the fixture (before: an INFO line only). Named in
+    the config, it is a warning (the subject's targets go on without it), and with strict: true an error."""
+    root, _ = tree
+    rois = {"prf-visualrois": "all", "floc-faces": ["FFA-1", "mTL-faces"]}
+    with caplog.at_level("INFO", logger="gradbrain.data.nsd"):
+        loaded = load_subject(root, 1, N_SES, rois, log=lambda m: None)
+    warned = [r for r in caplog.records if "mTL-faces" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"], caplog.text
+    assert f"ROI floc-faces/mTL-faces has no voxels in {roi_path(root, 1, 'floc-faces')}" in warned[0].getMessage()
+    assert "rois" in warned[0].getMessage() and "strict" in warned[0].getMessage()
+    memberships = ";".join(loaded.voxels["memberships"])
+    assert "floc-faces/FFA-1" in memberships and "mTL-faces" not in memberships
+    monkeypatch.setitem(FUNC1PT8MM_GRID, 1, GRID)
+    with pytest.raises(ValueError, match="ROI floc-faces/mTL-faces has no voxels") as err:
+        load_subject(root, 1, N_SES, rois, strict=True, log=lambda m: None)
+    assert "remove it from the dataset's rois" in str(err.value)
+
+
 @pytest.mark.parametrize("fmt", ["nii.gz", "hdf5"])
 def test_missing_session_names_file_and_config(tree, fmt):
     root, _ = tree

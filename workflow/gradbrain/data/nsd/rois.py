@@ -189,13 +189,18 @@ def surface_atlas(root: PathLike, atlas: str) -> Atlas:
 
 
 def select_voxels(
-    atlases: list[Atlas], rois: Mapping[str, Sequence[str] | str], log: Callable[[str], None]
+    atlases: list[Atlas],
+    rois: Mapping[str, Sequence[str] | str],
+    log: Callable[[str], None],
+    strict: bool = False,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Flat indices of the union of requested ROIs, and per-voxel roi, atlas, hemi and memberships.
 
     Every labelled voxel is in exactly one of its atlas's hemisphere volumes. A voxel labelled by several requested
     atlases takes ``roi``/``atlas``/``hemi`` from the first one in ``rois`` order; ``memberships`` lists all of them
-    as ``atlas/roi`` joined by ';'.
+    as ``atlas/roi`` joined by ';'. A ROI named in ``rois`` that labels no voxel is a warning (NSD's functional
+    ROIs are missing in some subjects, and the others' analysis goes on), with ``strict`` an error; a label of an
+    atlas requested as ``all`` that labels no voxel is only logged through ``log``.
     """
     picks = []
     union = np.zeros(atlases[0].combined.size, dtype=bool)
@@ -206,8 +211,16 @@ def select_voxels(
         names = list(wanted)
         for c, name in enumerate(names):
             hit = np.isin(flat, wanted[name])
-            if not hit.any():
+            if not hit.any() and rois[atlas.name] == "all":
                 log(f"ROI {atlas.name}/{name} has no voxels in {atlas.files[0]}")
+            elif not hit.any():
+                message = (
+                    f"ROI {atlas.name}/{name} has no voxels in {atlas.files[0]}, so this subject's targets leave it "
+                    "out; if that is expected, remove it from the dataset's rois, else check the atlas and space"
+                )
+                if strict:
+                    raise ValueError(f"{message} (an error because the dataset sets strict: true)")
+                _LOG.warning("%s (strict: true makes this an error)", message)
             code[hit] = c
         union |= code >= 0
         picks.append((atlas, names, code))

@@ -140,7 +140,7 @@ def load_subject(
             "lower it in the config"
         )
     if space == "fsaverage":
-        table, reader, ncsnr, n_trials = _fsaverage_selection(root, subject, rois, beta_version, log)
+        table, reader, ncsnr, n_trials = _fsaverage_selection(root, subject, rois, beta_version, log, strict)
     else:
         table, reader, ncsnr, n_trials = _volume_selection(root, subject, rois, fmt, space, beta_version, strict, log)
     tps = int(trials_per_session or n_trials)
@@ -226,7 +226,7 @@ def _volume_selection(
             f"{atlases[0].files[0]} has grid {grid}; subject {subject}'s func1pt8mm grid is {FUNC1PT8MM_GRID[subject]}"
         )
 
-    flat_idx, table = select_voxels(atlases, rois, log)
+    flat_idx, table = select_voxels(atlases, rois, log, strict)
     ijk = np.unravel_index(flat_idx, grid)
     xyz = nib.affines.apply_affine(affine, np.column_stack(ijk))
     table.insert(0, "i", ijk[0])
@@ -283,13 +283,14 @@ def _fsaverage_selection(
     rois: Mapping[str, Sequence[str] | str],
     beta_version: str,
     log: Callable[[str], None],
+    strict: bool = False,
 ) -> tuple[pd.DataFrame, Callable[[int, int], np.ndarray], np.ndarray, int]:
     """Vertex table, a per-session reader, ncsnr at the vertices and the trial count (fsaverage space)."""
     if not rois:
         raise ValueError("rois is empty: give at least one atlas -> ROI names")
     atlases = [surface_atlas(root, name) for name in rois]
     n_lh = atlases[0].n_lh
-    flat_idx, table = select_voxels(atlases, rois, log)
+    flat_idx, table = select_voxels(atlases, rois, log, strict)
     coords = []
     for hemi in HEMIS:
         path = require(
