@@ -198,9 +198,9 @@ def select_voxels(
 
     Every labelled voxel is in exactly one of its atlas's hemisphere volumes. A voxel labelled by several requested
     atlases takes ``roi``/``atlas``/``hemi`` from the first one in ``rois`` order; ``memberships`` lists all of them
-    as ``atlas/roi`` joined by ';'. A ROI named in ``rois`` that labels no voxel is a warning (NSD's functional
-    ROIs are missing in some subjects, and the others' analysis goes on), with ``strict`` an error; a label of an
-    atlas requested as ``all`` that labels no voxel is only logged through ``log``.
+    as ``atlas/roi`` joined by ';'. A ROI named in ``rois`` that labels no voxel is a warning (a localiser ROI is
+    drawn in each subject's data and may be empty in one), with ``strict`` an error; a label of an atlas requested
+    as ``all`` that labels no voxel is only logged through ``log``.
     """
     picks = []
     union = np.zeros(atlases[0].combined.size, dtype=bool)
