@@ -118,6 +118,7 @@ UNTIL = ("--until", "prepare_fmri", "prepare_meg", "extract_features")
 @pytest.mark.slow
 def test_missing_root_fails_the_dry_run(tmp_path):
     roots = {"nsd": tmp_path / "no-such-nsd", "meg": tmp_path, "images": tmp_path}
+    (tmp_path / "demo_cnn.pt").touch()  # the configured weights file (checked before the roots)
     proc = run_snakemake(_config(tmp_path, roots), "--replace-workflow-config", "-n", check=False)
     assert proc.returncode != 0
     assert f"datasets.nsd.root: {roots['nsd']} does not exist" in proc.stderr + proc.stdout
