@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import RidgeCV
 
 from gradbrain.encoding.cv import standardise
-from gradbrain.encoding.ridge import BACKENDS, fit_predict_gcv, pearson_columns
+from gradbrain.encoding.ridge import BACKENDS, SVDGCV, Ops, fit_predict_gcv, pearson_columns
 
 ALPHAS = np.logspace(-2, 8, 11)
 
@@ -82,6 +82,37 @@ def test_backends_agree_float32():
     same = alpha_np == alpha_t
     assert same.mean() >= 0.9
     np.testing.assert_allclose(pred_np[:, same], pred_t[:, same], rtol=1e-4, atol=1e-4 * np.abs(pred_np).max())
+
+
+def _gcv_errors(X_train, Y_train, alphas):
+    """Generalised cross-validation errors (n_alphas, t) in float64 from the explicit hat matrix with an intercept,
+    H = 11'/n + K (K + aI)^-1 with K = Xc Xc': GCV(a) = ||(I - H) y||^2 / (1 - tr(H) / n)^2."""
+    X, Y = np.asarray(X_train, np.float64), np.asarray(Y_train, np.float64)
+    n = X.shape[0]
+    K = (X - X.mean(0)) @ (X - X.mean(0)).T
+    errors = []
+    for a in alphas:
+        H = np.linalg.solve(K + a * np.eye(n), K) + 1.0 / n
+        errors.append(((Y - H @ Y) ** 2).sum(0) / (1 - np.trace(H) / n) ** 2)
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d", [(60, 200), (120, 120), (160, 159), (200, 80)], ids=["n<d", "n=d", "n-1=d", "n>d"])
+def test_gcv_float32_chooses_the_float64_optimum(backend, n, d):
+    """GCV in float32 picks alphas whose float64 GCV error is the smallest to float32's resolution (1e-5), the
+    alphas of the float64 hat matrix for nearly every target, also where the residual outside span(U) is zero
+    (n - 1 <= rank: float32 rounding of ||Yc||^2 - ||U'Yc||^2 once turned the smallest alpha's score negative)."""
+    X_train, Y_train, X_test = _problem(n, d, t=40, seed=6)
+    errors = _gcv_errors(X_train, Y_train, ALPHAS)
+    ops = Ops(backend, "cpu", "float32")
+    model = SVDGCV(X_train, X_test, ALPHAS, ops, criterion="gcv")
+    _, index = model.fit_predict(ops.asarray(Y_train))
+    index = ops.to_numpy(index)
+    chosen = errors[index, np.arange(errors.shape[1])]
+    assert np.unique(errors.argmin(0)).size >= 3
+    assert np.all(chosen <= errors.min(0) * (1 + 1e-5)), (chosen / errors.min(0)).max()
+    assert (index == errors.argmin(0)).mean() >= 0.95
 
 
 def test_pearson_columns():

@@ -201,8 +201,9 @@ class SVDGCV:
         self.q = ops.asarray(q)
         # GCV: 1 / (1 - df / n)^2 per alpha, df = trace of the hat matrix with the intercept = 1 + sum_j s^2/(s^2+a)
         df = 1.0 + (s2[:, None] / (s2[:, None] + self.alphas[None, :])).sum(0)
-        self.gcv_scale = ops.asarray(1.0 / np.maximum(1.0 - df / n, 1e-12) ** 2)
-        self.q2 = ops.asarray(q**2)
+        self.gcv_scale = ops.asarray(1.0 / np.maximum(1.0 - df / n, 1e-12) ** 2, ops.float64)
+        self.q2 = ops.asarray(q**2, ops.float64)
+        self.spans_complement = U.shape[1] >= n - 1
         self.shrink = ops.asarray(s64[:, None] / (s2[:, None] + self.alphas[None, :]))
 
     @property
@@ -286,14 +287,25 @@ class SVDGCV:
 
 def _gcv_choice(model: SVDGCV, Yc: Any, UtY: Any) -> tuple[Any, Any]:
     """Per target, the alpha of the smallest generalised cross-validation error (Golub, Heath & Wahba 1979),
-    GCV(a) = ||y - yhat_a||^2 / (1 - df_a / n)^2 with ||y - yhat_a||^2 = ||y||^2 - ||U'y||^2 + sum_j q_j(a)^2 (U'y)_j^2
+    GCV(a) = ||y - yhat_a||^2 / (1 - df_a / n)^2 with ||y - yhat_a||^2 = ||(I - UU')y||^2 + sum_j q_j(a)^2 (U'y)_j^2
     and q_j(a) = a / (s_j^2 + a): O(p t) per alpha after U'y, instead of the n x t residuals of exact leave-one-out.
-    Returns the chosen indices and each target's GCV error (n times it, comparable across designs of the same rows).
+
+    The residual outside span(U) is exactly 0 when U spans the complement of the intercept (n - 1 <= rank, always so
+    when n <= p); otherwise ||Yc||^2 - ||U'Yc||^2, clamped at 0. The sums run in float64 (O(p t)): in float32 the
+    difference is rounding of +-1e-4 where it should be 0, which the small alphas' factor 1 / (1 - df_a / n)^2
+    (up to n^2) once turned into negative errors, and those alphas were chosen. Returns the chosen indices and each
+    target's GCV error (float64; n times it is comparable across designs of the same rows).
     """
     ops = model.ops
-    outside = (Yc * Yc).sum(0) - (UtY * UtY).sum(0)
-    inside = (UtY * UtY).T @ model.q2  # (t, n_alphas): sum_j q_j(a)^2 (U'y)_j^2
-    err = (outside[:, None] + inside) * model.gcv_scale[None, :]
+    UtY2 = ops.asarray(UtY, ops.float64) ** 2
+    inside = UtY2.T @ model.q2  # (t, n_alphas): sum_j q_j(a)^2 (U'y)_j^2
+    if model.spans_complement:
+        err = inside * model.gcv_scale[None, :]
+    else:
+        total = (Yc * Yc).sum(0, dtype=ops.float64)
+        outside = total - UtY2.sum(0)
+        outside = outside.clamp(min=0.0) if ops.is_torch else np.maximum(outside, 0.0)
+        err = (outside[:, None] + inside) * model.gcv_scale[None, :]
     best = err.argmin(1) if ops.is_torch else np.argmin(err, 1)
     best_err = err.gather(1, best[:, None])[:, 0] if ops.is_torch else np.take_along_axis(err, best[:, None], 1)[:, 0]
     return best, best_err
