@@ -11,13 +11,14 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, PredefinedSplit
 
+from gradbrain.encoding.backend import BACKENDS
 from gradbrain.encoding.banded import (
     CrossValidatedBandedRidge,
     fit_predict_banded,
     two_band_gammas,
 )
 from gradbrain.encoding.cv import CrossValidatedRidge, make_folds, out_of_fold_batches, standardise
-from gradbrain.encoding.ridge import BACKENDS, pearson_columns, r2_columns
+from gradbrain.encoding.ridge import pearson_columns, r2_columns
 
 ALPHAS = np.logspace(-1, 4, 6)
 GAMMAS = two_band_gammas()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from gradbrain.encoding.backend import namespace, thin_svd
 from gradbrain.encoding.cv import standardise
 
 
@@ -83,8 +84,8 @@ def _column_basis(x: np.ndarray) -> np.ndarray:
     The columns are standardised as the fits standardise them (``cv.standardise``: the span of the centred columns,
     whatever each layer's scale) and r is numpy's ``matrix_rank`` of that design: singular values above
     s_max max(n, d) eps, eps of x's dtype (float32 for the control space: rounding of its scores makes repeated or
-    collinear layers null only to about 1e-7). The singular values come from a QR of the tall design and the SVD of
-    R (in float64, accurate to eps s_max, where the Gram route resolves only sqrt(eps) s_max).
+    collinear layers null only to about 1e-7). The singular values come from an SVD (``backend.thin_svd``: the SVD of
+    R after a QR for a tall design; float64, accurate to eps s_max, where the Gram route resolves sqrt(eps) s_max).
     """
     x = np.asarray(x)
     eps = np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).eps
@@ -92,12 +93,7 @@ def _column_basis(x: np.ndarray) -> np.ndarray:
     n, d = z.shape
     if d == 0:
         return np.zeros((n, 0))
-    if n >= d:
-        q, r = np.linalg.qr(z)
-        u, s, _ = np.linalg.svd(r)
-        u = q @ u
-    else:
-        u, s, _ = np.linalg.svd(z, full_matrices=False)
+    u, s, _ = thin_svd(z, namespace("numpy"))
     return u[:, s > s.max() * max(n, d) * eps]
 
 
