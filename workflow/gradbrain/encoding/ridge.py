@@ -69,8 +69,9 @@ class SVDGCV:
         self.U = U
         self.test_proj = (Xte - x_mean) @ Vt.T
         s64 = to_numpy(s).astype(np.float64)
-        s2 = s64**2
-        q = self.alphas[None, :] / (s2[:, None] + self.alphas[None, :])
+        s2 = s64[:, None] ** 2
+        q = self.alphas[None, :] / (s2 + self.alphas[None, :])  # (rank, n_alphas), and fit = 1 - q below
+        fit = s2 / (s2 + self.alphas[None, :])
         U2 = xp.astype(U, ops.float64) ** 2
         leverage = U2 @ ops.asarray(q, ops.float64)
         if self.perp:
@@ -78,13 +79,12 @@ class SVDGCV:
         del U2
         self.inv_d2 = xp.astype((1.0 / leverage**2).T, ops.dtype)
         self.q = ops.asarray(q)
-        self.fit_factor = ops.asarray(s2[:, None] / (s2[:, None] + self.alphas[None, :]))  # 1 - q, exact
+        self.fit = ops.asarray(fit)
         # GCV: 1 / (1 - df / n)^2 per alpha, df = trace of the hat matrix with the intercept = 1 + sum_j s^2/(s^2+a)
-        df = 1.0 + (s2[:, None] / (s2[:, None] + self.alphas[None, :])).sum(0)
-        self.gcv_scale = ops.asarray(1.0 / np.maximum(1.0 - df / n, 1e-12) ** 2, ops.float64)
+        self.gcv_scale = ops.asarray(1.0 / np.maximum(1.0 - (1.0 + fit.sum(0)) / n, 1e-12) ** 2, ops.float64)
         self.q2 = ops.asarray(q**2, ops.float64)
         self.spans_complement = U.shape[1] >= n - 1
-        self.shrink = ops.asarray(s64[:, None] / (s2[:, None] + self.alphas[None, :]))
+        self.shrink = ops.asarray(s64[:, None] / (s2 + self.alphas[None, :]))
 
     @property
     def nbytes(self) -> int:
@@ -144,7 +144,7 @@ class SVDGCV:
         R = xp.empty(Yc.shape, dtype=ops.dtype, device=ops.device)
         for i in range(self.alphas.size):
             if self.perp:
-                ops.matmul_into(self.U, UtY * self.fit_factor[:, i : i + 1], R)
+                ops.matmul_into(self.U, UtY * self.fit[:, i : i + 1], R)
                 R -= Yc
             else:
                 ops.matmul_into(self.U, UtY * self.q[:, i : i + 1], R)
