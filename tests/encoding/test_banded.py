@@ -11,13 +11,14 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, PredefinedSplit
 
+from gradbrain.encoding.backend import BACKENDS
 from gradbrain.encoding.banded import (
     CrossValidatedBandedRidge,
     fit_predict_banded,
     two_band_gammas,
 )
 from gradbrain.encoding.cv import CrossValidatedRidge, make_folds, out_of_fold_batches, standardise
-from gradbrain.encoding.ridge import BACKENDS, pearson_columns, r2_columns
+from gradbrain.encoding.ridge import pearson_columns, r2_columns
 
 ALPHAS = np.logspace(-1, 4, 6)
 GAMMAS = two_band_gammas()
@@ -231,6 +232,32 @@ def test_float32_torch_close_to_float64_numpy():
     assert oof32.dtype == np.float32
     centred = np.abs(oof64 - Y.mean(0)).max()
     np.testing.assert_allclose(oof32[:, same], oof64[:, same], rtol=0, atol=1e-5 * centred)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gcv_float32_joint_fit_wider_than_its_training_folds(backend):
+    """The joint fits' criterion (GCV, Gram SVDs) in float32 on a design wider than its training folds (200 rows,
+    100 + 300 features, as a wide control space and a ViT-L layer on a few thousand images): the same (gamma, alpha)
+    and R^2 as float64. The residual outside span(U) is exactly 0 there; float32 rounding of it once made the small
+    alphas' GCV errors negative (R^2 0.26 in float64, -0.11 to -0.20 in float32)."""
+    rng = np.random.default_rng(0)
+    n = 250
+    C = rng.standard_normal((n, 100))
+    G = C @ rng.standard_normal((100, 300)) / 10 + rng.standard_normal((n, 300))
+    Y = C @ rng.standard_normal((100, 30)) / 10 + G @ rng.standard_normal((300, 30)) / 17
+    Y += 1.2 * rng.standard_normal((n, 30))
+    folds, alphas = make_folds(n, 5), np.logspace(-2, 6, 9)
+    scores = {
+        dtype: CrossValidatedBandedRidge(
+            [C.astype(dtype), G.astype(dtype)], folds, alphas=alphas, backend=backend, dtype=dtype,
+            criterion="gcv", gram=True,
+        ).score(Y.astype(dtype))
+        for dtype in ("float64", "float32")
+    }  # fmt: skip
+    s64, s32 = scores["float64"], scores["float32"]
+    assert np.unique(s64.alpha).size >= 2 and s64.r2.mean() > 0.2
+    assert (s32.alpha == s64.alpha).mean() >= 0.95 and np.allclose(s32.gamma, s64.gamma)
+    np.testing.assert_allclose(s32.r2, s64.r2, atol=1e-4)
 
 
 def test_two_band_gammas_and_rejected_inputs():

@@ -9,13 +9,13 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import StandardScaler
 
+from gradbrain.encoding.backend import BACKENDS
 from gradbrain.encoding.cv import (
     CrossValidatedRidge,
     heldout_scores,
     make_folds,
     standardise,
 )
-from gradbrain.encoding.ridge import BACKENDS
 
 ALPHAS = np.logspace(0, 8, 10)
 

@@ -8,7 +8,7 @@ from scipy import stats as sps
 from sklearn.decomposition import PCA
 
 from gradbrain.encoding.banded import CrossValidatedBandedRidge
-from gradbrain.encoding.cv import CrossValidatedRidge, make_folds
+from gradbrain.encoding.cv import CrossValidatedRidge, make_folds, standardise
 from gradbrain.encoding.joint import check_partition_fits, f_tests, joint_fit
 from gradbrain.encoding.partition import (
     ControlProjection,
@@ -32,11 +32,13 @@ def _features(rng, n=300, d=20, layers=3):
     return acts, grads
 
 
-def test_partial_f_equals_nested_least_squares():
-    """F_t and p_t equal the textbook comparison of two nested OLS fits (numpy lstsq with an intercept)."""
+@pytest.mark.parametrize("listed", [[0, 1, 2], [0, 1, 2, 1]], ids=["distinct", "a layer listed twice"])
+def test_partial_f_equals_nested_least_squares(listed):
+    """F_t and p_t equal the textbook comparison of two nested OLS fits (numpy lstsq with an intercept), also when
+    the control space repeats a layer (its degrees of freedom count the rank of C, not its columns)."""
     rng = np.random.default_rng(0)
     acts, grads = _features(rng)
-    control, _ = control_space(acts, 5)
+    control, _ = control_space([acts[k] for k in listed], 5)
     proj = ControlProjection.of(control)
     q = gradient_basis(grads[1], proj, 4)
     Y = control @ rng.standard_normal((control.shape[1], 6)) + rng.standard_normal((300, 6))
@@ -51,6 +53,71 @@ def test_partial_f_equals_nested_least_squares():
     np.testing.assert_allclose(test.f, f, rtol=1e-8)
     np.testing.assert_allclose(test.p, sps.f.sf(f, 4, df), rtol=1e-6)
     assert test.p[0] < 1e-6 < test.p[1:].min()
+
+
+def _control_case(case: str, n: int = 200) -> tuple[np.ndarray, int]:
+    """A control space of three or four 8-feature layers (all components kept) and its rank."""
+    rng = np.random.default_rng(6)
+    A, B, L = (rng.standard_normal((n, 8)) for _ in range(3))
+    layers, rank = {
+        "a layer listed twice": ([A, B, L, B], 24),
+        "a layer in the span of two others": (
+            [A, B, np.hstack([A[:, :4], B[:, :4]]) @ rng.standard_normal((8, 8))],
+            16,
+        ),
+        "nearly collinear, full rank": ([A, B, A + 1e-3 * L], 24),
+        "a layer at 1e-6 of the others' scale": ([A, 1e-6 * B, L], 24),
+    }[case]
+    return control_space(layers, 8)[0], rank
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["a layer listed twice", "a layer in the span of two others", "nearly collinear, full rank",
+     "a layer at 1e-6 of the others' scale"],
+)  # fmt: skip
+def test_control_rank_is_numpys_matrix_rank(case):
+    """rank(C) is numpy's matrix_rank of the standardised control space (the design the fits see, in its float32):
+    repeated and collinear layers leave null directions out (they were counted, 26-29 for 24), nearly collinear
+    layers and a layer of another scale keep theirs; the basis is orthonormal."""
+    control, rank = _control_case(case)
+    proj = ControlProjection.of(control)
+    assert control.dtype == np.float32
+    assert proj.rank == rank == np.linalg.matrix_rank(standardise(control, control)[0])
+    np.testing.assert_allclose(proj.basis.T @ proj.basis, np.eye(rank), atol=1e-10)
+    if case != "a layer at 1e-6 of the others' scale":
+        assert np.linalg.matrix_rank(control - control.mean(0)) == rank
+
+
+def test_control_space_keeps_a_layers_components_up_to_its_rank():
+    """A layer whose 16 columns repeat 8 gives 8 components, not 8 more of rounding (numpy's matrix_rank: 8)."""
+    A = np.random.default_rng(8).standard_normal((200, 8))
+    layer = np.hstack([A, A @ np.random.default_rng(9).standard_normal((8, 8))])
+    assert np.linalg.matrix_rank(layer - layer.mean(0)) == 8
+    assert control_space([layer], 16)[1] == [8]
+
+
+@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")
+def test_partial_f_degrees_of_freedom_equal_statsmodels_ols():
+    """With a layer listed twice, the F-test's denominator degrees of freedom are statsmodels' OLS df_resid of the full
+    model (intercept, C, Q), and F and p its compare_f_test against the intercept and C."""
+    sm = pytest.importorskip("statsmodels.api")
+    rng = np.random.default_rng(7)
+    n = 120
+    acts, grads = _features(rng, n=n)
+    control, _ = control_space([acts[0], acts[1], acts[2], acts[1]], 6)
+    proj = ControlProjection.of(control)
+    q = gradient_basis(grads[1], proj, 3)
+    Y = control @ rng.standard_normal((control.shape[1], 4)) * 0.3 + rng.standard_normal((n, 4))
+    Y[:, 0] += 0.4 * np.sqrt(n) * q[:, 0]
+    test = partial_f(proj.residual(Y), q, proj.rank)
+    C = control.astype(np.float64)
+    for t in range(Y.shape[1]):
+        full = sm.OLS(Y[:, t], sm.add_constant(np.hstack([C, q]))).fit()
+        reduced = sm.OLS(Y[:, t], sm.add_constant(C)).fit()
+        f, p, df_diff = full.compare_f_test(reduced)
+        assert (test.df_den, test.df_num) == (full.df_resid, df_diff) == (n - 1 - 18 - 3, 3)
+        assert test.f[t] == pytest.approx(f, rel=1e-6) and test.p[t] == pytest.approx(p, rel=1e-5, abs=1e-12)
 
 
 def test_excess_partial_r2_is_the_nested_fits_partial_r2_above_its_beta_null_mean():

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.externals.array_api_compat import array_namespace
 from sklearn.linear_model import RidgeCV
 
+from gradbrain.encoding.backend import BACKENDS, Ops
 from gradbrain.encoding.cv import standardise
-from gradbrain.encoding.ridge import BACKENDS, fit_predict_gcv, pearson_columns
+from gradbrain.encoding.ridge import SVDGCV, fit_predict_gcv, pearson_columns
 
 ALPHAS = np.logspace(-2, 8, 11)
 
@@ -82,6 +84,76 @@ def test_backends_agree_float32():
     same = alpha_np == alpha_t
     assert same.mean() >= 0.9
     np.testing.assert_allclose(pred_np[:, same], pred_t[:, same], rtol=1e-4, atol=1e-4 * np.abs(pred_np).max())
+
+
+def _gcv_errors(X_train, Y_train, alphas):
+    """Generalised cross-validation errors (n_alphas, t) in float64 from the explicit hat matrix with an intercept,
+    H = 11'/n + K (K + aI)^-1 with K = Xc Xc': GCV(a) = ||(I - H) y||^2 / (1 - tr(H) / n)^2."""
+    X, Y = np.asarray(X_train, np.float64), np.asarray(Y_train, np.float64)
+    n = X.shape[0]
+    K = (X - X.mean(0)) @ (X - X.mean(0)).T
+    errors = []
+    for a in alphas:
+        H = np.linalg.solve(K + a * np.eye(n), K) + 1.0 / n
+        errors.append(((Y - H @ Y) ** 2).sum(0) / (1 - np.trace(H) / n) ** 2)
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d", [(60, 200), (120, 120), (160, 159), (200, 80)], ids=["n<d", "n=d", "n-1=d", "n>d"])
+def test_gcv_float32_chooses_the_float64_optimum(backend, n, d):
+    """GCV in float32 picks alphas whose float64 GCV error is the smallest to float32's resolution (1e-5), the
+    alphas of the float64 hat matrix for nearly every target, also where the residual outside span(U) is zero
+    (n - 1 <= rank: float32 rounding of ||Yc||^2 - ||U'Yc||^2 once turned the smallest alpha's score negative)."""
+    X_train, Y_train, X_test = _problem(n, d, t=40, seed=6)
+    errors = _gcv_errors(X_train, Y_train, ALPHAS)
+    ops = Ops(backend, "cpu", "float32")
+    model = SVDGCV(X_train, X_test, ALPHAS, ops, criterion="gcv")
+    _, index = model.fit_predict(ops.asarray(Y_train))
+    index = ops.to_numpy(index)
+    chosen = errors[index, np.arange(errors.shape[1])]
+    assert np.unique(errors.argmin(0)).size >= 3
+    assert np.all(chosen <= errors.min(0) * (1 + 1e-5)), (chosen / errors.min(0)).max()
+    assert (index == errors.argmin(0)).mean() >= 0.95
+
+
+ARRAYS = {"numpy": lambda: np.zeros(1), "torch": lambda: __import__("torch").zeros(1)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_any_array_api_namespace_runs_the_same_solver(backend):
+    """The solver is written once on the array API: given the namespace of an array (array-api-compat's, as
+    scikit-learn and SciPy take it) instead of a backend's name, it fits the same; arrays of that library go in as
+    they are, and the predictions and scores stay in it."""
+    xp = array_namespace(ARRAYS[backend]())
+    X_train, Y_train, X_test = _problem(50, 20, seed=8)
+    by_name = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=backend, dtype="float64")
+    by_namespace = fit_predict_gcv(X_train, Y_train, X_test, ALPHAS, backend=xp, dtype="float64")
+    np.testing.assert_array_equal(by_namespace[1], by_name[1])
+    np.testing.assert_allclose(by_namespace[0], by_name[0], rtol=1e-12, atol=1e-12)
+    ops = Ops(xp, "cpu", "float64")
+    model = SVDGCV(ops.asarray(X_train), ops.asarray(X_test), ALPHAS, ops, criterion="gcv")
+    pred, index = model.fit_predict(ops.asarray(Y_train))
+    r = pearson_columns(pred, ops.asarray(Y_train[: len(X_test)]))
+    assert array_namespace(pred, index, r) is xp and pred.dtype == xp.float64
+
+
+def test_the_solver_imports_no_array_library_but_numpy():
+    """One code path: the solver's modules reach torch (or any other library) only through the array API namespace
+    of ``encoding.backend``, which alone knows a library by name (for the free memory of a CUDA device)."""
+    import ast
+    from pathlib import Path
+
+    import gradbrain.encoding as encoding
+
+    for name in ("ridge", "cv", "banded"):
+        tree = ast.parse((Path(encoding.__file__).parent / f"{name}.py").read_text())
+        imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        imported |= {
+            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert "torch" not in imported, name
+        assert "is_torch" not in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}, name
 
 
 def test_pearson_columns():

@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gradbrain.encoding.backend import Backend, Ops, auto_target_batch
 from gradbrain.encoding.cv import OuterFolds, modal, standardise
-from gradbrain.encoding.ridge import SVDGCV, Ops, auto_target_batch
+from gradbrain.encoding.ridge import SVDGCV
 
 __all__ = [
     "DEFAULT_RATIOS",
@@ -92,16 +93,16 @@ class BandedSVDGCV:
 
     def fit_predict(self, Y_train: Any) -> tuple[Any, Any, Any]:
         """Test predictions (n_test, batch) with each target's best (gamma, alpha), and the gamma and alpha indices."""
-        ops = self.ops
+        ops, xp = self.ops, self.ops.xp
         best_pred, best_alpha, best_err = self.models[0].fit_predict_loo(Y_train)
-        best_gamma = ops.int_zeros(Y_train.shape[1])
+        best_gamma = xp.zeros((Y_train.shape[1],), dtype=xp.int64, device=ops.device)
         for g, model in enumerate(self.models[1:], 1):
             pred, alpha, err = model.fit_predict_loo(Y_train)
             better = err < best_err
-            best_pred = ops.where(better[None, :], pred, best_pred)
-            best_alpha = ops.where(better, alpha, best_alpha)
-            best_gamma = ops.where(better, g, best_gamma)
-            best_err = ops.where(better, err, best_err)
+            best_pred = xp.where(better[None, :], pred, best_pred)
+            best_alpha = xp.where(better, alpha, best_alpha)
+            best_gamma = xp.where(better, g, best_gamma)
+            best_err = xp.where(better, err, best_err)
         return best_pred, best_gamma, best_alpha
 
 
@@ -112,7 +113,7 @@ def fit_predict_banded(
     gammas: Any = None,
     alphas: Any = None,
     *,
-    backend: str = "torch",
+    backend: Backend = "torch",
     device: str = "cpu",
     dtype: str = "float32",
     target_batch: int | None = None,
@@ -169,7 +170,7 @@ class CrossValidatedBandedRidge(OuterFolds):
         gammas: Any = None,
         alphas: Any = None,
         *,
-        backend: str = "torch",
+        backend: Backend = "torch",
         device: str = "cpu",
         dtype: str = "float32",
         target_batch: int | None = None,

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gradbrain.encoding.ridge import SVDGCV, Ops, auto_target_batch, fit_predict_gcv, pearson_columns, r2_columns
+from gradbrain.encoding.backend import Backend, Ops, auto_target_batch
+from gradbrain.encoding.ridge import SVDGCV, fit_predict_gcv, pearson_columns, r2_columns
 
 
 def alpha_grid(cfg: dict[str, Any]) -> np.ndarray:
@@ -129,8 +130,8 @@ class OuterFolds(ABC):
             cols = slice(start, min(start + batch, n_targets))
             Y_batch = ops.asarray(Y[:, cols])
             for k, (train, test) in enumerate(zip(self.train_rows, self.test_rows, strict=True)):
-                pred, choice = self._fit_fold(k, Y_batch[train])
-                yield cols, k, pred, Y_batch[test], choice
+                pred, choice = self._fit_fold(k, ops.xp.take(Y_batch, train, axis=0))
+                yield cols, k, pred, ops.xp.take(Y_batch, test, axis=0), choice
 
     def _score_folds(self, Y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(r_folds, r2_folds, choice)``, each (K, t)."""
@@ -164,7 +165,7 @@ class CrossValidatedRidge(OuterFolds):
         folds: np.ndarray,
         alphas: Any,
         *,
-        backend: str = "torch",
+        backend: Backend = "torch",
         device: str = "cpu",
         dtype: str = "float32",
         target_batch: int | None = None,
@@ -218,7 +219,7 @@ def heldout_scores(
     Y_test: np.ndarray,
     alphas: Any,
     *,
-    backend: str = "torch",
+    backend: Backend = "torch",
     device: str = "cpu",
     dtype: str = "float32",
     target_batch: int | None = None,

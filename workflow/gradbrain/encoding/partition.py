@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from gradbrain.encoding.backend import namespace, thin_svd
+from gradbrain.encoding.cv import standardise
+
 
 def control_space(layers: list[np.ndarray], components: int) -> tuple[np.ndarray, list[int]]:
     """The control space: the first ``components`` principal component scores of every layer, concatenated.
@@ -50,11 +53,15 @@ def control_space(layers: list[np.ndarray], components: int) -> tuple[np.ndarray
     return np.concatenate(blocks, axis=1), kept
 
 
-def _centred_svd(x: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+def _centred_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Left singular vectors and values of the centred x (n, d), the numerically null directions dropped.
 
-    From the eigendecomposition of the smaller Gram matrix (x'x or xx'), which costs one GEMM and a small eigh instead
-    of a dense SVD of x (LAPACK's gesdd took seconds per layer here); exact up to rounding for the directions kept.
+    From the eigendecomposition of the smaller Gram matrix G (x'x or xx', k x k), which costs one GEMM and a small
+    eigh instead of a dense SVD of x (LAPACK's gesdd took seconds per layer here). The float64 eigh resolves the
+    eigenvalues s^2 only to about k eps s_max^2 (the Gram route squares the condition number), so singular values
+    below s_max sqrt(k eps) are dropped: numpy's matrix_rank tolerance applied to G itself (s^2 <= s_max^2 k eps).
+    Its users need the leading directions (the layers' PCA, the gradients' principal directions outside C); the
+    control space's rank, which sets the F-test's degrees of freedom, comes from :func:`_column_basis`.
     """
     x = np.asarray(x, dtype=np.float64)
     x = x - x.mean(0)
@@ -64,11 +71,30 @@ def _centred_svd(x: np.ndarray, tol: float = 1e-10) -> tuple[np.ndarray, np.ndar
     else:
         s2, u = np.linalg.eigh(x @ x.T)
     order = np.argsort(s2)[::-1]
-    s2 = np.clip(s2[order], 0, None)
-    keep = s2 > (s2[0] * tol**2 if s2.size and s2[0] > 0 else np.inf)
+    s2 = s2[order]
+    keep = s2 > (s2[0] * min(n, d) * np.finfo(np.float64).eps if s2.size and s2[0] > 0 else np.inf)
     s = np.sqrt(s2[keep])
     u = (x @ v[:, order][:, keep]) / s if d <= n else u[:, order][:, keep]
     return u, s
+
+
+def _column_basis(x: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (n, r) of the span of the standardised columns of x (n, d), r their numerical rank.
+
+    The columns are standardised as the fits standardise them (``cv.standardise``: the span of the centred columns,
+    whatever each layer's scale) and r is numpy's ``matrix_rank`` of that design: singular values above
+    s_max max(n, d) eps, eps of x's dtype (float32 for the control space: rounding of its scores makes repeated or
+    collinear layers null only to about 1e-7). The singular values come from an SVD (``backend.thin_svd``: the SVD of
+    R after a QR for a tall design; float64, accurate to eps s_max, where the Gram route resolves sqrt(eps) s_max).
+    """
+    x = np.asarray(x)
+    eps = np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).eps
+    z = standardise(x.astype(np.float64), x[:0])[0]
+    n, d = z.shape
+    if d == 0:
+        return np.zeros((n, 0))
+    u, s, _ = thin_svd(z, namespace("numpy"))
+    return u[:, s > s.max() * max(n, d) * eps]
 
 
 def variance_parts(r2_control: np.ndarray, r2_single: np.ndarray, r2_joint: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,13 +108,14 @@ def variance_parts(r2_control: np.ndarray, r2_single: np.ndarray, r2_joint: np.n
 
 @dataclass
 class ControlProjection:
-    """The centred control space's orthonormal basis Q_C (n, r): projects targets and features off it."""
+    """The centred control space's orthonormal basis Q_C (n, r): projects targets and features off it. r = rank(C) is
+    numpy's ``matrix_rank`` of the standardised control space (:func:`_column_basis`)."""
 
     basis: np.ndarray
 
     @classmethod
     def of(cls, control: np.ndarray) -> ControlProjection:
-        return cls(_centred_svd(control)[0])
+        return cls(_column_basis(control))
 
     @property
     def rank(self) -> int:
