@@ -245,3 +245,17 @@ def test_every_key_of_the_embedded_config_is_in_the_schema(config):
     generic = {re.sub(r"^(datasets\.<name>\.rois)\..*$", r"\1", p) for p in generic}
     missing = sorted(p for p in generic if p not in known and p not in {"models.<name>", "datasets.<name>"})
     assert not missing, f"config/config.yaml keys missing from the schema: {missing}"
+
+
+def test_scenario_enums_are_the_simulations_scenarios():
+    """The schema's scenario lists are simulation.scenarios': a study plants STUDY_SCENARIOS (a dataset reads one
+    of them), the power grid every scenario of BRAINS."""
+    from gradbrain.simulation.scenarios import SCENARIOS, STUDY_SCENARIOS
+
+    schema = load(SCHEMA_PATH)
+    props = schema["properties"]
+    assert props["simulation"]["properties"]["scenarios"]["items"]["enum"] == list(STUDY_SCENARIOS)
+    assert props["power"]["properties"]["scenarios"]["items"]["enum"] == list(SCENARIOS)
+    ref = props["datasets"]["additionalProperties"]["$ref"].split("/")[-1]
+    dataset = schema["$defs"][ref]["properties"]["simulated"]["enum"]
+    assert dataset == [None, *STUDY_SCENARIOS]

@@ -294,6 +294,9 @@ def power_cell_params(wildcards):
         "scenario": wildcards.planted,
         "noise": float(wildcards.noise),
         "n_images": int(wildcards.n_images),
+        "drivers": power_grid.driver_names(
+            POWER, wildcards.model, wildcards.planted, MODELS
+        ),
     }
 
 
@@ -324,5 +327,5 @@ def power_cell_config(wildcards):
 def power_cell_features(wildcards):
     return {
         m: f"{RESULTS}/power/features/{m}.zarr"
-        for m in power_grid.driver_names(POWER, wildcards.model) + [wildcards.model]
+        for m in power_cell_params(wildcards)["drivers"] + [wildcards.model]
     }

@@ -26,6 +26,7 @@ from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_t
 from gradbrain.power.features import load_power_features, make_drivers
 from gradbrain.power.grid import cell_name, driver_names
 from gradbrain.simulation import brain as sim_brain
+from gradbrain.simulation.scenarios import BRAINS
 
 log = logging.getLogger(__name__)
 CELL_COLUMNS = ["model", "modality", "scenario", "noise", "n_images", "seed", "subject", "kind", "metric", "value"]
@@ -44,15 +45,14 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
         **config["simulation"][modality],
         "noise": float(cell["noise"]),
     }
-    loaded = {m: load_power_features(feature_paths[m], n) for m in {cell["model"], *driver_names(power, cell["model"])}}
+    names = cell.get("drivers") or driver_names(power, cell["model"], scenario)  # grid.cells resolves them
+    loaded = {m: load_power_features(feature_paths[m], n) for m in {cell["model"], *names}}
     depths, feats = loaded[cell["model"]]
     if _partitioned(power, encoding, feats):
         dims = [X.shape[1] for X in feats[ACTIVATIONS]]
         check_partition_fits(n, dims, encoding["partition"], f"power cell {cell_name(cell)} (or power.partition=false)")
-    drivers = make_drivers(
-        {m: loaded[m] for m in driver_names(power, cell["model"])},
-        int(config["simulation"].get("readout_components", 64)),
-    )
+    components = None if BRAINS[scenario].full_rank else int(config["simulation"].get("readout_components", 64))
+    drivers = make_drivers({m: loaded[m] for m in names}, components)
     alphas = alpha_grid(encoding)
     solver = {k: encoding[k] for k in ("backend", "device", "dtype")}
     kinds = tuple(feats)  # every kind of the features store (power_kinds of the grid)

@@ -77,12 +77,15 @@ def load_power_features(path: str | Path, n_images: int) -> tuple[np.ndarray, di
 
 
 def make_drivers(
-    features: dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]], components: int
+    features: dict[str, tuple[np.ndarray, dict[str, list[np.ndarray]]]], components: int | None
 ) -> list[sim_stimuli.DriverFeatures]:
-    """Driver features as ``simulate_stimuli`` makes them: every layer's top principal components, whitened."""
+    """Driver features as ``simulate_stimuli`` makes them: every layer's top ``components`` principal components,
+    whitened (None: every component, the full-rank readouts of ``forward_full_rank``)."""
     out = []
     for name, (depths, feats) in features.items():
-        white = {kind: [sim_stimuli.whiten(x, components) for x in layers] for kind, layers in feats.items()}
+        white = {
+            kind: [sim_stimuli.whiten(x, components or x.shape[1]) for x in layers] for kind, layers in feats.items()
+        }
         out.append(
             sim_stimuli.DriverFeatures(name, depths, white.pop("activations"), white.pop("gradients"), extra=white)
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gradbrain.simulation.scenarios import driver_kinds
+from gradbrain.simulation.scenarios import BRAINS, driver_kinds
 
 CELL_KEYS = (
     "seeds", "seed", "n_subjects", "drivers", "own_contribution", "partition", "preprocessing", "hierarchy",
@@ -30,6 +30,7 @@ def cells(power: dict[str, Any], models: Iterable[str]) -> list[dict[str, Any]]:
     for model in power.get("models") or models:
         for modality in power["modalities"]:
             for scenario in power["scenarios"]:
+                drivers = driver_names(power, model, scenario, models)
                 for noise in power["noise"][modality]:
                     for n in power["n_images"]:
                         out.append(
@@ -39,6 +40,7 @@ def cells(power: dict[str, Any], models: Iterable[str]) -> list[dict[str, Any]]:
                                 "scenario": scenario,
                                 "noise": float(noise),
                                 "n_images": int(n),
+                                "drivers": drivers,
                             }
                         )
     return out
@@ -52,10 +54,27 @@ def cell_name(cell: dict[str, Any]) -> str:
     )
 
 
-def driver_names(power: dict[str, Any], model: str) -> list[str]:
-    """The models whose features drive the simulated brain of ``model``'s cells (``power.drivers``)."""
+def driver_names(
+    power: dict[str, Any], model: str, scenario: str = "forward_only", models: Iterable[str] = ()
+) -> list[str]:
+    """The models whose features drive the simulated brain of ``model``'s cell of ``scenario``.
+
+    ``power.drivers``: ``own`` (the analysed model) or a list of models. A scenario driven by other models
+    (``simulation.scenarios.BRAINS``) takes, of those (of every model under ``models`` with ``own``), the ones that
+    are not the analysed model (``other``), or the analysed model and them (``mixture``).
+    """
     drivers = power.get("drivers", "own")
-    return [model] if drivers == "own" else list(drivers)
+    base = [model] if drivers == "own" else list(drivers)
+    how = BRAINS[scenario].drivers
+    if how == "study":
+        return base
+    others = [m for m in (models if drivers == "own" else base) if m != model]
+    if not others:
+        raise ValueError(
+            f"power.scenarios: {scenario} is driven by other models than the analysed one, and {model} has none "
+            f"(models: {list(models)}, power.drivers: {drivers}); add a model under models or drop {scenario}"
+        )
+    return others if how == "other" else [model, *others]
 
 
 def power_kinds(power: dict[str, Any]) -> tuple[str, ...]:

@@ -3,10 +3,12 @@
 
 - fMRI: ROIs along the posterior-anterior axis; voxels of ROI r read out the layer at the ROI's planted depth.
 - MEG: the layer at depth d peaks at a latency rising with d (the forward sweep).
-- Scenarios decide where and when the error signal is read out: ``backprop`` (same place as the layer, after the
-  forward sweep, last layer first), ``misaligned`` (all layers' gradients in the highest ROIs only, late and in the
-  forward order), ``forward_only`` (none), ``feedback_alignment`` (as ``backprop``, with the drivers' feedback-
-  alignment errors).
+- Scenarios (``simulation.scenarios.BRAINS``) decide where and when the error signal is read out: ``backprop``
+  (same place as the layer, after the forward sweep, last layer first), ``misaligned`` (all layers' gradients in the
+  highest ROIs only, late and in the forward order), none for the forward-only brains, the drivers' feedback-
+  alignment errors for ``feedback_alignment``; and how the forward part is read: linearly, or through a
+  nonlinearity per output (:func:`nonlinear`), once in the forward sweep or (``recurrent``) again late.
+The caller chooses the drivers (a scenario's ``drivers``) and their whitening (``full_rank``: every direction).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from gradbrain.data.things_meg.layout import channel_names
-from gradbrain.simulation.scenarios import BACKWARD_ORDERED, ERROR_KIND
+from gradbrain.simulation.scenarios import BACKWARD_ORDERED, BRAINS, ERROR_KIND
 from gradbrain.simulation.stimuli import DriverFeatures
 
 VOXEL_MM = 1.8
@@ -36,9 +38,36 @@ def _readout(feats: np.ndarray, n_out: int, rng: np.random.Generator) -> np.ndar
     return _standardise(feats @ w)
 
 
-def _mixture(drivers: list[DriverFeatures], kind: str, depth: float, n_out: int, rng) -> np.ndarray:
-    """Average over driver models of the readout of the layer at ``depth``, rescaled to unit variance."""
-    total = sum(_readout(d.features(kind)[d.layer_at(depth)], n_out, rng) for d in drivers)
+NONLINEAR = ("rectified", "squared", "normalised", "gain")
+"""The forms of a nonlinear readout (``forward_nonlinear``), one drawn per output."""
+
+
+def nonlinear(s: np.ndarray, gain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each column of the unit-variance readouts ``s`` (n, k) through one of ``NONLINEAR``, drawn per column:
+    max(s, 0); s^2; s / sqrt(1/2 + mean_j s_j^2), divided by the pool of the k outputs that read the layer
+    (divisive normalisation); s * 2 sigma(g), gain-modulated by ``gain`` (n, k), readouts of the network's last
+    layer (top-down gain). Rescaled to unit variance."""
+    form = rng.integers(0, len(NONLINEAR), s.shape[1])
+    pool = np.sqrt(0.5 + (s**2).mean(1, keepdims=True))
+    out = np.select(
+        [form == 0, form == 1, form == 2],
+        [np.maximum(s, 0), s**2, s / pool],
+        s * 2 / (1 + np.exp(-gain)),
+    )
+    return _standardise(out)
+
+
+def _mixture(
+    drivers: list[DriverFeatures], kind: str, depth: float, n_out: int, rng, readout: str = "linear"
+) -> np.ndarray:
+    """Average over driver models of the readout of the layer at ``depth`` (``readout``: ``linear`` or
+    ``nonlinear``), rescaled to unit variance."""
+    total = 0
+    for d in drivers:
+        s = _readout(d.features(kind)[d.layer_at(depth)], n_out, rng)
+        if readout == "nonlinear":
+            s = nonlinear(s, _readout(d.features(kind)[-1], n_out, rng), rng)
+        total = total + s
     return _standardise(total)
 
 
@@ -88,11 +117,11 @@ def fmri_signal(
     """Noise-free voxel responses (n_images, n_voxels): ROI r's voxels read out the activations of the layer at the
     ROI's depth, plus, where the scenario puts it, the error signal (gradients or a learning rule's errors)."""
     grad_rois = gradient_rois(scenario, len(rois), cfg)
-    kind = ERROR_KIND.get(scenario, "gradients")
+    kind, readout = ERROR_KIND.get(scenario, "gradients"), BRAINS[scenario].readout
     signal = np.zeros((len(drivers[0].activations[0]), len(roi_of)))
     for r, roi in enumerate(rois):
         cols = np.flatnonzero(roi_of == r)
-        part = _mixture(drivers, "activations", float(roi["depth"]), len(cols), rng)
+        part = _mixture(drivers, "activations", float(roi["depth"]), len(cols), rng, readout)
         if r in grad_rois:
             grad = (
                 _mixture(drivers, kind, float(roi["depth"]), len(cols), rng)
@@ -135,16 +164,23 @@ def meg_evoked(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Noise-free evoked responses (n_images, n_ch, n_times), unit SD: the sum over layers and kinds (activations,
-    and the scenario's error signal) of topography x Gaussian envelope at the planted latency x image signal."""
+    and the scenario's error signal) of topography x Gaussian envelope at the planted latency x image signal. A
+    ``recurrent`` brain's activations are read a second time by other sources, at the latencies that ``backprop``
+    gives its gradients (late, last layer first)."""
     depths = drivers[0].depths
     act_lat, grad_lat = latencies(scenario, depths, cfg)
+    brain = BRAINS[scenario]
     n_src = int(cfg["sources_per_layer"])
     evoked = np.zeros((len(drivers[0].activations[0]), n_ch, len(times)), dtype=np.float32)
-    for kind, lats in (("activations", act_lat), (ERROR_KIND.get(scenario, "gradients"), grad_lat)):
+    responses = [("activations", act_lat), (ERROR_KIND.get(scenario, "gradients"), grad_lat)]
+    if brain.recurrent:
+        responses.append(("activations", latencies("backprop", depths, cfg)[1]))
+    for kind, lats in responses:
         if lats is None:
             continue
         for k, depth in enumerate(depths):
-            sig = _mixture(drivers, kind, float(depth), n_src, rng)  # (n_images, n_src)
+            readout = brain.readout if kind == "activations" else "linear"
+            sig = _mixture(drivers, kind, float(depth), n_src, rng, readout)  # (n_images, n_src)
             topo = rng.standard_normal((n_src, n_ch)) / math.sqrt(n_ch)
             env = np.exp(-0.5 * ((times - lats[k]) / float(cfg["width"])) ** 2)
             evoked += np.multiply.outer(sig @ topo, env).astype(np.float32)  # sum_s sig[i,s] topo[s,c] env[t]

@@ -32,7 +32,7 @@ from gradbrain.simulation.brain import (
     spread_channels,
 )
 from gradbrain.simulation.photos import PHOTOGRAPHS
-from gradbrain.simulation.scenarios import SCENARIOS
+from gradbrain.simulation.scenarios import STUDY_SCENARIOS
 from gradbrain.simulation.stimuli import load_stimuli
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,11 @@ def simulate_meg(
 
 def simulate_study(out: str | Path, scenario: str, cfg: dict[str, Any], stimuli: str | Path) -> dict[str, Any]:
     """Write ``<out>/nsd``, ``<out>/things-meg``, ``<out>/things-images`` and ``<out>/truth.json``."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"simulation.scenarios: '{scenario}' is not one of {SCENARIOS}")
+    if scenario not in STUDY_SCENARIOS:
+        raise ValueError(
+            f"simulation.scenarios: '{scenario}' is not one of {STUDY_SCENARIOS}; the other scenarios are the "
+            "power grid's (power.scenarios)"
+        )
     out = Path(out)
     seed = int(cfg["seed"])
     fmri_cfg = {"image_size": cfg["image_size"], **cfg["fmri"]}
