@@ -24,6 +24,7 @@ from gradbrain import store
 from gradbrain.features.capture import Capture, pool, pooled_tokens
 from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds
 from gradbrain.features.loader import ImageBatches, image_loader
+from gradbrain.features.placebo import Placebos, is_placebo
 from gradbrain.features.preprocess import preprocess
 from gradbrain.features.resume import resumable, signature, signature_parts
 from gradbrain.features.rules import RuleSet
@@ -47,12 +48,13 @@ def batch_features(
     capture: Capture,
     rules: RuleSet | None = None,
     autocast: str | None = None,
+    placebos: Placebos | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """Per kind, the pooled features of every sampled layer for one batch (lists over layers of (B, D)).
 
     One forward pass of the objective, one backward pass of sum_i L_i to the block outputs (the gradients) and to
-    the ``rules``' targets, then one more backward pass per feedback kind; pooling and the rules' own arithmetic run
-    outside autocast.
+    the ``rules``' targets, one more per placebo objective (features/placebo.py, keys ``placebos/<j>``) and per
+    feedback kind; pooling and the rules' own arithmetic run outside autocast.
     """
     pooling = model.spec["pooling"]
     n_layers = len(model.layer_indices)
@@ -61,8 +63,10 @@ def batch_features(
     capture.take()
     if rules is not None:
         rules.reset()
+    n_placebos = placebos.count if placebos is not None else 0
     with torch.enable_grad(), ctx:
-        losses = objective(model, x, index, capture.paused)
+        with placebos.recording() if n_placebos else nullcontext():
+            losses = objective(model, x, index, capture.paused)
         outputs = capture.take()
         if len(outputs) != n_layers:
             raise RuntimeError(
@@ -72,19 +76,22 @@ def batch_features(
         total = losses.sum()
         targets = rules.targets() if rules is not None else []
         retain = rules is not None and rules.retain_graph
-        grads = torch.autograd.grad(total, outputs + targets, retain_graph=retain)
+        grads = torch.autograd.grad(total, outputs + targets, retain_graph=retain or bool(n_placebos))
+        placebo = placebos.gradients(objective, x, index, capture.paused, outputs, retain) if n_placebos else []
         feedback = rules.feedback_gradients(total, outputs) if rules is not None else {}
     prefix = model.prefix_tokens
     out = {
         ACTIVATIONS: [pool(h.detach(), pooling, prefix) for h in outputs],
         GRADIENTS: [pool(g, pooling, prefix) for g in grads[:n_layers]],
     }
+    keys = placebos.keys if n_placebos else []
+    placebo_out = {key: [pool(g, pooling, prefix) for g in gs] for key, gs in zip(keys, placebo, strict=True)}
     if rules is None:
-        return out
+        return out | placebo_out
     out.update({kind: [pool(g, pooling, prefix) for g in fb] for kind, fb in feedback.items()})
     out.update(rules.features(outputs, grads[n_layers:], lambda h: pool(h, pooling, prefix)))
     rules.reset()
-    return {kind: out[kind] for kind in rules.kinds}
+    return {kind: out[kind] for kind in rules.kinds} | placebo_out
 
 
 def halving_on_oom(
@@ -95,6 +102,7 @@ def halving_on_oom(
     capture: Capture,
     rules: RuleSet | None = None,
     autocast: str | None = None,
+    placebos: Placebos | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """:func:`batch_features`, retried in halves (down to one image) where the device runs out of memory.
 
@@ -102,7 +110,7 @@ def halving_on_oom(
     before each retry, and each split is logged.
     """
     try:
-        return batch_features(model, objective, x, index, capture, rules, autocast)
+        return batch_features(model, objective, x, index, capture, rules, autocast, placebos)
     except torch.OutOfMemoryError:
         if len(x) == 1:
             raise
@@ -115,7 +123,7 @@ def halving_on_oom(
     half = (len(x) + 1) // 2
     log.warning("out of device memory on a batch of %d images (from image %d): retrying as %d + %d",
                 len(x), int(index[0]), half, len(x) - half)  # fmt: skip
-    parts = [halving_on_oom(model, objective, x[s], index[s], capture, rules, autocast)
+    parts = [halving_on_oom(model, objective, x[s], index[s], capture, rules, autocast, placebos)
              for s in (slice(0, half), slice(half, None))]  # fmt: skip
     return {kind: [torch.cat(pair) for pair in zip(*(p[kind] for p in parts), strict=True)] for kind in parts[0]}
 
@@ -146,12 +154,13 @@ def iter_features(
     device: str = "cpu",
     autocast: str | None = None,
     rules: Any = None,
+    placebos: Placebos | None = None,
 ) -> Iterator[tuple[torch.Tensor, dict[str, list[np.ndarray]]]]:
     """Per batch of (images, indices): the indices and, per kind, the float32 features of every sampled layer.
 
     Images are uint8 (preprocessed here, on the device) or already preprocessed. ``rules`` (a
-    rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds. A batch that runs out of device memory is
-    split in halves (:func:`halving_on_oom`). On CUDA nothing waits per layer:
+    rules.RuleSet, see :func:`make_rules`) adds the learning-rule kinds, ``placebos`` the placebo gradients. A
+    batch that runs out of device memory is split in halves (:func:`halving_on_oom`). On CUDA nothing waits per layer:
     a batch's pooled outputs leave the device in one non-blocking copy, and the batch is handed out only once the
     next one is queued, so the host's work (storing, decoding) overlaps the device's. Without ``autocast`` the
     arithmetic is IEEE float32 (:func:`exact_float32`).
@@ -167,7 +176,7 @@ def iter_features(
                     x = preprocess(x, model.preprocessing)
                 if model.extra.get("channels_last"):
                     x = x.contiguous(memory_format=torch.channels_last)
-                feats = halving_on_oom(model, objective, x, idx, capture, rules, autocast)
+                feats = halving_on_oom(model, objective, x, idx, capture, rules, autocast, placebos)
                 dims = {kind: [t.shape[1] for t in values] for kind, values in feats.items()}
                 flat = torch.cat([t.float() for values in feats.values() for t in values], dim=1)
                 host = flat.to("cpu", non_blocking=cuda)
@@ -234,19 +243,24 @@ def _prepare_partial(
             "weights_id": model.weights_id,
             "source": model.spec["source"],
             "arch": model.spec["arch"],
-            "kinds": list(dims),
+            "kinds": [k for k in dims if not is_placebo(k)],
+            "placebos": sum(is_placebo(k) for k in dims),
             **_rule_attrs(rules),
         }
     )
     return group
 
 
-def _feature_dims(model: LoadedModel, objective, prep: Preprocessing, device: str, rules=None) -> dict[str, list[int]]:
+def _feature_dims(
+    model: LoadedModel, objective, prep: Preprocessing, device: str, rules=None, placebos=None
+) -> dict[str, list[int]]:
     x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
     capture = Capture(model.sampled_blocks)
     try:
         with rules.attached() if rules else nullcontext():
-            feats = batch_features(model, objective, x, torch.zeros(1, dtype=torch.long), capture, rules)
+            feats = batch_features(
+                model, objective, x, torch.zeros(1, dtype=torch.long), capture, rules, None, placebos
+            )
     finally:
         capture.remove()
     return {kind: [a.shape[1] for a in values] for kind, values in feats.items()}
@@ -270,6 +284,7 @@ def extract_to_zarr(
     kinds: Sequence[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
+    placebos: int = 0,
 ) -> Path:
     """Extract every stimulus and write ``out``; an interrupted run resumes from the last complete chunk.
 
@@ -278,7 +293,8 @@ def extract_to_zarr(
     to ``out``. Chunks are multiples of the batch size so a chunk is complete once its batches are.
     ``pca_components``: each kind and layer is replaced by its first principal components, fitted on these stimuli
     (gradbrain.pca; the raw store stays in ``.partial`` until the reduced one is complete).
-    ``kinds`` beyond activations and gradients add learning-rule kinds (features/rules.py), seeded by ``rule_seed``.
+    ``kinds`` beyond activations and gradients add learning-rule kinds (features/rules.py), seeded by ``rule_seed``,
+    and ``placebos`` placebo gradients (features/placebo.py, also seeded by ``rule_seed``) under ``placebos/<j>``.
     """
     out = Path(out)
     chunk_images = max(batch_size, chunk_images // batch_size * batch_size)
@@ -292,9 +308,12 @@ def extract_to_zarr(
     rules = make_rules(model, kinds, rule_seed, sketch_size)
     if rules:
         settings["rules"] = {"kinds": list(rules.kinds), "seed": rule_seed, "sketch_size": sketch_size}
+    placebo = Placebos(model, placebos, rule_seed) if placebos else None
+    if placebo:
+        settings["placebos"] = {"count": int(placebos), "seed": rule_seed}
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    dims = _feature_dims(model, objective, model.preprocessing, device, rules)
+    dims = _feature_dims(model, objective, model.preprocessing, device, rules, placebo)
     group = _prepare_partial(partial, model, objective, ids, dims, settings, rules)
     group.attrs["objective_settings"] = json.loads(json.dumps(getattr(objective, "settings", {}), default=str))
     start = int(group.attrs["n_done"])
@@ -305,7 +324,7 @@ def extract_to_zarr(
     batches = ((x, idx + start) for x, idx in loader)
     buffers: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in dims}
     done, t0 = start, time.time()
-    for idx, feats in iter_features(model, objective, batches, device, autocast, rules):
+    for idx, feats in iter_features(model, objective, batches, device, autocast, rules, placebo):
         for kind, values in feats.items():
             for buf, v in zip(buffers[kind], values, strict=True):
                 buf.append(v)
@@ -359,15 +378,19 @@ def extract_arrays(
     kinds: Sequence[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
+    placebos: int = 0,
 ) -> dict[str, list[np.ndarray]]:
-    """In-memory extraction of uint8 images: per kind, a list over sampled layers of (n_images, d) float32."""
+    """In-memory extraction of uint8 images: per kind (and ``placebos/<j>``), a list over sampled layers of
+    (n_images, d) float32."""
     rules = make_rules(model, kinds, rule_seed, sketch_size)
-    kinds = rules.kinds if rules else BASE_KINDS
+    placebo = Placebos(model, placebos, rule_seed) if placebos else None
+    kinds = (rules.kinds if rules else BASE_KINDS) + tuple(placebo.keys if placebo else ())
     out: dict[str, list[list[np.ndarray]]] = {k: [[] for _ in model.layer_names] for k in kinds}
     data = ImageBatches(
         lambda ids: images[np.asarray(ids, dtype=int)], range(len(images)), model.preprocessing, batch_size
     )
-    for _, feats in iter_features(model, objective, (data[b] for b in range(len(data))), device, rules=rules):
+    batches = (data[b] for b in range(len(data)))
+    for _, feats in iter_features(model, objective, batches, device, rules=rules, placebos=placebo):
         for kind, values in feats.items():
             for buf, v in zip(out[kind], values, strict=True):
                 buf.append(v)

@@ -16,6 +16,7 @@ import torch
 import zarr
 
 from gradbrain import store
+from gradbrain.features.placebo import placebo_key
 
 
 class PCAFit(NamedTuple):
@@ -63,7 +64,7 @@ def reduce_store(src: str | Path, dst: str | Path, k: int, device: str = "cpu", 
     group = zarr.open_group(str(dst), mode="w")
     store.write_array(group, "stimulus_id", store.read_array(src_group, "stimulus_id"))
     kept = {}
-    for kind in attrs["kinds"]:
+    for kind in [*attrs["kinds"], *(placebo_key(j) for j in range(int(attrs.get("placebos", 0))))]:
         sub, basis = group.create_group(kind), group.require_group("pca").create_group(kind)
         for layer in attrs["layers"]:
             raw = src_group[kind][layer]
