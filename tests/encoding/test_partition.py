@@ -228,6 +228,32 @@ def test_joint_fit_partition_and_layers():
     assert np.median(parts["unique_gradients"]) > 0.05
 
 
+def test_placebos_go_through_the_same_f_tests_as_the_kind():
+    """Each placebo's mean excess partial R^2 per layer and group is what the kind's would be were the placebo the
+    kind (same C, same m); the kind's own is the per-group mean of its per-target excess; readers are called once."""
+    rng = np.random.default_rng(6)
+    acts, grads = _features(rng, n=300)
+    control, _ = control_space(acts, 10)
+    Y = rng.standard_normal((300, 20))
+    Y[:, :10] += 3 * gradient_basis(grads[1], ControlProjection.of(control), 3) @ rng.standard_normal((3, 10))
+    groups = np.repeat([0, 1], 10)
+    placebos = [[g + rng.standard_normal(g.shape) for g in grads] for _ in range(3)]
+    calls = []
+
+    def reader(x):
+        return lambda: calls.append(1) or x
+
+    args = (control, grads, Y, make_folds(300, 5), ALPHAS, np.array([[1.0, 0.0]]), 4, {"backend": "numpy"}, groups)
+    fit = joint_fit(*args, placebos=[[reader(x) for x in p] for p in placebos])
+    assert fit.placebo_excess.shape == (3, 3, 2) and len(calls) == 9
+    for g in (0, 1):
+        np.testing.assert_allclose(fit.layer_excess[:, g], fit.excess_r2[:, groups == g].mean(1), rtol=1e-12)
+    for j, p in enumerate(placebos):
+        alone = joint_fit(control, p, *args[2:])
+        np.testing.assert_allclose(fit.placebo_excess[j], alone.layer_excess, rtol=1e-10, atol=1e-14)
+    assert fit.layer_excess[1, 0] > 1.5 * fit.placebo_excess[:, 1, 0].max(), "the kind carries the signal"
+
+
 def test_a_partition_too_large_for_the_images_is_refused_before_any_fit():
     """The bound is the partial F-test's own: 52 images cannot hold 4 x 32 control + 32 gradient directions."""
     cfg = {"control_components": 32, "gradient_components": 32}

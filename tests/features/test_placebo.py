@@ -10,7 +10,8 @@ from helpers.models import array_reader, small_model
 
 from gradbrain import store
 from gradbrain.features import extract, objectives
-from gradbrain.features.placebo import Placebos, placebo_key, rotation
+from gradbrain.features.kinds import placebo_key
+from gradbrain.features.placebo import Placebos, rotation
 
 PHOTO_NAMES = ["dog", "coat rack", "banana"]
 

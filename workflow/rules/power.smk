@@ -26,6 +26,7 @@ rule power_features:
         kinds=power_grid.power_kinds(POWER),
         rule_seed=config["extraction"].get("rule_seed", 0),
         sketch_size=config["extraction"].get("sketch_size", 16),
+        placebos=config["extraction"].get("placebos", 0),
     script:
         "../scripts/power.py"
 

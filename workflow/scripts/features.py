@@ -27,4 +27,5 @@ extract_to_zarr(
     num_workers=workers, pca_components=cfg.get("pca_components"),
     progress=progress(f"{dataset['name']}/{spec['name']}"),
     kinds=cfg["kinds"], rule_seed=int(cfg["rule_seed"]), sketch_size=int(cfg["sketch_size"]),
+    placebos=int(cfg["placebos"]),
 )  # fmt: skip

@@ -12,7 +12,7 @@ if sm.rule == "power_features":
     model = load_model(p.spec, weights_path=str(sm.input.weights) or None, device=p.device)
     extract_power_features(
         sm.output[0], model, p.n_images, p.image_size, p.seed, p.batch_size, p.device, p.kinds, p.rule_seed,
-        p.sketch_size,
+        p.sketch_size, p.placebos,
     )  # fmt: skip
 elif sm.rule == "power_cell":
     from gradbrain.power.stage import write_cell

@@ -9,6 +9,7 @@ encoding stage for one subject and by the power analysis for many simulated subj
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ from gradbrain.encoding.partition import (
 )
 
 log = logging.getLogger(__name__)
+Layer = np.ndarray | Callable[[], np.ndarray]
+"""A layer's training rows (n, d), or a callable that reads them."""
 CRITERION = "gcv"
 """How the joint and control fits choose each target's (gamma, alpha): generalised cross-validation, whose cost per
 alpha is O(p t) instead of exact leave-one-out's O(n p t) (``encoding.ridge``); the same for both, so that a target
@@ -40,7 +43,8 @@ whose joint fit takes the control band alone has no unique variance."""
 @dataclass
 class JointFit:
     """Per layer and target: joint R^2 and r, the partial F-test's p and excess partial R^2
-    (``partition.excess_partial_r2``); per layer and group: the summed test."""
+    (``partition.excess_partial_r2``); per layer and group: the summed test, and the mean excess partial R^2 of
+    the kind (L, groups) and of each placebo gradient (J, L, groups) that ``partition.placebo_test`` compares."""
 
     r2_joint: np.ndarray  # (L, t)
     r_joint: np.ndarray  # (L, t)
@@ -51,6 +55,8 @@ class JointFit:
     df_num: int
     df_den: int
     identifiability: dict[str, float] | None = None
+    layer_excess: np.ndarray | None = None  # (L, groups)
+    placebo_excess: np.ndarray | None = None  # (J, L, groups)
 
 
 def band_weights(cfg: dict[str, Any]) -> np.ndarray:
@@ -89,22 +95,30 @@ def joint_fit(
     control: np.ndarray, layers: list[np.ndarray], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
     gammas: np.ndarray, components: int, solver: dict[str, Any], groups: np.ndarray | None = None,
     label: str = "", depths: np.ndarray | None = None, control_scores_r2: np.ndarray | None = None,
-    alpha: float = 0.05, seed: int = 0,
+    alpha: float = 0.05, seed: int = 0, placebos: Sequence[Sequence[Layer]] | None = None,
 ) -> JointFit:  # fmt: skip
     """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
 
     ``components``: the gradients' principal directions outside C that the F-test uses (at most the layer's rank
     there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
     ``depths`` (and the control fit's R^2), the unique maps' layer identifiability at the observed unique signal
-    is computed too (:func:`unique_identifiability`).
+    is computed too (:func:`unique_identifiability`). ``placebos``: J placebo gradients' layers (features/placebo.py),
+    tested by the same F-tests (one pass over the targets) for their excess partial R^2; a layer may be given as a
+    callable that reads it, so that only one placebo layer is in memory at a time.
     """
     n, t = Y.shape
     groups = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
     proj = ControlProjection.of(control)
     bases = [gradient_basis(X, proj, components) for X in layers]
-    m = min(q.shape[1] for q in bases)
-    bases = [q[:, :m] for q in bases]
-    tests, layer_stat, layer_p = f_tests(proj, bases, Y, groups)
+    placebo_bases = [gradient_basis(X() if callable(X) else X, proj, components) for p in placebos or [] for X in p]
+    m = min(q.shape[1] for q in bases + placebo_bases)
+    all_tests, all_stat, all_p = f_tests(proj, [q[:, :m] for q in bases + placebo_bases], Y, groups)
+    bases, L = [q[:, :m] for q in bases], len(bases)
+    tests, layer_stat, layer_p = all_tests[:L], all_stat[:L], all_p[:L]
+    excess = group_excess(all_tests, groups)
+    placebo_max = np.round(excess[L:].max(0).mean(), 5) if placebos else "-"
+    log.info("%s: mean excess partial R^2 per layer %s; placebos' largest %s", label,
+             np.round(excess[:L].mean(1), 5).tolist(), placebo_max)  # fmt: skip
     r2, r = [], []
     for k, X in enumerate(layers):
         scores = CrossValidatedBandedRidge(
@@ -116,11 +130,19 @@ def joint_fit(
                  np.median(scores.r2), np.mean(tests[k].p < 0.05), np.round(layer_p[k][:4], 4).tolist())  # fmt: skip
     fit = JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]),
                    np.stack([excess_partial_r2(s) for s in tests]), layer_stat, layer_p, tests[0].df_num,
-                   tests[0].df_den)  # fmt: skip
+                   tests[0].df_den, layer_excess=excess[:L],
+                   placebo_excess=excess[L:].reshape(len(placebos), L, -1) if placebos else None)  # fmt: skip
     if depths is not None:
         target_r = observed_unique_r(fit, control_scores_r2, alpha) if control_scores_r2 is not None else 0.1
         fit.identifiability = unique_identifiability(proj, layers, bases, depths, target_r, seed=seed)
     return fit
+
+
+def group_excess(tests: list[PartialF], groups: np.ndarray) -> np.ndarray:
+    """Per test and group, the mean over the group's targets of the excess partial R^2 (tests, groups)."""
+    n_groups = int(groups.max()) + 1
+    values = np.stack([excess_partial_r2(test) for test in tests])
+    return np.stack([np.nanmean(values[:, groups == g], axis=1) for g in range(n_groups)], axis=1)
 
 
 def f_tests(

@@ -22,7 +22,9 @@ it, (I - P_C) G_k, the extra sum of squares of target t is dRSS_t = ||Q' (I - P_
 F(m, d) under the null. A subject's test of layer k sums the targets' statistics, S = sum_t m F_t, whose null is
 approximated by Satterthwaite's scaled chi-square from the first two moments, the targets' correlation entering
 through ||R||_F^2, R the correlation matrix of the residuals across targets (:func:`summed_f`). A subject has
-gradient-specific signal when some layer passes (Bonferroni over layers, :func:`combine_layers`).
+gradient-specific signal when some layer passes (Bonferroni over layers, :func:`combine_layers`) and the kind's
+excess partial R^2 exceeds its placebo gradients' (:func:`placebo_test`): a brain reading the activations through
+any nonlinearity is predicted by the gradients beyond C, but no better by the model's own than by placebo ones.
 """
 
 from __future__ import annotations
@@ -212,6 +214,24 @@ def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
     var = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) * frob
     a, nu = var / (2 * mean), 2 * mean**2 / var
     return stat, float(sps.chi2.sf(stat / a, nu))
+
+
+def placebo_test(excess: np.ndarray, placebo_excess: np.ndarray) -> tuple[float, float]:
+    """A kind's excess partial R^2 against its placebo gradients' (features/placebo.py): (t, one-sided p).
+
+    ``excess`` (L,): per layer, the subject's mean over targets of :func:`excess_partial_r2`; ``placebo_excess``
+    (J, L): the same for J placebo gradients. With T = max_k of a layer's excess (the placebo's likewise) and the
+    placebos' mean and SD of T, t = (T - mean) / (SD sqrt(1 + 1/J)) is Student's t with J - 1 degrees of freedom
+    when the kind's T is exchangeable with the placebos' and normal (the prediction interval of one more draw), so
+    p = P(t_{J-1} >= t). NaN with fewer than 2 placebos or a NaN excess.
+    """
+    stat = np.nanmax(np.asarray(excess, dtype=float))
+    null = np.nanmax(np.asarray(placebo_excess, dtype=float), axis=-1) if np.size(placebo_excess) else np.empty(0)
+    if len(null) < 2 or not np.isfinite(stat) or not np.all(np.isfinite(null)):
+        return float("nan"), float("nan")
+    spread = null.std(ddof=1) * np.sqrt(1 + 1 / len(null))
+    t = (stat - null.mean()) / spread if spread > 0 else float("inf") * np.sign(stat - null.mean())
+    return float(t), float(sps.t.sf(t, len(null) - 1))
 
 
 def combine_layers(p_layers: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from gradbrain.encoding.identifiability import linear_cka, planted_targets, reco
 from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
 from gradbrain.encoding.partition import control_space
 from gradbrain.encoding.significance import best_layers
-from gradbrain.features.kinds import ACTIVATIONS, check_encoded_kinds
+from gradbrain.features.kinds import ACTIVATIONS, check_encoded_kinds, placebo_key
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
             elif kind in partition:
                 fit = joint_fit(control, train_layers, Y_train, folds, alphas, band_weights(cfg["partition"]),
                                 int(cfg["partition"]["gradient_components"]), solver, label=kind, depths=depths,
-                                control_scores_r2=r2_control, seed=int(cfg["seed"]))  # fmt: skip
+                                control_scores_r2=r2_control, seed=int(cfg["seed"]),
+                                placebos=placebo_layers(feats, layers, rows, train))  # fmt: skip
                 write_joint(group, kind, fit)
         group.attrs.update(
             {
@@ -152,14 +153,31 @@ def _partition_kinds(cfg: dict[str, Any], kinds: list[str]) -> list[str]:
     return [k for k in kinds if k != ACTIVATIONS]
 
 
+def placebo_layers(feats: Any, layers: list[str], rows: np.ndarray, train: np.ndarray) -> list[list[Any]] | None:
+    """Readers of the training rows of every placebo gradient's layers in a features store (features/placebo.py),
+    or None where the store has none; each reads its layer when called."""
+    count = int(feats.attrs.get("placebos", 0))
+    if not count:
+        return None
+
+    def reader(key: str, name: str):
+        return lambda: np.asarray(feats[key][name][...], dtype=np.float32)[rows][train]
+
+    return [[reader(placebo_key(j), name) for name in layers] for j in range(count)]
+
+
 def write_joint(group: Any, kind: str, fit: JointFit) -> None:
-    """The joint fits and the F-tests of one kind under ``partition/<kind>/`` of an encoding store."""
+    """The joint fits and the F-tests of one kind under ``partition/<kind>/`` of an encoding store, with the mean
+    excess partial R^2 of the kind's layers (L,) and of its placebo gradients' (J, L) for the placebo test."""
     store.write_array(group, f"partition/{kind}/r2_joint", fit.r2_joint.astype(np.float32))
     store.write_array(group, f"partition/{kind}/r_joint", fit.r_joint.astype(np.float32))
     store.write_array(group, f"partition/{kind}/f_p", fit.f_p.astype(np.float64))
     store.write_array(group, f"partition/{kind}/excess_r2", fit.excess_r2.astype(np.float32))
     store.write_array(group, f"partition/{kind}/layer_stat", fit.layer_stat[:, 0])
     store.write_array(group, f"partition/{kind}/layer_p", fit.layer_p[:, 0])
+    store.write_array(group, f"partition/{kind}/layer_excess", fit.layer_excess[:, 0])
+    if fit.placebo_excess is not None:
+        store.write_array(group, f"partition/{kind}/placebo_excess", fit.placebo_excess[:, :, 0])
     group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den, **(fit.identifiability or {})}
 
 

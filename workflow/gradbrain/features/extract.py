@@ -22,9 +22,9 @@ import zarr
 
 from gradbrain import store
 from gradbrain.features.capture import Capture, pool, pooled_tokens
-from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds
+from gradbrain.features.kinds import ACTIVATIONS, BASE_KINDS, GRADIENTS, check_kinds, is_placebo
 from gradbrain.features.loader import ImageBatches, image_loader
-from gradbrain.features.placebo import Placebos, is_placebo
+from gradbrain.features.placebo import Placebos
 from gradbrain.features.preprocess import preprocess
 from gradbrain.features.resume import resumable, signature, signature_parts
 from gradbrain.features.rules import RuleSet

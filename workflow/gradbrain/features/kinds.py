@@ -23,6 +23,20 @@ FORWARD_KINDS = (ACTIVATIONS,)
 """Kinds computed in the forward direction; every other kind (gradients, a rule's errors) runs backward."""
 
 
+PLACEBO_PREFIX = "placebos/"
+"""Where a features store keeps the placebo gradients (features/placebo.py): ``placebos/<j>/<layer>``, beside the
+kinds but not one of them (each is the gradients of an objective that is not the model's own)."""
+
+
+def placebo_key(j: int) -> str:
+    """The features-store group of placebo j's gradients (its layers below it, as a kind's)."""
+    return f"{PLACEBO_PREFIX}{j:02d}"
+
+
+def is_placebo(key: str) -> bool:
+    return key.startswith(PLACEBO_PREFIX)
+
+
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     """Validate ``extraction.kinds``: activations and gradients first, then known rule kinds in the given order."""
     unknown = [k for k in kinds if k not in ALL_KINDS]

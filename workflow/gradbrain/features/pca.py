@@ -16,7 +16,7 @@ import torch
 import zarr
 
 from gradbrain import store
-from gradbrain.features.placebo import placebo_key
+from gradbrain.features.kinds import placebo_key
 
 
 class PCAFit(NamedTuple):

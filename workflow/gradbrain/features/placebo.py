@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
+from gradbrain.features.kinds import placebo_key
 from gradbrain.models.model import LoadedModel
 
 OUTPUT_METHODS = ("logits", "embed")
@@ -32,18 +33,6 @@ def rotation(seed: int, dim: int, device: torch.device, dtype: torch.dtype) -> t
     g = torch.Generator().manual_seed(int(seed))
     q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).to(device, dtype)
-
-
-PREFIX = "placebos/"
-
-
-def placebo_key(j: int) -> str:
-    """The features-store group of placebo j's gradients (its layers below it, as a kind's)."""
-    return f"{PREFIX}{j:02d}"
-
-
-def is_placebo(key: str) -> bool:
-    return key.startswith(PREFIX)
 
 
 class Placebos:

@@ -47,6 +47,10 @@ class Fit:
     brain: str
 
 
+def _optional(group, name: str) -> np.ndarray | None:
+    return np.asarray(group[name][...]) if name in group else None
+
+
 def load_scores(fit: Fit) -> SubjectScores:
     """One subject's scores and target metadata from its encoding store and brain store."""
     enc, brain = store.open_group(fit.encoding), store.open_group(fit.brain)
@@ -58,7 +62,9 @@ def load_scores(fit: Fit) -> SubjectScores:
         kind: Partition(enc["partition/control_r2"][...], enc[f"partition/{kind}/r2_joint"][...],
                         enc[f"r2/{kind}"][...],
                         *(enc[f"partition/{kind}/{n}"][...] for n in ("f_p", "excess_r2", "layer_p")),
-                        identifiability=enc.attrs[f"partition_{kind}"].get("unique_identifiability", float("nan")))
+                        identifiability=enc.attrs[f"partition_{kind}"].get("unique_identifiability", float("nan")),
+                        layer_excess=_optional(enc, f"partition/{kind}/layer_excess"),
+                        placebo_excess=_optional(enc, f"partition/{kind}/placebo_excess"))
         for kind in kinds if f"partition/{kind}/r2_joint" in enc
     }  # fmt: skip
     return SubjectScores(

@@ -287,6 +287,10 @@ def unique_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]
         out = (U.fmri_unique if s.modality == "fmri" else U.meg_unique)(s, kind, part, cfg, add, perms)
         rows.add(kind, "gradient_signal_p", out["p_gate"])
         rows.add(kind, "gradient_signal", float(out["p_gate"] < alpha))
+        gate = out["signal"]
+        rows.add(kind, "gradient_signal_p_control", gate.p_control)
+        rows.add(kind, "gradient_signal_t_placebo", gate.t_placebo, "no placebo gradients")
+        rows.add(kind, "gradient_signal_p_placebo", gate.p_placebo, "no placebo gradients")
         rows.add(kind, "unique_identifiability", part.identifiability, "not computed")
         for name, values in (
             ("unique", part.unique),

@@ -5,7 +5,9 @@ Per compared kind g (the gradients, or a learning rule's errors) and layer k: U_
 cross-validated variance that layer k adds to the control space C of every activation layer. The claims come in
 order, and a later one is made only where the earlier holds:
 
-1. gradient-specific signal: the subject's partial F-test, Bonferroni over layers, p < alpha (``gradient_signal``);
+1. gradient-specific signal: the subject's partial F-test beyond the control space, Bonferroni over layers, and the
+   placebo test (the kind's excess partial R^2 beyond its placebo gradients', ``encoding.partition.placebo_test``)
+   both p < alpha (an intersection-union test: p = the larger of the two; ``gradient_signal``);
 2. organised as backprop predicts: fMRI, the best unique layer d*_u(v) = depth of argmax_k U_k(v) deepens with the
    distance from V1 (S_u > 0, one-sided layer-shuffle p < alpha); MEG, the unique signal's latencies fall with depth
    (T_u < 0, one-sided layer-shuffle p < alpha);
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gradbrain import stats
-from gradbrain.encoding.partition import combine_layers
+from gradbrain.encoding.partition import combine_layers, placebo_test
 from gradbrain.encoding.significance import best_layers
 from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy import metrics as H
@@ -55,10 +57,14 @@ class Partition:
     excess_r2: np.ndarray
     layer_p: np.ndarray
     identifiability: float = float("nan")
+    layer_excess: np.ndarray | None = None  # (L,): the subject's mean excess partial R^2 per layer
+    placebo_excess: np.ndarray | None = None  # (J, L): the same for each placebo gradient
 
     def __post_init__(self) -> None:
         for name in ("control_r2", "joint_r2", "single_r2", "f_p", "excess_r2", "layer_p"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=float))
+        if self.layer_excess is None:
+            self.layer_excess = np.nanmean(self.excess_r2, axis=1)
 
     @property
     def unique(self) -> np.ndarray:
@@ -74,12 +80,39 @@ class Partition:
         return self.joint_r2 - self.single_r2
 
 
-def signal(part: Partition, alpha: float) -> tuple[float, np.ndarray]:
-    """The subject's p of gradient-specific signal (Bonferroni over layers) and the targets significant for it
-    (per target: Bonferroni over layers, then BH-FDR over targets)."""
-    p_gate = float(combine_layers(part.layer_p[:, None])[0])
+@dataclass
+class Signal:
+    """The subject's test of gradient-specific signal: p (the larger of the two nulls'), the partial F-test's beyond
+    the control space (Bonferroni over layers), the placebo test's t and p (NaN without placebos), and the note that
+    says which null was beaten or why the claim is not made."""
+
+    p: float
+    p_control: float
+    t_placebo: float
+    p_placebo: float
+    note: str
+
+
+def signal(part: Partition, alpha: float) -> tuple[Signal, np.ndarray]:
+    """The subject's test of gradient-specific signal and the targets significant for it (per target: Bonferroni
+    over layers of the partial F-test, then BH-FDR over targets)."""
+    p_control = float(combine_layers(part.layer_p[:, None])[0])
+    has_placebos = part.placebo_excess is not None and np.size(part.placebo_excess)
+    t, p_placebo = placebo_test(part.layer_excess, part.placebo_excess) if has_placebos else (np.nan, np.nan)
+    p = max(p_control, p_placebo) if has_placebos else p_control
+    if p_control >= alpha:
+        note = f"not beyond the activations' control space (F-test p = {p_control:.3g})"
+    elif not has_placebos:
+        note = "beyond the activations' control space only (no placebo gradients: extraction.placebos)"
+    elif not p_placebo < alpha:
+        note = (
+            f"not distinguishable from a forward-only brain that reads the activations nonlinearly: no better "
+            f"predicted than by {len(part.placebo_excess)} placebo gradients (t = {t:.2f}, p = {p_placebo:.3g})"
+        )
+    else:
+        note = f"beyond the activations' control space and {len(part.placebo_excess)} placebo gradients"
     sig = stats.fdr(combine_layers(part.f_p)) < alpha
-    return p_gate, sig
+    return Signal(float(p), p_control, float(t), float(p_placebo), note), sig
 
 
 def one_sided(observed: float, null: np.ndarray, greater: bool) -> float:
@@ -112,13 +145,13 @@ def fmri_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, pe
     """Spatial metrics of the unique map of ``kind``; ``add(metric, value, note)`` records a row. Returns the values
     and one-sided p the claims read."""
     alpha, h = float(cfg["fdr_alpha"]), np.asarray(s.targets["distance_v1"], dtype=float)
-    p_gate, sig = signal(part, alpha)
+    gate, sig = signal(part, alpha)
     depth_u, index_u = _best_unique(part, s.depths)
     act = best_layers(s.r[ACTIVATIONS], s.depths, s.n_train, alpha)
     s_a = H.spatial_score(act.best_depth[act.significant], h[act.significant])
-    out = {"p_gate": p_gate, "untested": identifiable(part, cfg)}
-    if p_gate >= alpha or out["untested"]:
-        note = f"no gradient-specific signal (p = {p_gate:.3g})" if p_gate >= alpha else out["untested"]
+    out = {"p_gate": gate.p, "signal": gate, "untested": identifiable(part, cfg)}
+    if gate.p >= alpha or out["untested"]:
+        note = f"no gradient-specific signal: {gate.note}" if gate.p >= alpha else out["untested"]
         for metric in ("spatial_score_unique", "voxel_agreement_unique", "spatial_divergence_unique"):
             add(metric, np.nan, note)
         return out
@@ -173,10 +206,10 @@ def meg_unique(s: Any, kind: str, part: Partition, cfg: dict[str, Any], add, per
     single target's unique r (fMRI's estimator), while these curves average every sensor; on the simulated
     ResNet it reads 0.13 where T_u recovers the planted backward order in nearly every subject (docs/power.md)."""
     alpha, times = float(cfg["fdr_alpha"]), np.asarray(s.targets["time"], dtype=float)
-    p_gate, _ = signal(part, alpha)
-    out = {"p_gate": p_gate}
-    if p_gate >= alpha:
-        note = f"no gradient-specific signal (p = {p_gate:.3g})"
+    gate, _ = signal(part, alpha)
+    out = {"p_gate": gate.p, "signal": gate}
+    if gate.p >= alpha:
+        note = f"no gradient-specific signal: {gate.note}"
         for metric in ("temporal_score_unique", "temporal_score_unique_window", "temporal_divergence_unique",
                        "after_forward_fraction_unique"):  # fmt: skip
             add(metric, np.nan, note)
@@ -212,8 +245,10 @@ def _shuffled(latencies: np.ndarray, depths: np.ndarray, perms: np.ndarray) -> n
 
 
 def claims(modality: str, out: dict[str, Any], alpha: float) -> list[tuple[str, float, bool, str]]:
-    """The three claims in order, each (claim, p, holds, note); a claim is made only where the one before holds."""
-    rows = [("gradient_specific_signal", out["p_gate"], out["p_gate"] < alpha, "")]
+    """The three claims in order, each (claim, p, holds, note); a claim is made only where the one before holds. The
+    first claim's note names the nulls it beat, or the one it did not (:class:`Signal`)."""
+    gate = out.get("signal")
+    rows = [("gradient_specific_signal", out["p_gate"], out["p_gate"] < alpha, gate.note if gate else "")]
     if out["p_gate"] >= alpha:
         return rows + [(c, np.nan, False, "no gradient-specific signal") for c in CLAIMS[1:]]
     if out.get("untested"):
@@ -225,17 +260,21 @@ def claims(modality: str, out: dict[str, Any], alpha: float) -> list[tuple[str, 
 
 
 def verdict(rows: list[tuple[str, float, bool, str]]) -> str:
-    """One sentence per subject and kind from the claims (nothing about divergence without the signal)."""
+    """One sentence per subject and kind from the claims (nothing about divergence without the signal); the claim of
+    signal says against which nulls it holds, or which forward-only brain it does not exclude."""
     held = {claim for claim, _, holds, _ in rows if holds}
+    first = rows[0][3] if rows and rows[0][3] else ""
     if "gradient_specific_signal" not in held:
-        return "no gradient-specific signal"
+        return f"no gradient-specific signal ({first})" if first else "no gradient-specific signal"
     organised, diverges = "organised_as_backprop" in held, "diverges_from_backprop" in held
     if organised and not diverges:
-        return "gradient-specific signal organised as backprop predicts"
-    if organised:
-        return "gradient-specific signal organised as backprop predicts, but less so than the activations"
-    if diverges:
-        return "gradient-specific signal that diverges from backprop"
-    if any(note.startswith("layers not identifiable") for _, _, _, note in rows):
-        return "gradient-specific signal, its layers not identifiable"
-    return "gradient-specific signal, organisation undecided"
+        sentence = "gradient-specific signal organised as backprop predicts"
+    elif organised:
+        sentence = "gradient-specific signal organised as backprop predicts, but less so than the activations"
+    elif diverges:
+        sentence = "gradient-specific signal that diverges from backprop"
+    elif any(note.startswith("layers not identifiable") for _, _, _, note in rows):
+        sentence = "gradient-specific signal, its layers not identifiable"
+    else:
+        sentence = "gradient-specific signal, organisation undecided"
+    return f"{sentence} ({first})" if first else sentence

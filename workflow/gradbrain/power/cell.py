@@ -23,7 +23,7 @@ from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
 from gradbrain.hierarchy.unique import Partition
 from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_time_operator, subject_rng
-from gradbrain.power.features import load_power_features, make_drivers
+from gradbrain.power.features import load_placebos, load_power_features, make_drivers
 from gradbrain.power.grid import cell_name, driver_names
 from gradbrain.simulation import brain as sim_brain
 from gradbrain.simulation.scenarios import BRAINS
@@ -93,7 +93,9 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     r = {key: np.stack([s.r for s in scores]) for key, scores in fitted.items()}
     r2 = {key: np.stack([s.r2 for s in scores]) for key, scores in fitted.items()}
     log.info("%s: %d subjects encoded", cell_name(cell), len(subjects))
-    joint = _joint_fits(feats, depths, Y, folds, alphas, solver, encoding, power, width, len(subjects), cell_name(cell))
+    placebos = load_placebos(feature_paths[cell["model"]], n)
+    joint = _joint_fits(feats, depths, Y, folds, alphas, solver, encoding, power, width, len(subjects), cell_name(cell),
+                        placebos)  # fmt: skip
     rows = []
     for i, (run, subject) in enumerate(subjects):
         cols = slice(i * width, (i + 1) * width)
@@ -105,7 +107,9 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},
             partition={kind: Partition(control_r2[cols], fit.r2_joint[:, cols], r2[f"r/{kind}"][:, cols],
                                        fit.f_p[:, cols], fit.excess_r2[:, cols], fit.layer_p[:, i],
-                                       (fit.identifiability or {}).get("unique_identifiability", np.nan))
+                                       (fit.identifiability or {}).get("unique_identifiability", np.nan),
+                                       fit.layer_excess[:, i],
+                                       None if fit.placebo_excess is None else fit.placebo_excess[:, :, i])
                        for kind, (control_r2, fit) in joint.items()},
         )  # fmt: skip
         for _, _, _, kind, metric, value, _ in subject_metrics(subject_scores, hierarchy):
@@ -116,7 +120,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
 def _joint_fits(feats: dict[str, list[np.ndarray]], depths: np.ndarray, Y: np.ndarray, folds: np.ndarray,
                 alphas: np.ndarray,
                 solver: dict[str, Any], encoding: dict[str, Any], power: dict[str, Any], width: int, n_subjects: int,
-                label: str) -> dict[str, tuple[np.ndarray, JointFit]]:  # fmt: skip
+                label: str, placebos: list[list[np.ndarray]] | None = None,
+                ) -> dict[str, tuple[np.ndarray, JointFit]]:  # fmt: skip
     """Per compared kind, the control space's R^2 and the joint fits of every layer, all subjects side by side (the
     summed F-test per subject); nothing when ``power.partition`` is off."""
     if not _partitioned(power, encoding, feats):
@@ -128,7 +133,8 @@ def _joint_fits(feats: dict[str, list[np.ndarray]], depths: np.ndarray, Y: np.nd
     return {
         kind: (control_r2, joint_fit(control, layers, Y, folds, alphas, band_weights(part),
                                      int(part["gradient_components"]), solver, groups=groups, label=f"{label} {kind}",
-                                     depths=depths, control_scores_r2=control_r2, seed=int(encoding["seed"])))
+                                     depths=depths, control_scores_r2=control_r2, seed=int(encoding["seed"]),
+                                     placebos=placebos))
         for kind, layers in feats.items() if kind != ACTIVATIONS
     }  # fmt: skip
 

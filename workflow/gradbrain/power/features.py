@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gradbrain import store
-from gradbrain.features.kinds import BASE_KINDS
+from gradbrain.features.kinds import BASE_KINDS, is_placebo, placebo_key
 from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation.photos import PHOTOGRAPHS, crops
 
@@ -25,9 +25,11 @@ def extract_power_features(
     kinds: Iterable[str] = BASE_KINDS,
     rule_seed: int = 0,
     sketch_size: int = 16,
+    placebos: int = 0,
 ) -> Path:
-    """Pooled features of every sampled layer on ``n_images`` seeded crops, one zarr store: activations, gradients
-    and any learning-rule kind (its feedback matrices seeded by ``rule_seed``, as in the study's extraction)."""
+    """Pooled features of every sampled layer on ``n_images`` seeded crops, one zarr store: activations, gradients,
+    any learning-rule kind (its feedback matrices seeded by ``rule_seed``, as in the study's extraction) and
+    ``placebos`` placebo gradients (seeded likewise)."""
     from gradbrain.features.extract import extract_arrays
     from gradbrain.features.objectives import make_objective
 
@@ -41,6 +43,7 @@ def extract_power_features(
         kinds=tuple(kinds),
         rule_seed=int(rule_seed),
         sketch_size=int(sketch_size),
+        placebos=int(placebos),
     )
     with store.atomic_group(out) as group:
         for kind, layers in arrays.items():
@@ -54,7 +57,8 @@ def extract_power_features(
                 "n_images": int(n_images),
                 "image_size": int(image_size),
                 "seed": int(seed),
-                "kinds": list(arrays),
+                "kinds": [k for k in arrays if not is_placebo(k)],
+                "placebos": sum(map(is_placebo, arrays)),
             }
         )
     return Path(out)
@@ -74,6 +78,16 @@ def load_power_features(path: str | Path, n_images: int) -> tuple[np.ndarray, di
         for kind in group.attrs["kinds"]
     }
     return depths, feats
+
+
+def load_placebos(path: str | Path, n_images: int) -> list[list[np.ndarray]] | None:
+    """The first ``n_images`` rows of every placebo gradient's layers (J lists over layers), or None without any."""
+    group = store.open_group(path)
+    count, layers = int(group.attrs.get("placebos", 0)), len(group.attrs["depths"])
+    if not count:
+        return None
+    return [[np.asarray(group[f"{placebo_key(j)}/{k:02d}"][:n_images], dtype=np.float32) for k in range(layers)]
+            for j in range(count)]  # fmt: skip
 
 
 def make_drivers(

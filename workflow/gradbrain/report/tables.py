@@ -125,7 +125,9 @@ def claims_table(claims: pd.DataFrame, out: Path) -> None:
     """The claims of every subject and compared kind, in order (signal, organised, diverges), with the verdict."""
     caption = (
         "Claims per subject and kind, in order: is there gradient-specific signal (variance beyond every activation "
-        "layer, partial F-test)? If so, is it organised as backprop predicts? Does it diverge? A later claim is made "
-        "only where the earlier holds (highlighted: holds)."
+        "layer, partial F-test, and beyond the model's placebo gradients, the same network's gradients under rotated "
+        "objectives)? If so, is it organised as backprop predicts? Does it diverge? A later claim is made only where "
+        "the earlier holds (highlighted: holds); the note says which null a claim beat, or which forward-only brain "
+        "it could not exclude."
     )
     out.write_text(html_table(claims, caption, claims.holds.astype(bool) if len(claims) else None))
