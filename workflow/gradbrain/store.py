@@ -21,6 +21,8 @@ import zarr
 from zarr.dtype import VariableLengthUTF8
 
 warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
+# Snakemake leaves a time stamp file in every directory output; listing a store's members meets it
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 
 
 class IncompleteStoreError(OSError):
