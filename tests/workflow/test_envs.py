@@ -38,6 +38,7 @@ MODULE_DISTRIBUTIONS = {
     "huggingface_hub": ["huggingface-hub", "timm"],
     "numpy": ["numpy"],
     "scipy": ["scipy"],
+    "array_api_compat": ["array-api-compat"],
     "pandas": ["pandas"],
     "sklearn": ["scikit-learn"],
     "skimage": ["scikit-image"],

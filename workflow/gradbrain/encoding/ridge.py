@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.externals import array_api_compat as compat
+import array_api_compat as compat
 
 from gradbrain.encoding.backend import Backend, Ops, auto_target_batch, gram_svd, thin_svd, to_numpy
 
