@@ -228,6 +228,29 @@ def test_joint_fit_partition_and_layers():
     assert np.median(parts["unique_gradients"]) > 0.05
 
 
+def test_a_layer_of_low_rank_does_not_narrow_the_test_of_the_others():
+    """Each layer is tested on its own m_k = min(components, its rank outside C) directions, as the nested OLS
+    comparison of that layer alone would be: a last block whose gradients span a few classes (rank 3 here) leaves
+    the other layers' F-tests at ``components`` directions (one common m, the smallest, lost their signal)."""
+    rng = np.random.default_rng(8)
+    acts, grads = _features(rng, n=300)
+    grads[2] = grads[2][:, :3] @ rng.standard_normal((3, 20))  # rank 3, as a head's W'(p - y) over few classes
+    control, _ = control_space(acts, 5)
+    proj = ControlProjection.of(control)
+    q0 = gradient_basis(grads[0], proj, 6)
+    Y = rng.standard_normal((300, 8))
+    Y += 3 * q0[:, 3:] @ rng.standard_normal((3, 8))  # signal in layer 0's 4th-6th directions only
+    args = (Y, make_folds(300, 5), ALPHAS, np.array([[1.0, 0.0]]), 6, {"backend": "numpy"})
+    fit = joint_fit(control, grads, *args)
+    assert fit.df_num.tolist() == [6, 6, 3]
+    ones = np.ones((300, 1))
+    reduced, full = np.hstack([ones, control]), np.hstack([ones, control, q0])
+    rss = [((Y - X @ np.linalg.lstsq(X, Y, rcond=None)[0]) ** 2).sum(0) for X in (reduced, full)]
+    df = 300 - np.linalg.matrix_rank(full)
+    np.testing.assert_allclose(fit.f_p[0], sps.f.sf(((rss[0] - rss[1]) / 6) / (rss[1] / df), 6, df), rtol=1e-6)
+    assert fit.layer_p[0, 0] < 1e-6
+
+
 def test_placebos_go_through_the_same_f_tests_as_the_kind():
     """Each placebo's mean excess partial R^2 per layer and group is what the kind's would be were the placebo the
     kind (same C, same m); the kind's own is the per-group mean of its per-target excess; readers are called once."""

@@ -52,8 +52,8 @@ class JointFit:
     excess_r2: np.ndarray  # (L, t)
     layer_stat: np.ndarray  # (L, groups)
     layer_p: np.ndarray  # (L, groups)
-    df_num: int
-    df_den: int
+    df_num: np.ndarray  # (L,): m_k, the directions of layer k outside C
+    df_den: np.ndarray  # (L,)
     identifiability: dict[str, float] | None = None
     layer_excess: np.ndarray | None = None  # (L, groups)
     placebo_excess: np.ndarray | None = None  # (J, L, groups)
@@ -99,8 +99,10 @@ def joint_fit(
 ) -> JointFit:  # fmt: skip
     """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
 
-    ``components``: the gradients' principal directions outside C that the F-test uses (at most the layer's rank
-    there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
+    ``components``: the gradients' principal directions outside C that the F-test of a layer uses, at most the
+    layer's rank there (and its placebos', so that a layer and its placebos are tested on as many directions): each
+    layer has its own m_k, as a layer of lower rank (a ResNet's last block, whose gradient W'(p - y) spans the
+    classes) must not narrow the test of the others. ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
     ``depths`` (and the control fit's R^2), the unique maps' layer identifiability at the observed unique signal
     is computed too (:func:`unique_identifiability`). ``placebos``: J placebo gradients' layers (features/placebo.py),
     tested by the same F-tests (one pass over the targets) for their excess partial R^2; a layer may be given as a
@@ -111,9 +113,11 @@ def joint_fit(
     proj = ControlProjection.of(control)
     bases = [gradient_basis(X, proj, components) for X in layers]
     placebo_bases = [gradient_basis(X() if callable(X) else X, proj, components) for p in placebos or [] for X in p]
-    m = min(q.shape[1] for q in bases + placebo_bases)
-    all_tests, all_stat, all_p = f_tests(proj, [q[:, :m] for q in bases + placebo_bases], Y, groups)
-    bases, L = [q[:, :m] for q in bases], len(bases)
+    L = len(bases)
+    m = [min(q.shape[1] for q in bases[k::L] + placebo_bases[k::L]) for k in range(L)]
+    bases = [q[:, : m[k]] for k, q in enumerate(bases)]
+    placebo_bases = [q[:, : m[i % L]] for i, q in enumerate(placebo_bases)]
+    all_tests, all_stat, all_p = f_tests(proj, bases + placebo_bases, Y, groups)
     tests, layer_stat, layer_p = all_tests[:L], all_stat[:L], all_p[:L]
     excess = group_excess(all_tests, groups)
     placebo_max = np.round(excess[L:].max(0).mean(), 5) if placebos else "-"
@@ -129,8 +133,8 @@ def joint_fit(
         log.info("%s layer %d: median joint R^2 %.4f, targets with F-test p < 0.05: %.3f, subject p %s", label, k,
                  np.median(scores.r2), np.mean(tests[k].p < 0.05), np.round(layer_p[k][:4], 4).tolist())  # fmt: skip
     fit = JointFit(np.stack(r2), np.stack(r), np.stack([s.p for s in tests]),
-                   np.stack([excess_partial_r2(s) for s in tests]), layer_stat, layer_p, tests[0].df_num,
-                   tests[0].df_den, layer_excess=excess[:L],
+                   np.stack([excess_partial_r2(s) for s in tests]), layer_stat, layer_p,
+                   np.array([s.df_num for s in tests]), np.array([s.df_den for s in tests]), layer_excess=excess[:L],
                    placebo_excess=excess[L:].reshape(len(placebos), L, -1) if placebos else None)  # fmt: skip
     if depths is not None:
         target_r = observed_unique_r(fit, control_scores_r2, alpha) if control_scores_r2 is not None else 0.1
@@ -168,7 +172,7 @@ def f_tests(
         for g in np.unique(groups[cols]):
             zg = z[:, groups[cols] == g]
             grams[g] = zg @ zg.T + (0 if grams[g] is None else grams[g])
-    tests = [partial_f_from_sums(d, total, bases[0].shape[1], n, proj.rank) for d in delta]
+    tests = [partial_f_from_sums(d, total, q.shape[1], n, proj.rank) for d, q in zip(delta, bases, strict=True)]
     stat = np.zeros((len(bases), n_groups))
     pvals = np.zeros((len(bases), n_groups))
     for g in range(n_groups):
@@ -187,8 +191,9 @@ def unique_identifiability(
 
     ``n_per_layer`` synthetic targets per layer: a random readout of the layer's features outside C, (I - P_C) G_k,
     plus noise of SD sqrt(1/r^2 - 1) (``identifiability.noise_for_r``, r = ``target_r``, the observed unique signal);
-    each is assigned the layer of the largest partial F (the layer whose directions outside C explain it best,
-    the in-sample counterpart of the unique map's argmax). ``unique_identifiability`` = Pearson(planted depth,
+    each is assigned the layer of the largest excess partial R^2 (the layer whose directions outside C explain it
+    best, the in-sample counterpart of the unique map's argmax; not the largest F, which favours a layer tested on
+    fewer directions). ``unique_identifiability`` = Pearson(planted depth,
     recovered depth); ``exact_layer_fraction`` the share assigned to the planted layer.
     """
     rng = np.random.default_rng(seed)
@@ -203,7 +208,7 @@ def unique_identifiability(
         planted += [k] * n_per_layer
     Y = np.concatenate(columns, axis=1)
     tests, _, _ = f_tests(proj, bases, Y, np.zeros(Y.shape[1], dtype=int))
-    recovered = np.nanargmax(np.nan_to_num(np.stack([t.f for t in tests]), nan=-np.inf), axis=0)
+    recovered = np.nanargmax(np.nan_to_num(np.stack([excess_partial_r2(t) for t in tests]), nan=-np.inf), axis=0)
     planted = np.asarray(planted)
     depths = np.asarray(depths, dtype=float)
     return {

@@ -178,7 +178,7 @@ def write_joint(group: Any, kind: str, fit: JointFit) -> None:
     store.write_array(group, f"partition/{kind}/layer_excess", fit.layer_excess[:, 0])
     if fit.placebo_excess is not None:
         store.write_array(group, f"partition/{kind}/placebo_excess", fit.placebo_excess[:, :, 0])
-    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num, "df_den": fit.df_den, **(fit.identifiability or {})}
+    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num.tolist(), "df_den": fit.df_den.tolist(), **(fit.identifiability or {})}
 
 
 def own_scores(
