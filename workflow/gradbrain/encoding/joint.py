@@ -146,36 +146,56 @@ def group_excess(tests: list[PartialF], groups: np.ndarray) -> np.ndarray:
 
 
 def f_tests(
-    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, batch: int = 4096
+    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, batch: int = 2048
 ) -> tuple[list[PartialF], np.ndarray, np.ndarray]:
     """The partial F-test of every layer's directions for every target, and per group the summed test.
 
-    Targets are taken ``batch`` at a time: each batch's residuals outside the control space are used for every layer
-    and for the Gram matrix of the residual correlations (one per group), then dropped.
+    Targets are taken ``batch`` at a time: each batch's residuals outside the control space (n, batch) are used for
+    every layer, then dropped; the residual correlations of the summed test come from pairs of target blocks
+    (:func:`residual_correlation_sq`). Memory: a few (n, batch) float64 blocks, whatever the number of targets.
     """
     n, t = Y.shape
     n_groups = int(groups.max()) + 1
     delta = np.zeros((len(bases), t))
     total = np.zeros(t)
-    grams: list[np.ndarray | None] = [None] * n_groups
     for start in range(0, t, batch):
         cols = slice(start, min(start + batch, t))
         res = proj.residual(Y[:, cols])
         total[cols] = (res**2).sum(0)
         for k, q in enumerate(bases):
             delta[k, cols] = ((q.T @ res) ** 2).sum(0)
-        z = (res - res.mean(0)) / np.where(res.std(0) > 0, res.std(0), 1.0)
-        for g in np.unique(groups[cols]):
-            zg = z[:, groups[cols] == g]
-            grams[g] = zg @ zg.T + (0 if grams[g] is None else grams[g])
+        del res
     tests = [partial_f_from_sums(d, total, bases[0].shape[1], n, proj.rank) for d in delta]
     stat = np.zeros((len(bases), n_groups))
     pvals = np.zeros((len(bases), n_groups))
     for g in range(n_groups):
         mask = groups == g
+        correlation_sq = residual_correlation_sq(proj, Y, np.flatnonzero(mask), batch)
         for k, test in enumerate(tests):
-            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), grams[g], n)
+            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), correlation_sq, n)
     return tests, stat, pvals
+
+
+def residual_correlation_sq(proj: ControlProjection, Y: np.ndarray, columns: np.ndarray, batch: int) -> float:
+    """||Z'Z||_F^2 = sum_{a, b} ||Z_a' Z_b||_F^2 of the standardised residuals Z outside the control space of the
+    targets ``columns`` of Y, over pairs of target blocks Z_a, Z_b of at most ``batch`` columns (b > a counted
+    twice). Never the (n, n) Gram Z Z' (||Z Z'||_F = ||Z'Z||_F): memory is two (n, batch) blocks and a
+    (batch, batch) product; block b's residuals are recomputed per a (O(n rank(C) t^2 / batch) extra)."""
+    blocks = np.array_split(columns, max(1, -(-len(columns) // batch)))
+    total = 0.0
+    for i, a in enumerate(blocks):
+        za = _standardised_residual(proj, Y[:, a])
+        total += float(((za.T @ za) ** 2).sum())
+        for b in blocks[i + 1 :]:
+            total += 2.0 * float(((za.T @ _standardised_residual(proj, Y[:, b])) ** 2).sum())
+    return total
+
+
+def _standardised_residual(proj: ControlProjection, y: np.ndarray) -> np.ndarray:
+    """(r - mean) / SD of each column r of (I - P_C) y (population SD; a constant column is left at scale 1)."""
+    res = proj.residual(y)
+    sd = res.std(0)
+    return (res - res.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
 def unique_identifiability(

@@ -193,15 +193,15 @@ def excess_partial_r2(test: PartialF) -> np.ndarray:
     return ratio - test.df_num / (test.df_num + test.df_den)
 
 
-def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
+def summed_f(test: PartialF, correlation_sq: float, n: int) -> tuple[float, float]:
     """A subject's sum over targets of m F_t and its p under the null (Satterthwaite's scaled chi-square).
 
     Each term m F_t has mean m d/(d - 2) and variance 2 m^2 d^2 (m + d - 2) / (m (d - 2)^2 (d - 4)) under the null;
     the terms of correlated targets covary, the sum's variance being the per-term variance times ||R||_F^2, the sum
-    of the squared correlations of the targets' residuals outside the control space (from ``gram`` = Z Z' (n, n) of
-    the standardised residuals, ||Z'Z||_F = ||Z Z'||_F; a sample correlation with d degrees of freedom adds about
-    1/d to each rho^2, which is removed). The sum is matched to a chi^2(nu) scaled by a, a = var / (2 mean),
-    nu = 2 mean^2 / var.
+    of the squared correlations of the targets' residuals outside the control space (``correlation_sq`` =
+    ||Z'Z||_F^2 of the standardised residuals Z (n, t), so ||R||_F^2 = ``correlation_sq`` / n^2; a sample
+    correlation with d degrees of freedom adds about 1/d to each rho^2, which is removed). The sum is matched to a
+    chi^2(nu) scaled by a, a = var / (2 mean), nu = 2 mean^2 / var.
     """
     ok = np.isfinite(test.f)
     t = int(ok.sum())
@@ -209,7 +209,7 @@ def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     m, d = test.df_num, test.df_den
     stat = float(np.sum(m * test.f[ok]))
-    frob = t + max(float((gram**2).sum()) / n**2 - t - t * (t - 1) / d, 0.0)
+    frob = t + max(float(correlation_sq) / n**2 - t - t * (t - 1) / d, 0.0)
     mean = t * m * d / (d - 2)
     var = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) * frob
     a, nu = var / (2 * mean), 2 * mean**2 / var
