@@ -9,7 +9,7 @@ encoding stage for one subject and by the power analysis for many simulated subj
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from gradbrain import stats
 from gradbrain.encoding.banded import CrossValidatedBandedRidge, two_band_gammas
 from gradbrain.encoding.cv import CrossValidatedRidge
-from gradbrain.encoding.identifiability import noise_for_r
+from gradbrain.encoding.identifiability import Layer, noise_for_r, read_layer
 from gradbrain.encoding.partition import (
     MIN_RESIDUAL_DF,
     ControlProjection,
@@ -32,8 +32,6 @@ from gradbrain.encoding.partition import (
 )
 
 log = logging.getLogger(__name__)
-Layer = np.ndarray | Callable[[], np.ndarray]
-"""A layer's training rows (n, d), or a callable that reads them."""
 CRITERION = "gcv"
 """How the joint and control fits choose each target's (gamma, alpha): generalised cross-validation, whose cost per
 alpha is O(p t) instead of exact leave-one-out's O(n p t) (``encoding.ridge``); the same for both, so that a target
@@ -92,12 +90,13 @@ def control_scores(control: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas
 
 
 def joint_fit(
-    control: np.ndarray, layers: list[np.ndarray], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+    control: np.ndarray, layers: Sequence[Layer], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
     gammas: np.ndarray, components: int, solver: dict[str, Any], groups: np.ndarray | None = None,
     label: str = "", depths: np.ndarray | None = None, control_scores_r2: np.ndarray | None = None,
     alpha: float = 0.05, seed: int = 0, placebos: Sequence[Sequence[Layer]] | None = None,
 ) -> JointFit:  # fmt: skip
-    """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
+    """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each, or readers
+    of them: one layer in memory at a time, each read three times: its basis, its joint fit, the identifiability).
 
     ``components``: the gradients' principal directions outside C that the F-test uses (at most the layer's rank
     there). ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
@@ -109,8 +108,8 @@ def joint_fit(
     n, t = Y.shape
     groups = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
     proj = ControlProjection.of(control)
-    bases = [gradient_basis(X, proj, components) for X in layers]
-    placebo_bases = [gradient_basis(X() if callable(X) else X, proj, components) for p in placebos or [] for X in p]
+    bases = [gradient_basis(read_layer(X), proj, components) for X in layers]
+    placebo_bases = [gradient_basis(read_layer(X), proj, components) for p in placebos or [] for X in p]
     m = min(q.shape[1] for q in bases + placebo_bases)
     all_tests, all_stat, all_p = f_tests(proj, [q[:, :m] for q in bases + placebo_bases], Y, groups)
     bases, L = [q[:, :m] for q in bases], len(bases)
@@ -122,7 +121,7 @@ def joint_fit(
     r2, r = [], []
     for k, X in enumerate(layers):
         scores = CrossValidatedBandedRidge(
-            [control, X], folds, gammas, alphas, **solver, criterion=CRITERION, gram=True
+            [control, read_layer(X)], folds, gammas, alphas, **solver, criterion=CRITERION, gram=True
         ).score(Y)
         r2.append(scores.r2)
         r.append(scores.r)
@@ -154,8 +153,24 @@ def f_tests(
     every layer, then dropped; the residual correlations of the summed test come from pairs of target blocks
     (:func:`residual_correlation_sq`). Memory: a few (n, batch) float64 blocks, whatever the number of targets.
     """
-    n, t = Y.shape
+    n = Y.shape[0]
     n_groups = int(groups.max()) + 1
+    tests = partial_f_tests(proj, bases, Y, batch)
+    stat = np.zeros((len(bases), n_groups))
+    pvals = np.zeros((len(bases), n_groups))
+    for g in range(n_groups):
+        mask = groups == g
+        correlation_sq = residual_correlation_sq(proj, Y, np.flatnonzero(mask), batch)
+        for k, test in enumerate(tests):
+            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), correlation_sq, n)
+    return tests, stat, pvals
+
+
+def partial_f_tests(
+    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, batch: int = 2048
+) -> list[PartialF]:
+    """Per layer, the partial F-test of its directions for every target, ``batch`` targets' residuals at a time."""
+    n, t = Y.shape
     delta = np.zeros((len(bases), t))
     total = np.zeros(t)
     for start in range(0, t, batch):
@@ -165,15 +180,7 @@ def f_tests(
         for k, q in enumerate(bases):
             delta[k, cols] = ((q.T @ res) ** 2).sum(0)
         del res
-    tests = [partial_f_from_sums(d, total, bases[0].shape[1], n, proj.rank) for d in delta]
-    stat = np.zeros((len(bases), n_groups))
-    pvals = np.zeros((len(bases), n_groups))
-    for g in range(n_groups):
-        mask = groups == g
-        correlation_sq = residual_correlation_sq(proj, Y, np.flatnonzero(mask), batch)
-        for k, test in enumerate(tests):
-            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), correlation_sq, n)
-    return tests, stat, pvals
+    return [partial_f_from_sums(d, total, bases[0].shape[1], n, proj.rank) for d in delta]
 
 
 def residual_correlation_sq(proj: ControlProjection, Y: np.ndarray, columns: np.ndarray, batch: int) -> float:
@@ -199,7 +206,7 @@ def _standardised_residual(proj: ControlProjection, y: np.ndarray) -> np.ndarray
 
 
 def unique_identifiability(
-    proj: ControlProjection, layers: list[np.ndarray], bases: list[np.ndarray], depths: np.ndarray, target_r: float,
+    proj: ControlProjection, layers: Sequence[Layer], bases: list[np.ndarray], depths: np.ndarray, target_r: float,
     n_per_layer: int = 16, seed: int = 0,
 ) -> dict[str, float]:  # fmt: skip
     """Can a layer planted in a kind's part outside the control space be told apart from the other layers at the
@@ -208,22 +215,23 @@ def unique_identifiability(
     ``n_per_layer`` synthetic targets per layer: a random readout of the layer's features outside C, (I - P_C) G_k,
     plus noise of SD sqrt(1/r^2 - 1) (``identifiability.noise_for_r``, r = ``target_r``, the observed unique signal);
     each is assigned the layer of the largest partial F (the layer whose directions outside C explain it best,
-    the in-sample counterpart of the unique map's argmax). ``unique_identifiability`` = Pearson(planted depth,
+    the in-sample counterpart of the unique map's argmax). One layer's planted targets at a time.
+    ``unique_identifiability`` = Pearson(planted depth,
     recovered depth); ``exact_layer_fraction`` the share assigned to the planted layer.
     """
     rng = np.random.default_rng(seed)
     sd = noise_for_r(target_r)
-    columns, planted = [], []
+    recovered, planted = [], []
     for k, X in enumerate(layers):
-        resid = proj.residual(X)
+        resid = proj.residual(read_layer(X))
         resid = resid / np.where(resid.std(0) > 0, resid.std(0), 1.0)
         signal = resid @ rng.standard_normal((resid.shape[1], n_per_layer))
+        del resid
         signal = (signal - signal.mean(0)) / np.where(signal.std(0) > 0, signal.std(0), 1.0)
-        columns.append(signal + sd * rng.standard_normal(signal.shape))
+        tests = partial_f_tests(proj, bases, signal + sd * rng.standard_normal(signal.shape))
+        recovered.append(np.nanargmax(np.nan_to_num(np.stack([t.f for t in tests]), nan=-np.inf), axis=0))
         planted += [k] * n_per_layer
-    Y = np.concatenate(columns, axis=1)
-    tests, _, _ = f_tests(proj, bases, Y, np.zeros(Y.shape[1], dtype=int))
-    recovered = np.nanargmax(np.nan_to_num(np.stack([t.f for t in tests]), nan=-np.inf), axis=0)
+    recovered = np.concatenate(recovered)
     planted = np.asarray(planted)
     depths = np.asarray(depths, dtype=float)
     return {
