@@ -117,8 +117,8 @@ def test_sizes_grow_with_images_targets_and_layers(paper):
     fewer_sessions = jobsize.encode({**nsd, "sessions": {1: 10}}, spec, 1, enc, {})
     finer = jobsize.encode({**nsd, "space": "func1mm"}, spec, 1, enc, {})
     fewer_layers = jobsize.encode(nsd, {**spec, "n_layers": 4}, 1, enc, {})
-    for smaller in (fewer_sessions, fewer_layers):
-        assert smaller["mem_mb"] < base["mem_mb"] and smaller["runtime"] < base["runtime"]
+    assert fewer_sessions["mem_mb"] < base["mem_mb"] and fewer_sessions["runtime"] < base["runtime"]
+    assert fewer_layers["mem_mb"] <= base["mem_mb"] and fewer_layers["runtime"] < base["runtime"]
     assert finer["mem_mb"] > base["mem_mb"] and finer["runtime"] > base["runtime"]
     gpu = jobsize.encode(nsd, spec, 1, {**enc, "device": "cuda"}, {})
     assert gpu["runtime"] < base["runtime"], "the same ridge is faster on the GPU"
@@ -136,3 +136,15 @@ def test_embedded_default_fits_a_small_node(demo):
                 jobsize.encode(ds, spec, 1, demo["encoding"], sim),
             ]
             assert all(s["mem_mb"] <= 4000 and s["runtime"] <= 60 for s in sizes), (name, model, sizes)
+
+
+def test_paper_meg_subject_at_30_hz_fits_a_16_gb_job(paper):
+    """benchmarks/jobsize.py's fit (jobsize.ENCODE_MEMORY): one THINGS-MEG subject at 30 Hz, ViT-L's 24 layers, both
+    kinds and the partition, fits 16 GB with the paper's target_batch and cache_gb, and not with the defaults."""
+    meg, vit_l = paper["datasets"]["things_meg"], model_spec("vit_l16")
+    assert jobsize.targets(meg, {}) >= 271 * 42
+    assert jobsize.encode(meg, vit_l, 1, paper["encoding"], {})["mem_mb"] <= 16_000
+    defaults = {**paper["encoding"], "target_batch": 20000, "cache_gb": 2.0}
+    assert jobsize.encode(meg, vit_l, 1, defaults, {})["mem_mb"] > 16_000
+    native = {**meg, "preprocessing": {"sfreq": None, "tmin": -0.1, "tmax": 1.3}}
+    assert jobsize.encode(native, vit_l, 1, paper["encoding"], {})["mem_mb"] > 16_000

@@ -191,3 +191,14 @@ def check_keys(config: Mapping[str, Any], schema: dict, model_keys: Iterable[str
     messages = unknown_keys(config, schema, model_keys)
     if messages:
         raise ValueError("\n".join([*messages, "Every config key is documented in config/README.md."]))
+
+
+def active_rois(rois: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A dataset's ``rois`` without the atlases set to null: Snakemake merges ``--configfile`` files key by key, so
+    an overlay (config/overlays/paper_visual.yaml) drops an atlas of the study's config by nulling it."""
+    kept = {atlas: names for atlas, names in rois.items() if names is not None}
+    if not kept:
+        raise ValueError(
+            f"{where}: every atlas is null; name at least one atlas and its ROIs (e.g. prf-visualrois: [V1, V2])"
+        )
+    return kept

@@ -4,9 +4,9 @@ A cluster scheduler needs each job's memory and time limit when the job is submi
 their inputs exist. These estimates therefore come from the config alone: the number of images and targets of the
 dataset (NSD's sessions, THINGS-MEG's epochs, the simulated study's sizes), the sampled layers and width of the
 model and the stage's settings, so that one SLURM profile serves the minutes-long embedded default and the paper's
-NSD study. They are generous sizes for the arrays each stage holds at once, not measurements; Snakemake multiplies
-them by the attempt number when a job is retried after running out of memory or time. Memory is in MB, run time in
-minutes, both rounded up.
+NSD study. They are generous sizes for the arrays each stage holds at once, not measurements, except the encoding
+job's (``ENCODE_MEMORY``, measured by benchmarks/jobsize.py); Snakemake multiplies them by the attempt number when a
+job is retried after running out of memory or time. Memory is in MB, run time in minutes, both rounded up.
 """
 
 from __future__ import annotations
@@ -180,18 +180,41 @@ def extract(dataset: dict[str, Any], spec: dict[str, Any], extraction: dict[str,
     return {"mem_mb": _mb(nbytes), "runtime": _minutes(flops, device, 20)}
 
 
+ENCODE_MEMORY = {"base": 9.14e8, "per_n_t": 33.95, "per_n_t_outside_batch": 4.0, "per_n_w": 49.15,
+                 "per_kept_byte": 3.33}  # fmt: skip
+ENCODE_SECONDS = {"base": 26.8, "per_n_L_t": 8.79e-07, "per_n_L_w": 2.66e-06}
+"""The encoding job as benchmarks/jobsize.py measured it (benchmarks/RESULTS.md, 2026-12-05, 2 cores, 24 GB; torch
+on the CPU, both kinds, the partition on, 5 folds, 10 alphas): least-squares fits over five sizes of
+
+    peak bytes = base + a1 n t + (a - a1) n min(t, B) + b n w + c kept,    seconds = s0 + n L (u t + v w),
+
+n images, t targets in solver batches of B (``encoding.target_batch``), L layers, w layer width, kept the singular
+vectors of the single-layer fits one kind holds for its identifiability pass, min(cache_gb, L (k - 1) n w 4 bytes)
+over k folds, and c what a kept fit holds per byte of them; a1 is the 4 bytes of the float32 training targets (the
+slope measured beside the batch was below resolution). The job holds one layer at a time: memory grows with the
+layers only through the kept fits (bounded by ``encoding.cache_gb``) and the control space (n L q float32)."""
+
+
 def encode(
     dataset: dict[str, Any], spec: dict[str, Any], subject: int, encoding: dict[str, Any], sim: dict[str, Any]
 ) -> dict[str, int]:
-    """encode_fmri / encode_meg: the targets, every layer of one kind, the kept fits, and the ridge solves."""
+    """encode_fmri / encode_meg: memory from the measured fit (``ENCODE_MEMORY``); run time from the measured fit on
+    the CPU (scaled by folds x alphas / 50, the benchmark's), from ``FLOPS`` on a GPU (not measured here)."""
     n, t = images(dataset, sim, subject), targets(dataset, sim)
     layers, width = feature_width(spec)
     folds, alphas = int(encoding["folds"]), len(alpha_grid(encoding))
-    fits = min(float(encoding.get("cache_gb", 2.0)) * 2**30, layers * folds * n * width * 4.0)
-    solver = min(t, int(encoding.get("target_batch") or t)) * n * 4.0 * 3
-    nbytes = 2 * n * t * 4.0 + 2 * n * layers * width * 4.0 + fits + solver
-    flops = 2 * layers * folds * 2 * (n * width**2 + n * width * t + alphas * width * t)
-    return {"mem_mb": _mb(nbytes), "runtime": _minutes(flops, encoding.get("device", "cpu"), 30)}
+    batch = min(t, int(encoding.get("target_batch") or t))
+    kept = min(float(encoding.get("cache_gb", 2.0)) * 2**30, layers * (folds - 1) * n * width * 4.0)
+    m = ENCODE_MEMORY
+    nbytes = m["base"] + m["per_n_t_outside_batch"] * n * t + (m["per_n_t"] - m["per_n_t_outside_batch"]) * n * batch
+    nbytes += m["per_n_w"] * n * width + m["per_kept_byte"] * kept
+    mem_mb = int(math.ceil(1.25 * nbytes / MB / 1000.0)) * 1000
+    if str(encoding.get("device", "cpu")).startswith("cuda"):
+        flops = 2 * layers * folds * 2 * (n * width**2 + n * width * t + alphas * width * t)
+        return {"mem_mb": mem_mb, "runtime": _minutes(flops, "cuda", 30)}
+    s = ENCODE_SECONDS
+    seconds = (s["base"] + n * layers * (s["per_n_L_t"] * t + s["per_n_L_w"] * width)) * folds * alphas / 50
+    return {"mem_mb": mem_mb, "runtime": 30 + int(math.ceil(seconds / 60.0))}
 
 
 def hierarchy(datasets: dict[str, dict], models: dict[str, dict], cfg: dict[str, Any], sim: dict[str, Any]) -> dict:

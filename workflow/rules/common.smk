@@ -126,6 +126,9 @@ for _name, _ds in DATASETS.items():
     if _ds["modality"] == "fmri":
         from gradbrain.data.nsd.paths import COMPLETED_SESSIONS
 
+        if _ds.get("rois"):
+            _ds["rois"] = config_keys.active_rois(_ds["rois"], f"datasets.{_name}.rois")
+
         _s = _ds.get("sessions")
         _ds["sessions"] = {
             int(sub): (

@@ -2,7 +2,8 @@
 
 The solver (:mod:`gradbrain.encoding.ridge`) writes every array operation as a function of the standard's namespace
 ``xp`` or one of its operators, as scikit-learn and SciPy do; ``xp`` comes from array-api-compat (the library that
-scikit-learn and SciPy vendor), which gives numpy and torch the standard's names and signatures. :class:`Ops` holds one fit's namespace, device and compute dtype. What the standard leaves to each
+scikit-learn and SciPy vendor), which gives numpy and torch the standard's names and signatures. :class:`Ops`
+holds one fit's namespace, device and compute dtype. What the standard leaves to each
 library stays here: arrays crossing to and from numpy at the edges, a product written into an existing array
 (:meth:`Ops.matmul_into`) and the free memory of a CUDA device, which sizes the target batches.
 """
@@ -13,8 +14,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import array_api_compat as compat
+import numpy as np
 
 BACKENDS = ("numpy", "torch")
 """The backends named by a string; :class:`Ops` also takes an array-API namespace itself."""

@@ -8,24 +8,42 @@ correlation of recovered with planted depth (``layer_identifiability``). Linear 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+Layer = np.ndarray | Callable[[], np.ndarray]
+"""A layer's rows (n, d), or a callable that reads them (so that one or two layers are in memory at a time)."""
 
-def linear_cka(features: list[np.ndarray]) -> np.ndarray:
-    """Linear CKA between every pair of layers (Kornblith et al. 2019), (n_layers, n_layers)."""
-    grams = []
-    for x in features:
-        x = x - x.mean(0)
-        grams.append(x @ x.T)
-    norms = [np.sqrt((g * g).sum()) for g in grams]
-    n = len(grams)
+
+def read_layer(x: Layer) -> np.ndarray:
+    """The rows of a layer given as an array or as a reader."""
+    return x() if callable(x) else x
+
+
+def linear_cka(features: Sequence[Layer]) -> np.ndarray:
+    """Linear CKA between every pair of layers (Kornblith et al. 2019), (n_layers, n_layers).
+
+    CKA(X, Y) = ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F) of the centred features, in float64: the feature-space form of
+    <XX', YY'> / (||XX'||_F ||YY'||_F), (d, d) products instead of (n, n) Gram matrices. Two layers in memory at a
+    time: layer j is read again for every i < j when ``features`` are readers.
+    """
+
+    def centred(x: Layer) -> np.ndarray:
+        x = np.asarray(read_layer(x), dtype=np.float64)
+        return x - x.mean(0)
+
+    n = len(features)
     out = np.ones((n, n))
+    norms = np.zeros(n)
     for i in range(n):
-        for j in range(i + 1, n):
+        xi = centred(features[i])
+        norms[i] = np.sqrt(((xi.T @ xi) ** 2).sum())
+        for j in range(i):
+            xj = centred(features[j])
             denom = norms[i] * norms[j]
-            out[i, j] = out[j, i] = (grams[i] * grams[j]).sum() / denom if denom > 0 else np.nan
+            out[i, j] = out[j, i] = ((xj.T @ xi) ** 2).sum() / denom if denom > 0 else np.nan
     return out
 
 
@@ -36,18 +54,19 @@ def noise_for_r(r: float) -> float:
 
 
 def planted_targets(
-    features: list[np.ndarray], target_r: float, n_per_layer: int = 16, seed: int = 0
+    features: Sequence[Layer], target_r: float, n_per_layer: int = 16, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n_per_layer`` targets per layer: a random readout of its standardised features plus noise.
 
-    The noise SD makes the planted layer's best achievable r equal ``target_r``. Returns (Y (n, L*n_per_layer),
-    planted layer index per column).
+    The noise SD makes the planted layer's best achievable r equal ``target_r``; one layer is read at a time.
+    Returns (Y (n, L*n_per_layer), planted layer index per column).
     """
     rng = np.random.default_rng(seed)
-    n = features[0].shape[0]
     sd = noise_for_r(target_r)
     columns, planted = [], []
-    for k, x in enumerate(features):
+    for k, layer in enumerate(features):
+        x = read_layer(layer)
+        n = x.shape[0]
         xs = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
         signal = xs @ rng.standard_normal((x.shape[1], n_per_layer))
         signal = (signal - signal.mean(0)) / np.where(signal.std(0) > 0, signal.std(0), 1)

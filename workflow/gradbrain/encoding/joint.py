@@ -9,7 +9,7 @@ encoding stage for one subject and by the power analysis for many simulated subj
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from gradbrain import stats
 from gradbrain.encoding.banded import CrossValidatedBandedRidge, two_band_gammas
 from gradbrain.encoding.cv import CrossValidatedRidge
-from gradbrain.encoding.identifiability import noise_for_r
+from gradbrain.encoding.identifiability import Layer, noise_for_r, read_layer
 from gradbrain.encoding.partition import (
     MIN_RESIDUAL_DF,
     ControlProjection,
@@ -32,8 +32,6 @@ from gradbrain.encoding.partition import (
 )
 
 log = logging.getLogger(__name__)
-Layer = np.ndarray | Callable[[], np.ndarray]
-"""A layer's training rows (n, d), or a callable that reads them."""
 CRITERION = "gcv"
 """How the joint and control fits choose each target's (gamma, alpha): generalised cross-validation, whose cost per
 alpha is O(p t) instead of exact leave-one-out's O(n p t) (``encoding.ridge``); the same for both, so that a target
@@ -92,17 +90,19 @@ def control_scores(control: np.ndarray, Y: np.ndarray, folds: np.ndarray, alphas
 
 
 def joint_fit(
-    control: np.ndarray, layers: list[np.ndarray], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
+    control: np.ndarray, layers: Sequence[Layer], Y: np.ndarray, folds: np.ndarray, alphas: np.ndarray,
     gammas: np.ndarray, components: int, solver: dict[str, Any], groups: np.ndarray | None = None,
     label: str = "", depths: np.ndarray | None = None, control_scores_r2: np.ndarray | None = None,
     alpha: float = 0.05, seed: int = 0, placebos: Sequence[Sequence[Layer]] | None = None,
 ) -> JointFit:  # fmt: skip
-    """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each).
+    """The joint fits and the test of every layer of one kind (``layers``: (n, d_l) training rows each, or readers
+    of them: one layer in memory at a time, each read three times: its basis, its joint fit, the identifiability).
 
     ``components``: the gradients' principal directions outside C that the F-test of a layer uses, at most the
     layer's rank there (and its placebos', so that a layer and its placebos are tested on as many directions): each
     layer has its own m_k, as a layer of lower rank (a ResNet's last block, whose gradient W'(p - y) spans the
-    classes) must not narrow the test of the others. ``groups`` (t,) assigns the targets to subjects for the summed test (one group when None). With
+    classes) must not narrow the test of the others. ``groups`` (t,) assigns the targets to subjects for the summed
+    test (one group when None). With
     ``depths`` (and the control fit's R^2), the unique maps' layer identifiability at the observed unique signal
     is computed too (:func:`unique_identifiability`). ``placebos``: J placebo gradients' layers (features/placebo.py),
     tested by the same F-tests (one pass over the targets) for their excess partial R^2; a layer may be given as a
@@ -111,8 +111,8 @@ def joint_fit(
     n, t = Y.shape
     groups = np.zeros(t, dtype=int) if groups is None else np.asarray(groups)
     proj = ControlProjection.of(control)
-    bases = [gradient_basis(X, proj, components) for X in layers]
-    placebo_bases = [gradient_basis(X() if callable(X) else X, proj, components) for p in placebos or [] for X in p]
+    bases = [gradient_basis(read_layer(X), proj, components) for X in layers]
+    placebo_bases = [gradient_basis(read_layer(X), proj, components) for p in placebos or [] for X in p]
     L = len(bases)
     m = [min(q.shape[1] for q in bases[k::L] + placebo_bases[k::L]) for k in range(L)]
     bases = [q[:, : m[k]] for k, q in enumerate(bases)]
@@ -126,7 +126,7 @@ def joint_fit(
     r2, r = [], []
     for k, X in enumerate(layers):
         scores = CrossValidatedBandedRidge(
-            [control, X], folds, gammas, alphas, **solver, criterion=CRITERION, gram=True
+            [control, read_layer(X)], folds, gammas, alphas, **solver, criterion=CRITERION, gram=True
         ).score(Y)
         r2.append(scores.r2)
         r.append(scores.r)
@@ -150,40 +150,68 @@ def group_excess(tests: list[PartialF], groups: np.ndarray) -> np.ndarray:
 
 
 def f_tests(
-    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, batch: int = 4096
+    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, batch: int = 2048
 ) -> tuple[list[PartialF], np.ndarray, np.ndarray]:
     """The partial F-test of every layer's directions for every target, and per group the summed test.
 
-    Targets are taken ``batch`` at a time: each batch's residuals outside the control space are used for every layer
-    and for the Gram matrix of the residual correlations (one per group), then dropped.
+    Targets are taken ``batch`` at a time: each batch's residuals outside the control space (n, batch) are used for
+    every layer, then dropped; the residual correlations of the summed test come from pairs of target blocks
+    (:func:`residual_correlation_sq`). Memory: a few (n, batch) float64 blocks, whatever the number of targets.
     """
-    n, t = Y.shape
+    n = Y.shape[0]
     n_groups = int(groups.max()) + 1
+    tests = partial_f_tests(proj, bases, Y, batch)
+    stat = np.zeros((len(bases), n_groups))
+    pvals = np.zeros((len(bases), n_groups))
+    for g in range(n_groups):
+        mask = groups == g
+        correlation_sq = residual_correlation_sq(proj, Y, np.flatnonzero(mask), batch)
+        for k, test in enumerate(tests):
+            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), correlation_sq, n)
+    return tests, stat, pvals
+
+
+def partial_f_tests(
+    proj: ControlProjection, bases: list[np.ndarray], Y: np.ndarray, batch: int = 2048
+) -> list[PartialF]:
+    """Per layer, the partial F-test of its directions for every target, ``batch`` targets' residuals at a time."""
+    n, t = Y.shape
     delta = np.zeros((len(bases), t))
     total = np.zeros(t)
-    grams: list[np.ndarray | None] = [None] * n_groups
     for start in range(0, t, batch):
         cols = slice(start, min(start + batch, t))
         res = proj.residual(Y[:, cols])
         total[cols] = (res**2).sum(0)
         for k, q in enumerate(bases):
             delta[k, cols] = ((q.T @ res) ** 2).sum(0)
-        z = (res - res.mean(0)) / np.where(res.std(0) > 0, res.std(0), 1.0)
-        for g in np.unique(groups[cols]):
-            zg = z[:, groups[cols] == g]
-            grams[g] = zg @ zg.T + (0 if grams[g] is None else grams[g])
-    tests = [partial_f_from_sums(d, total, q.shape[1], n, proj.rank) for d, q in zip(delta, bases, strict=True)]
-    stat = np.zeros((len(bases), n_groups))
-    pvals = np.zeros((len(bases), n_groups))
-    for g in range(n_groups):
-        mask = groups == g
-        for k, test in enumerate(tests):
-            stat[k, g], pvals[k, g] = summed_f(test.subset(mask), grams[g], n)
-    return tests, stat, pvals
+        del res
+    return [partial_f_from_sums(d, total, q.shape[1], n, proj.rank) for d, q in zip(delta, bases, strict=True)]
+
+
+def residual_correlation_sq(proj: ControlProjection, Y: np.ndarray, columns: np.ndarray, batch: int) -> float:
+    """||Z'Z||_F^2 = sum_{a, b} ||Z_a' Z_b||_F^2 of the standardised residuals Z outside the control space of the
+    targets ``columns`` of Y, over pairs of target blocks Z_a, Z_b of at most ``batch`` columns (b > a counted
+    twice). Never the (n, n) Gram Z Z' (||Z Z'||_F = ||Z'Z||_F): memory is two (n, batch) blocks and a
+    (batch, batch) product; block b's residuals are recomputed per a (O(n rank(C) t^2 / batch) extra)."""
+    blocks = np.array_split(columns, max(1, -(-len(columns) // batch)))
+    total = 0.0
+    for i, a in enumerate(blocks):
+        za = _standardised_residual(proj, Y[:, a])
+        total += float(((za.T @ za) ** 2).sum())
+        for b in blocks[i + 1 :]:
+            total += 2.0 * float(((za.T @ _standardised_residual(proj, Y[:, b])) ** 2).sum())
+    return total
+
+
+def _standardised_residual(proj: ControlProjection, y: np.ndarray) -> np.ndarray:
+    """(r - mean) / SD of each column r of (I - P_C) y (population SD; a constant column is left at scale 1)."""
+    res = proj.residual(y)
+    sd = res.std(0)
+    return (res - res.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
 def unique_identifiability(
-    proj: ControlProjection, layers: list[np.ndarray], bases: list[np.ndarray], depths: np.ndarray, target_r: float,
+    proj: ControlProjection, layers: Sequence[Layer], bases: list[np.ndarray], depths: np.ndarray, target_r: float,
     n_per_layer: int = 16, seed: int = 0,
 ) -> dict[str, float]:  # fmt: skip
     """Can a layer planted in a kind's part outside the control space be told apart from the other layers at the
@@ -193,22 +221,24 @@ def unique_identifiability(
     plus noise of SD sqrt(1/r^2 - 1) (``identifiability.noise_for_r``, r = ``target_r``, the observed unique signal);
     each is assigned the layer of the largest excess partial R^2 (the layer whose directions outside C explain it
     best, the in-sample counterpart of the unique map's argmax; not the largest F, which favours a layer tested on
-    fewer directions). ``unique_identifiability`` = Pearson(planted depth,
+    fewer directions). One layer's planted targets at a time.
+    ``unique_identifiability`` = Pearson(planted depth,
     recovered depth); ``exact_layer_fraction`` the share assigned to the planted layer.
     """
     rng = np.random.default_rng(seed)
     sd = noise_for_r(target_r)
-    columns, planted = [], []
+    recovered, planted = [], []
     for k, X in enumerate(layers):
-        resid = proj.residual(X)
+        resid = proj.residual(read_layer(X))
         resid = resid / np.where(resid.std(0) > 0, resid.std(0), 1.0)
         signal = resid @ rng.standard_normal((resid.shape[1], n_per_layer))
+        del resid
         signal = (signal - signal.mean(0)) / np.where(signal.std(0) > 0, signal.std(0), 1.0)
-        columns.append(signal + sd * rng.standard_normal(signal.shape))
+        tests = partial_f_tests(proj, bases, signal + sd * rng.standard_normal(signal.shape))
+        excess = np.stack([excess_partial_r2(t) for t in tests])
+        recovered.append(np.nanargmax(np.nan_to_num(excess, nan=-np.inf), axis=0))
         planted += [k] * n_per_layer
-    Y = np.concatenate(columns, axis=1)
-    tests, _, _ = f_tests(proj, bases, Y, np.zeros(Y.shape[1], dtype=int))
-    recovered = np.nanargmax(np.nan_to_num(np.stack([excess_partial_r2(t) for t in tests]), nan=-np.inf), axis=0)
+    recovered = np.concatenate(recovered)
     planted = np.asarray(planted)
     depths = np.asarray(depths, dtype=float)
     return {

@@ -29,6 +29,7 @@ any nonlinearity is predicted by the gradients beyond C, but no better by the mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,19 +37,20 @@ from scipy import stats as sps
 
 from gradbrain.encoding.backend import namespace, thin_svd
 from gradbrain.encoding.cv import standardise
+from gradbrain.encoding.identifiability import Layer, read_layer
 
 
-def control_space(layers: list[np.ndarray], components: int) -> tuple[np.ndarray, list[int]]:
+def control_space(layers: Sequence[Layer], components: int) -> tuple[np.ndarray, list[int]]:
     """The control space: the first ``components`` principal component scores of every layer, concatenated.
 
     PCA by an exact SVD of each layer's centred features (n, d_l) over the given stimuli (no brain data enters, as in
     the extraction's optional PCA); a layer with fewer dimensions keeps all of them. The encoding standardises every
     column within each training fold, so each component enters the control fits with unit variance. Returns the
-    (n, sum_l q_l) scores and the number kept per layer.
+    (n, sum_l q_l) scores and the number kept per layer. Layers given as readers are read one at a time.
     """
     blocks, kept = [], []
     for x in layers:
-        u, s = _centred_svd(x)
+        u, s = _centred_svd(read_layer(x))
         q = min(int(components), len(s))
         blocks.append((u[:, :q] * s[:q]).astype(np.float32))
         kept.append(q)
@@ -131,9 +133,12 @@ class ControlProjection:
 
 
 def gradient_basis(features: np.ndarray, control: ControlProjection, components: int) -> np.ndarray:
-    """Q (n, m): the first ``components`` principal directions of the features' part outside the control space."""
+    """Q (n, m): the first ``components`` principal directions of the features' part outside the control space.
+
+    A copy, not a view: a view keeps the whole (n, d) float64 U alive (182 MB per layer at 22,248 x 1024, held for
+    every layer and placebo of a kind during its joint fits)."""
     u, _ = _centred_svd(control.residual(features))
-    return u[:, : int(components)]
+    return np.ascontiguousarray(u[:, : int(components)])
 
 
 @dataclass
@@ -193,15 +198,15 @@ def excess_partial_r2(test: PartialF) -> np.ndarray:
     return ratio - test.df_num / (test.df_num + test.df_den)
 
 
-def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
+def summed_f(test: PartialF, correlation_sq: float, n: int) -> tuple[float, float]:
     """A subject's sum over targets of m F_t and its p under the null (Satterthwaite's scaled chi-square).
 
     Each term m F_t has mean m d/(d - 2) and variance 2 m^2 d^2 (m + d - 2) / (m (d - 2)^2 (d - 4)) under the null;
     the terms of correlated targets covary, the sum's variance being the per-term variance times ||R||_F^2, the sum
-    of the squared correlations of the targets' residuals outside the control space (from ``gram`` = Z Z' (n, n) of
-    the standardised residuals, ||Z'Z||_F = ||Z Z'||_F; a sample correlation with d degrees of freedom adds about
-    1/d to each rho^2, which is removed). The sum is matched to a chi^2(nu) scaled by a, a = var / (2 mean),
-    nu = 2 mean^2 / var.
+    of the squared correlations of the targets' residuals outside the control space (``correlation_sq`` =
+    ||Z'Z||_F^2 of the standardised residuals Z (n, t), so ||R||_F^2 = ``correlation_sq`` / n^2; a sample
+    correlation with d degrees of freedom adds about 1/d to each rho^2, which is removed). The sum is matched to a
+    chi^2(nu) scaled by a, a = var / (2 mean), nu = 2 mean^2 / var.
     """
     ok = np.isfinite(test.f)
     t = int(ok.sum())
@@ -209,7 +214,7 @@ def summed_f(test: PartialF, gram: np.ndarray, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     m, d = test.df_num, test.df_den
     stat = float(np.sum(m * test.f[ok]))
-    frob = t + max(float((gram**2).sum()) / n**2 - t - t * (t - 1) / d, 0.0)
+    frob = t + max(float(correlation_sq) / n**2 - t - t * (t - 1) / d, 0.0)
     mean = t * m * d / (d - 2)
     var = 2.0 * m**2 * d**2 * (m + d - 2) / (m * (d - 2) ** 2 * (d - 4)) * frob
     a, nu = var / (2 * mean), 2 * mean**2 / var

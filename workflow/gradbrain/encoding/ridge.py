@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import array_api_compat as compat
+import numpy as np
 
 from gradbrain.encoding.backend import Backend, Ops, auto_target_batch, gram_svd, thin_svd, to_numpy
 

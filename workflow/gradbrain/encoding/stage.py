@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,13 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
         check_partition_fits(int(train.sum()), dims, cfg["partition"], brain_path)
     with store.atomic_group(out) as group:
         for kind in kinds:
-            X_layers = [np.asarray(feats[kind][name][...], dtype=np.float32)[rows] for name in layers]
-            train_layers = [X[train] for X in X_layers]
+            all_rows = [layer_reader(feats, kind, name, rows) for name in layers]
+            train_layers = [layer_reader(feats, kind, name, rows[train]) for name in layers]
             r_all, r2_all, alpha_all, r_test, fits = [], [], [], [], []
             budget = float(cfg.get("cache_gb", 2.0)) * 2**30
-            for name, X, X_train in zip(layers, X_layers, train_layers, strict=True):
+            for name, read in zip(layers, all_rows, strict=True):
+                X = read()
+                X_train = X[train]
                 cv = CrossValidatedRidge(X_train, folds, alphas, **solver)
                 scores = cv.score(Y_train)
                 r, alpha = scores.r, scores.alpha
@@ -98,21 +101,22 @@ def encode_subject(features_path: str, brain_path: str, out: str | Path, cfg: di
                 if test.any():
                     r_test.append(heldout_scores(X_train, Y_train, X[test], Y_test, alphas, **solver)[0])
                 log.info("%s %s: median r %.3f, max r %.3f", kind, name, np.median(r), np.max(r))
+                del X, X_train, cv
             r_all = np.stack(r_all).astype(np.float32)
             store.write_array(group, f"r/{kind}", r_all)
             store.write_array(group, f"alpha/{kind}", np.stack(alpha_all).astype(np.float32))
             store.write_array(group, f"r2/{kind}", np.stack(r2_all).astype(np.float32))
             if r_test:
                 store.write_array(group, f"r_test/{kind}", np.stack(r_test).astype(np.float32))
-            fits = [
-                cv or CrossValidatedRidge(X, folds, alphas, **solver) for cv, X in zip(fits, train_layers, strict=True)
-            ]
-            group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, fits, depths, r_all, cfg)
+            refits = [_fit_of(cv, read, folds, alphas, solver) for cv, read in zip(fits, train_layers, strict=True)]
+            del fits
+            n_train = int(train.sum())
+            group.attrs[f"identifiability_{kind}"] = _identifiability(train_layers, refits, depths, r_all, cfg, n_train)
             if brain.attrs["modality"] in cfg.get("own_contribution", ()):
-                r_own = own_scores(X_layers, kind, train, Y_train, folds, alphas, solver)
+                r_own = own_scores([read() for read in all_rows], kind, train, Y_train, folds, alphas, solver)
                 store.write_array(group, f"r_own/{kind}", r_own)
             if kind == ACTIVATIONS and partition:
-                control, kept = control_space(X_layers, int(cfg["partition"]["control_components"]))
+                control, kept = control_space(all_rows, int(cfg["partition"]["control_components"]))
                 control = control[train]
                 r2_control, r_control = control_scores(control, Y_train, folds, alphas, solver)
                 store.write_array(group, "partition/control_r2", r2_control.astype(np.float32))
@@ -153,17 +157,19 @@ def _partition_kinds(cfg: dict[str, Any], kinds: list[str]) -> list[str]:
     return [k for k in kinds if k != ACTIVATIONS]
 
 
+def layer_reader(feats: Any, key: str, name: str, rows: np.ndarray) -> Callable[[], np.ndarray]:
+    """A reader of the rows ``rows`` of layer ``name`` of ``key`` (a kind or placebo) in a features store, float32:
+    the encoding holds one layer at a time (about 91 MB for 22,248 images x 1024 features), whatever the layers."""
+    return lambda: np.asarray(feats[key][name][...], dtype=np.float32)[rows]
+
+
 def placebo_layers(feats: Any, layers: list[str], rows: np.ndarray, train: np.ndarray) -> list[list[Any]] | None:
     """Readers of the training rows of every placebo gradient's layers in a features store (features/placebo.py),
     or None where the store has none; each reads its layer when called."""
     count = int(feats.attrs.get("placebos", 0))
     if not count:
         return None
-
-    def reader(key: str, name: str):
-        return lambda: np.asarray(feats[key][name][...], dtype=np.float32)[rows][train]
-
-    return [[reader(placebo_key(j), name) for name in layers] for j in range(count)]
+    return [[layer_reader(feats, placebo_key(j), name, rows[train]) for name in layers] for j in range(count)]
 
 
 def write_joint(group: Any, kind: str, fit: JointFit) -> None:
@@ -178,7 +184,8 @@ def write_joint(group: Any, kind: str, fit: JointFit) -> None:
     store.write_array(group, f"partition/{kind}/layer_excess", fit.layer_excess[:, 0])
     if fit.placebo_excess is not None:
         store.write_array(group, f"partition/{kind}/placebo_excess", fit.placebo_excess[:, :, 0])
-    group.attrs[f"partition_{kind}"] = {"df_num": fit.df_num.tolist(), "df_den": fit.df_den.tolist(), **(fit.identifiability or {})}
+    dfs = {"df_num": fit.df_num.tolist(), "df_den": fit.df_den.tolist()}
+    group.attrs[f"partition_{kind}"] = {**dfs, **(fit.identifiability or {})}
 
 
 def own_scores(
@@ -197,13 +204,25 @@ def own_scores(
     return np.stack(r).astype(np.float32)
 
 
-def _identifiability(X_layers, fits, depths, r_all, cfg) -> dict[str, Any]:
-    """Planted-layer recovery at the typical best r of the significant real targets, and linear CKA."""
-    best = best_layers(r_all, depths, X_layers[0].shape[0])
+def _fit_of(
+    cv: CrossValidatedRidge | None, read: Callable[[], np.ndarray], folds: np.ndarray, alphas: np.ndarray,
+    solver: dict[str, Any],
+) -> Callable[[], CrossValidatedRidge]:  # fmt: skip
+    """The layer's cross-validated fit: the one kept from the first pass, else refitted from its reader when asked."""
+    return (lambda: cv) if cv is not None else (lambda: CrossValidatedRidge(read(), folds, alphas, **solver))
+
+
+def _identifiability(
+    X_layers: list[Callable[[], np.ndarray]], fits: list[Callable[[], CrossValidatedRidge]], depths: np.ndarray,
+    r_all: np.ndarray, cfg: dict[str, Any], n: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Planted-layer recovery at the typical best r of the significant real targets, and linear CKA (one or two
+    layers and one fit in memory at a time); ``n`` training images."""
+    best = best_layers(r_all, depths, n)
     observed = best.best_r[best.significant]
     target_r = float(np.median(observed)) if len(observed) else 0.1
     Y, planted = planted_targets(X_layers, target_r, int(cfg.get("identifiability_targets", 16)), int(cfg["seed"]))
-    r = np.stack([cv.score(Y)[0] for cv in fits])
+    r = np.stack([fit().score(Y)[0] for fit in fits])
     result = recovery(r, planted, depths, target_r)
     result["cka"] = np.round(linear_cka(X_layers), 4).tolist()
     result["n_significant"] = int(best.significant.sum())
