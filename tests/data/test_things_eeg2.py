@@ -51,7 +51,7 @@ def authors_reading(root: Path, images: Path, subject: int, split: str) -> dict[
     part = {"train": "training", "test": "test"}[split]
     meta = np.load(images / "image_metadata.npy", allow_pickle=True).item()
     eeg = np.load(
-        root / "preprocessed_data" / f"sub-{subject:02d}" / f"preprocessed_eeg_{part}.npy", allow_pickle=True
+        root / f"sub-{subject:02d}" / f"preprocessed_eeg_{part}.npy", allow_pickle=True
     ).item()["preprocessed_eeg_data"]
     folder = {"train": "training_images", "test": "test_images"}[split]
     names = [

@@ -34,18 +34,18 @@ DATA_KEY = "preprocessed_eeg_data"
 
 OSF_HINT = (
     "Get the preprocessed data from the THINGS-EEG2 OSF project (https://osf.io/anp5v/) and unpack each "
-    "participant's archive so that the files lie at <root>/preprocessed_data/sub-XX/preprocessed_eeg_{training,test}"
-    ".npy, or set download: true."
+    "participant's archive sub-XX.zip in <root>, so that the files lie at "
+    "<root>/sub-XX/preprocessed_eeg_{training,test}.npy."
 )
 IMAGES_HINT = (
     "Get the image set from the THINGS-EEG2 OSF project (https://osf.io/y63gw/): image_metadata.npy and the "
-    "training_images/ and test_images/ folders belong directly under images_root, or set download: true."
+    "training_images/ and test_images/ folders belong directly under images_root."
 )
 
 
 def eeg_path(root: str | Path, subject: int | str, split: str) -> Path:
     """Path of a participant's preprocessed EEG file of ``split`` (train or test)."""
-    return Path(root) / "preprocessed_data" / f"sub-{int(subject):02d}" / f"preprocessed_eeg_{PARTS[split][0]}.npy"
+    return Path(root) / f"sub-{int(subject):02d}" / f"preprocessed_eeg_{PARTS[split][0]}.npy"
 
 
 def metadata_path(images_root: str | Path) -> Path:
