@@ -131,3 +131,19 @@ def test_overlay_dry_run_plans_ten_participants():
     assert counts["encode_meg"] == (4 + n) * models
     assert re.search(r"things_eeg2/sub-10\.zarr", proc.stdout)
     assert dl.things_eeg2_node("sub-10.zip") == "anp5v" and dl.things_eeg2_node("test_images.zip") == "y63gw"
+
+
+def test_local_root_checks_name_the_missing_file(tmp_path):
+    root, images = tmp_path / "eeg", tmp_path / "images"
+    write_image_metadata(images, {"train": ["a_01b.jpg"], "test": ["c_01s.jpg"]}, {"train": ["1_a"], "test": ["3_c"]})
+    write_split(root, 1, "train", np.zeros((1, 4, 17, 100)))
+    ds = {"format": "things_eeg2", "modality": "meg", "root": str(root), "images_root": str(images), "subjects": [1]}
+    dl.check_roots({"eeg2": ds})
+    with pytest.raises(FileNotFoundError, match=r"datasets.eeg2: .*sub-01/preprocessed_eeg_test.npy is missing"):
+        dl.check_local_files({"eeg2": ds})
+    write_split(root, 1, "test", np.zeros((1, 80, 17, 100)))
+    dl.check_local_files({"eeg2": ds})
+    with pytest.raises(ValueError, match=r"datasets.eeg2.subjects: THINGS-EEG2 participants are 1..10, got 11"):
+        dl.check_subjects({"eeg2": {**ds, "subjects": [1, 11]}}, {})
+    with pytest.raises(FileNotFoundError, match=r"datasets.eeg2.images_root: .* does not exist"):
+        dl.check_roots({"eeg2": {**ds, "images_root": str(tmp_path / "none")}})
