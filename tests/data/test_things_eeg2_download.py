@@ -142,7 +142,13 @@ def test_local_root_checks_name_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"datasets.eeg2: .*sub-01/preprocessed_eeg_test.npy is missing"):
         dl.check_local_files({"eeg2": ds})
     write_split(root, 1, "test", np.zeros((1, 80, 17, 100)))
+    with pytest.raises(FileNotFoundError, match=r"no image in .*test_images/<NNNNN_concept>/ \(unpack test_images.zip"):
+        dl.check_local_files({"eeg2": ds})
+    for folder, concept, file in (("training_images", "1_a", "a_01b.jpg"), ("test_images", "3_c", "c_01s.jpg")):
+        (images / folder / concept).mkdir(parents=True)
+        (images / folder / concept / file).write_bytes(b"jpeg")
     dl.check_local_files({"eeg2": ds})
+    assert f"{images}/test_images/3_c/c_01s.jpg" in dl.local_files(ds)
     with pytest.raises(ValueError, match=r"datasets.eeg2.subjects: THINGS-EEG2 participants are 1..10, got 11"):
         dl.check_subjects({"eeg2": {**ds, "subjects": [1, 11]}}, {})
     with pytest.raises(FileNotFoundError, match=r"datasets.eeg2.images_root: .* does not exist"):

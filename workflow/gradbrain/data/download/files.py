@@ -238,6 +238,11 @@ def check_local_files(datasets: Mapping[str, Mapping], shown: int = 5) -> None:
             images = Path(ds["images_root"]) / "object_images"
             if not any(p.name.lower().endswith(IMAGE_SUFFIXES) for p in images.glob("*/*")):
                 lines.append(f"datasets.{name}: no THINGS image in {images}/<concept>/ (unpack {THINGS_ARCHIVE} there)")
+        if ds["format"] == "things_eeg2":
+            for _, folder, _ in eeg2.PARTS.values():
+                images = Path(ds["images_root"]) / folder
+                if not any(images.glob("*/*.jpg")):
+                    lines.append(f"datasets.{name}: no image in {images}/<NNNNN_concept>/ (unpack {folder}.zip there)")
         if lines:
             more = [f"  ... and {len(lines) - shown} more"] if len(lines) > shown else []
             terms = " and accept_terms: true" if ds["format"] == "nsd" else ""
