@@ -308,6 +308,11 @@ def test_operating_point_of_real_data(tmp_path):
         {"dataset": "things", "modality": "meg", "observed_r": pytest.approx(0.1), "n_images": 22100, "n_subjects": 3}
     ]
     assert power_figure.operating_points(scores_csv, [], {"sim": datasets["sim_backprop_meg"]}).empty
+    eeg2 = {"eeg2": {"modality": "meg", "format": "things_eeg2", "subjects": [1, 2, 3]}}
+    renamed = pd.read_csv(scores_csv).replace({"dataset": {"things": "eeg2"}})
+    renamed.to_csv(scores_csv, index=False)
+    point = power_figure.operating_points(scores_csv, [], eeg2).iloc[0]
+    assert point.modality == "eeg", "THINGS-EEG2 is placed on the grid's eeg curves"
 
 
 def test_fmri_cell_recovers_the_planted_spatial_hierarchy(tmp_path):
@@ -340,3 +345,30 @@ def test_feedback_alignment_brain_is_seen_through_its_own_kind(tmp_path):
     gain = table[(table.test == "threshold") & (table.metric == "gain_over_gradients") & (table.claim == ">= 0")]
     gain = gain.set_index("kind")
     assert gain.loc["feedback_alignment", "planted"] == "effect" and gain.loc["feedback_alignment", "rate"] == 1
+
+
+# ------------------------------------------------------------------------------ THINGS-EEG2's design
+def test_eeg_cell_records_the_brain_in_things_eeg2s_design(tmp_path):
+    """An eeg cell: the MEG brain on THINGS-EEG2's 17 channels at 100 Hz in a rapid serial presentation, scored by
+    the temporal tests; the planted forward sweep and backward gradients are seen, and the group test runs."""
+    n = 150
+    features = write_features(tmp_path / "toy.zarr", n)
+    cfg = small_config(n_subjects=[3], seeds=1, own_contribution=False, partition=False)
+    depths, feats = power_features.load_power_features(features, n)
+    drivers = power_features.make_drivers({"toy": (depths, feats)}, cfg["simulation"]["readout_components"])
+    sim = {"image_size": 64, **cfg["simulation"]["meg"], "noise": 0.5}
+    operator = power_brains.eeg_time_operator(cfg["power"]["preprocessing"])
+    Y = power_brains.eeg_targets(drivers, "backprop", sim, np.random.default_rng(0), operator)
+    assert Y.shape == (n, 17 * len(operator[1]))
+    np.testing.assert_allclose(Y.std(0), 1, atol=1e-4)
+    cell = {"model": "toy", "modality": "eeg", "scenario": "backprop", "noise": 0.5, "n_images": n}
+    table = power_cell.run_cell(cell, {"toy": str(features)}, cfg)
+    assert set(table.modality) == {"eeg"} and table.subject.nunique() == 3
+    values = table.set_index(["subject", "kind", "metric"]).value
+    assert all(values[(s, "activations", "temporal_score")] > 0 for s in (1, 2, 3))
+    assert all(values[(s, "gradients", "temporal_score_centroid")] < 0 for s in (1, 2, 3))
+    rates = power_rates.power_table([table], cfg["power"])
+    group = rates[
+        (rates.test == "wilcoxon") & (rates.metric == "temporal_score_centroid") & (rates.kind == "gradients")
+    ]
+    assert not group.empty and (group.n_subjects == 3).all()

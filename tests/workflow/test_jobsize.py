@@ -77,6 +77,21 @@ def test_things_meg_images_count_the_test_set_only_when_held_out():
     assert jobsize.images(meg, {}) == 22_448, "the features store holds the test images too"
 
 
+@pytest.mark.parametrize("preprocessing", [{}, {"sfreq": None}, {"sfreq": 50.0, "tmin": 0.0, "tmax": 0.5}])
+def test_things_eeg2_sizes_follow_its_release(preprocessing):
+    """THINGS-EEG2: 17 channels at 100 Hz from -0.2 s, 16,540 + 200 images, both files in memory when prepared."""
+    times = -0.2 + np.arange(100) / 100.0
+    _, kept = time_operator(
+        times, 100.0, None, preprocessing.get("sfreq", 30.0), preprocessing.get("tmin"), preprocessing.get("tmax")
+    )
+    eeg = {"modality": "meg", "format": "things_eeg2", "subjects": [1], "preprocessing": preprocessing}
+    assert jobsize.meg_times(eeg) == len(kept)
+    assert jobsize.targets(eeg, {}) == 17 * len(kept)
+    assert jobsize.images(eeg, {}, 1) == 16_540 and jobsize.images({**eeg, "heldout": "test"}, {}, 1) == 16_740
+    trials_bytes = (16_540 * 4 + 200 * 80) * 17 * 100 * 8
+    assert jobsize.prepare(eeg, 1, {})["mem_mb"] * 2**20 >= 2 * trials_bytes
+
+
 def test_paper_jobs_are_larger_than_the_demos(demo, paper):
     """NSD and THINGS-MEG with ViT-L ask for more memory and time than the simulated study with the demo models
     (on the same device: the paper's GPU makes its ridge fast)."""

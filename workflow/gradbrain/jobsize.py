@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from gradbrain.data.nsd.paths import TRIALS_PER_SESSION
+from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.encoding.cv import alpha_grid
 from gradbrain.models.catalogue import n_blocks
@@ -71,6 +72,8 @@ def _minutes(flops: float, device: str, floor: int) -> int:
 
 def images(dataset: dict[str, Any], sim: dict[str, Any], subject: int | None = None) -> int:
     """Images with brain responses of one subject, or (``subject=None``) of all configured subjects together."""
+    if dataset.get("format") == "things_eeg2" and not dataset.get("simulated"):
+        return eeg2.N_TRAIN + (eeg2.N_TEST if dataset.get("heldout") == "test" or subject is None else 0)
     if dataset["modality"] == "meg":
         block = sim["meg"] if dataset.get("simulated") else {}
         train = int(block.get("n_images", THINGS_MEG["images"]))
@@ -98,9 +101,10 @@ def meg_times(dataset: dict[str, Any]) -> int:
     A missing key takes the config schema's default (30 Hz, whole epoch); null keeps the epochs' rate or span.
     """
     pre = {"sfreq": 30.0, "tmin": None, "tmax": None, **(dataset.get("preprocessing") or {})}
-    orig, t0 = EPOCHS.sfreq, EPOCHS.tmin
+    epochs = eeg2.EPOCHS if dataset.get("format") == "things_eeg2" and not dataset.get("simulated") else EPOCHS
+    orig, t0 = epochs.sfreq, epochs.tmin
     sfreq = float(pre["sfreq"] or orig)
-    n = int(round(EPOCHS.n_times * sfreq / orig))
+    n = int(round(epochs.n_times * sfreq / orig))
     tol = 1e-3 / sfreq
     lo = -math.inf if pre["tmin"] is None else pre["tmin"] - tol
     hi = math.inf if pre["tmax"] is None else pre["tmax"] + tol
@@ -116,7 +120,10 @@ def targets(dataset: dict[str, Any], sim: dict[str, Any]) -> int:
             column = int(fmri["hemisphere_width"]) * 4  # simulation.brain.roi_layout: voxels per ROI, both hemispheres
             return rois * 2 * column * math.ceil(int(fmri["voxels_per_roi"]) / column)
         return NSD_TARGETS.get(dataset.get("space", "func1pt8mm"), max(NSD_TARGETS.values()))
-    sensors = int(sim["meg"]["n_sensors"]) if dataset.get("simulated") else THINGS_MEG["channels"]
+    if dataset.get("simulated"):
+        sensors = int(sim["meg"]["n_sensors"])
+    else:
+        sensors = len(eeg2.CHANNELS) if dataset.get("format") == "things_eeg2" else THINGS_MEG["channels"]
     return sensors * meg_times(dataset)
 
 
@@ -142,6 +149,9 @@ def prepare(dataset: dict[str, Any], subject: int, sim: dict[str, Any]) -> dict[
         trials = sessions * TRIALS_PER_SESSION
         raw = NSD_SESSION_BYTES.get(dataset.get("space", "func1pt8mm"), max(NSD_SESSION_BYTES.values()))
         read = sessions * raw
+    elif dataset["format"] == "things_eeg2":  # both files in memory as float64, as np.load reads them
+        trials = eeg2.N_TRAIN * eeg2.TRAIN_REPS + eeg2.N_TEST * eeg2.TEST_REPS
+        raw = read = trials * len(eeg2.CHANNELS) * eeg2.EPOCHS.n_times * 8.0
     else:
         trials = THINGS_MEG["epochs"]
         raw = read = trials * THINGS_MEG["channels"] * EPOCHS.n_times * 4.0

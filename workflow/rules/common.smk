@@ -319,7 +319,9 @@ def power_cell_config(wildcards):
     return {
         "simulation": {
             **{k: sim[k] for k in ("image_size", "readout_components") if k in sim},
-            wildcards.modality: sim[wildcards.modality],
+            power_grid.simulation_block(wildcards.modality): sim[
+                power_grid.simulation_block(wildcards.modality)
+            ],
         },
         "encoding": {k: enc[k] for k in solver if k in enc},
         "hierarchy": config["hierarchy"],

@@ -42,7 +42,7 @@ rule power_cell:
     benchmark:
         f"{RESULTS}/benchmarks/power_cell/{{model}}/{{modality}}/{{planted}}/noise-{{noise}}_images-{{n_images}}.tsv"
     wildcard_constraints:
-        modality="fmri|meg",
+        modality="fmri|meg|eeg",
         planted=r"[a-z_]+",
         noise=r"[0-9.eE+-]+",
         n_images=r"\d+",

@@ -23,6 +23,18 @@ elif sm.rule == "unpack_things_images":
     things_images.unpack_things_images(
         sm.input[0], Path(sm.output[0]).parent, things_images.things_password(), log=log.info
     )
+elif sm.rule in ("download_things_eeg2", "download_things_eeg2_metadata"):
+    from gradbrain.data.download import things_eeg2
+
+    things_eeg2.download_osf(sm.params.node, sm.params.name, sm.output[0], log=log.info)
+elif sm.rule == "unpack_things_eeg2":
+    from gradbrain.data.download import things_eeg2
+
+    things_eeg2.unpack_subject(sm.input[0], Path(sm.output[0]).parent)
+elif sm.rule == "unpack_things_eeg2_images":
+    from gradbrain.data.download import things_eeg2
+
+    things_eeg2.unpack_images(sm.input[0], sm.output[0])
 elif sm.rule == "prepare_fmri":
     from gradbrain.data.prepare import prepare_fmri
 

@@ -16,6 +16,7 @@ from gradbrain import RESOURCES, store
 from gradbrain.data.nsd import read as nsd_read
 from gradbrain.data.nsd import subject as nsd_subject
 from gradbrain.data.nsd.paths import BETA_VERSION, TRIALS_PER_SESSION
+from gradbrain.data.things_eeg2 import read as eeg2_read
 from gradbrain.data.things_meg import read as meg_read
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,18 @@ def dataset_stimulus_ids(dataset: dict[str, Any]) -> np.ndarray:
         return nsd_stimulus_id(nsd_read.stimulus_ids(dataset["root"], sessions, trials_per_session=tps))
     if dataset["format"] == "things_meg":
         return np.asarray(meg_read.stimulus_ids(dataset["root"], dataset["subjects"]))
-    raise ValueError(f"datasets: format '{dataset['format']}' is not one of nsd, things_meg")
+    if dataset["format"] == "things_eeg2":
+        return eeg2_read.stimulus_ids(dataset["images_root"])
+    raise ValueError(f"datasets: format '{dataset['format']}' is not one of nsd, things_meg, things_eeg2")
 
 
 def image_reader(dataset: dict[str, Any]):
     """``read(ids) -> uint8 (n,H,W,3)`` for a dataset's stimuli (picklable for DataLoader workers)."""
     if dataset["format"] == "nsd":
         return _NSDReader(dataset["root"])
-    return _ThingsReader(dataset["images_root"], dataset.get("image_size"))
+    if dataset["format"] == "things_eeg2":
+        return _ThingsReader(dataset["images_root"], dataset.get("image_size"), eeg2_read.read_images)
+    return _ThingsReader(dataset["images_root"], dataset.get("image_size"), meg_read.read_images)
 
 
 class _NSDReader:
@@ -58,17 +63,19 @@ class _NSDReader:
 
 
 class _ThingsReader:
-    def __init__(self, root: str, size: int | None):
-        self.root, self.size = root, size
+    def __init__(self, root: str, size: int | None, read):
+        self.root, self.size, self.read = root, size, read
 
     def __call__(self, ids) -> np.ndarray:
-        return meg_read.read_images(self.root, list(ids), size=self.size)
+        return self.read(self.root, list(ids), size=self.size)
 
 
 def concept_names(dataset: dict[str, Any], ids: np.ndarray) -> list[str]:
     """The text bank of zero-shot objectives: THINGS concepts of the stimuli, or the COCO categories for NSD."""
     if dataset["format"] == "things_meg":
         return sorted({str(i).split("/")[0] for i in ids})
+    if dataset["format"] == "things_eeg2":
+        return sorted({str(i).split("/")[1].split("_", 1)[1] for i in ids})
     path = RESOURCES / "coco_categories.txt"
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
@@ -118,19 +125,21 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
 
 
 def prepare_meg(dataset: dict[str, Any], subject: int, out: str | Path) -> Path:
-    """THINGS-MEG epochs -> low-passed, resampled, z-scored sensor x time targets (time-major)."""
+    """THINGS-MEG epochs or THINGS-EEG2's preprocessed EEG -> low-passed, resampled, z-scored sensor x time targets
+    (time-major)."""
     pre = dataset.get("preprocessing", {})
-    targets = meg_read.load_subject(
-        dataset["root"],
-        int(subject),
-        lowpass=pre.get("lowpass", 20.0),
-        sfreq=pre.get("sfreq", 30.0),
-        tmin=pre.get("tmin"),
-        tmax=pre.get("tmax"),
-        zscore=pre.get("zscore", True),
-        split=pre.get("split", "standard"),
-        log=log.info,
-    )
+    timing = {
+        "lowpass": pre.get("lowpass", 20.0),
+        "sfreq": pre.get("sfreq", 30.0),
+        "tmin": pre.get("tmin"),
+        "tmax": pre.get("tmax"),
+        "zscore": pre.get("zscore", True),
+        "log": log.info,
+    }
+    if dataset["format"] == "things_eeg2":
+        targets = eeg2_read.load_subject(dataset["root"], dataset["images_root"], int(subject), **timing)
+    else:
+        targets = meg_read.load_subject(dataset["root"], int(subject), split=pre.get("split", "standard"), **timing)
     n, n_ch, n_t = targets.Y.shape
     Y = targets.Y.transpose(0, 2, 1).reshape(n, n_t * n_ch)
     ids, split = targets.stimulus_ids, np.full(n, "train")
@@ -148,6 +157,7 @@ def prepare_meg(dataset: dict[str, Any], subject: int, out: str | Path) -> Path:
         group.attrs.update(
             {
                 "modality": "meg",
+                "format": dataset["format"],
                 "subject": int(subject),
                 "n_channels": n_ch,
                 "n_times": n_t,

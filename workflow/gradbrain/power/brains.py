@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.data.things_meg.read import time_operator
 from gradbrain.simulation import brain as sim_brain
 from gradbrain.simulation import stimuli as sim_stimuli
+from gradbrain.simulation.rsvp import rsvp_split
 
 
 def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
@@ -31,6 +33,47 @@ def meg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.nda
 @functools.lru_cache(maxsize=8)
 def _time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
     return time_operator(EPOCHS.times, EPOCHS.sfreq, lowpass, sfreq, tmin, tmax)
+
+
+def eeg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The same low-pass, resampling and crop on THINGS-EEG2's released epochs (100 Hz from -0.2 s)."""
+    return _eeg_time_operator(
+        preprocessing.get("lowpass", 20.0),
+        preprocessing.get("sfreq", 30.0),
+        preprocessing.get("tmin"),
+        preprocessing.get("tmax"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _eeg_time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
+    return time_operator(eeg2.EPOCHS.times, eeg2.EPOCHS.sfreq, lowpass, sfreq, tmin, tmax)
+
+
+EEG_LAGS = np.arange(int(round(1.4 * eeg2.EPOCHS.sfreq))) / eeg2.EPOCHS.sfreq
+"""Lags (s) of the simulated EEG responses: long enough for the tails that reach the next four epochs."""
+
+
+def eeg_targets(
+    drivers: list[sim_stimuli.DriverFeatures],
+    scenario: str,
+    cfg: dict[str, Any],
+    rng: np.random.Generator,
+    operator: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """One simulated THINGS-EEG2 participant's prepared targets (n_images, n_times * 17) time-major.
+
+    The planted brain of ``meg_evoked`` on THINGS-EEG2's 17 channels, recorded in a rapid serial presentation
+    (``simulation.rsvp``: a new image every 200 ms, white noise of SD ``cfg['noise']`` per sample, the authors'
+    baseline correction), each image shown ``eeg2.TRAIN_REPS`` times and averaged, then the loader's time operator
+    and a z-score of every channel and time over images.
+    """
+    responses = sim_brain.meg_evoked(scenario, drivers, cfg, EEG_LAGS, len(eeg2.CHANNELS), rng)
+    epochs = rsvp_split(responses, eeg2.TRAIN_REPS, rng, noise=float(cfg["noise"])).mean(axis=1)
+    index, _ = operator
+    y = epochs[..., index] if index.ndim == 1 else np.tensordot(epochs, index, axes=([2], [0]))
+    y = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1)
+    return y.transpose(0, 2, 1).reshape(len(y), -1).astype(np.float32)
 
 
 def meg_targets(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradbrain.data.things_eeg2.layout import CHANNELS as EEG2_CHANNELS
 from gradbrain.encoding.contributions import own_contributions
 from gradbrain.encoding.cv import CrossValidatedRidge, alpha_grid, make_folds
 from gradbrain.encoding.joint import JointFit, band_weights, check_partition_fits, control_scores, joint_fit
@@ -22,9 +23,17 @@ from gradbrain.encoding.partition import control_space
 from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy.subject import SubjectScores, subject_metrics
 from gradbrain.hierarchy.unique import Partition
-from gradbrain.power.brains import fmri_layout, fmri_targets, meg_targets, meg_time_operator, subject_rng
+from gradbrain.power.brains import (
+    eeg_targets,
+    eeg_time_operator,
+    fmri_layout,
+    fmri_targets,
+    meg_targets,
+    meg_time_operator,
+    subject_rng,
+)
 from gradbrain.power.features import load_placebos, load_power_features, make_drivers
-from gradbrain.power.grid import cell_name, driver_names
+from gradbrain.power.grid import cell_name, driver_names, simulation_block
 from gradbrain.simulation import brain as sim_brain
 from gradbrain.simulation.scenarios import BRAINS
 
@@ -42,7 +51,7 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     modality, scenario, n = cell["modality"], cell["scenario"], int(cell["n_images"])
     sim = {
         "image_size": config["simulation"].get("image_size", 64),
-        **config["simulation"][modality],
+        **config["simulation"][simulation_block(modality)],
         "noise": float(cell["noise"]),
     }
     names = cell.get("drivers") or driver_names(power, cell["model"], scenario)  # grid.cells resolves them
@@ -65,7 +74,9 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
     n_subjects = max(int(k) for k in power["n_subjects"])
     layers = [f"layer{k:02d}" for k in range(len(depths))]
     layout = fmri_layout(sim) if modality == "fmri" else None
-    operator = meg_time_operator(power.get("preprocessing", {})) if modality == "meg" else None
+    operator = {"meg": meg_time_operator, "eeg": eeg_time_operator}.get(modality, lambda _: None)(
+        power.get("preprocessing", {})
+    )
     subjects = [(run, subject) for run in range(int(power["seeds"])) for subject in range(1, n_subjects + 1)]
     if modality == "meg":
         channels = np.array(sim_brain.spread_channels(int(sim["n_sensors"])))
@@ -73,6 +84,14 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
         targets = {"time": np.asarray(operator[1], dtype=np.float32), "channel": channels}
         Ys = [
             meg_targets(drivers, scenario, sim, {}, subject_rng(power["seed"], run, subject), operator)[0]
+            for run, subject in subjects
+        ]
+    elif modality == "eeg":
+        channels = np.array(EEG2_CHANNELS)
+        shape = {"n_channels": len(channels), "n_times": len(operator[1])}
+        targets = {"time": np.asarray(operator[1], dtype=np.float32), "channel": channels}
+        Ys = [
+            eeg_targets(drivers, scenario, sim, subject_rng(power["seed"], run, subject), operator)
             for run, subject in subjects
         ]
     else:
@@ -101,7 +120,8 @@ def run_cell(cell: dict[str, Any], feature_paths: dict[str, str], config: dict[s
         cols = slice(i * width, (i + 1) * width)
         scores = {k: v[:, cols].astype(np.float32) for k, v in r.items()}  # as an encoding store holds them
         subject_scores = SubjectScores(
-            dataset="power", model=cell["model"], subject=f"{run}-{subject}", modality=modality, layers=layers,
+            dataset="power", model=cell["model"], subject=f"{run}-{subject}", layers=layers,
+            modality="fmri" if modality == "fmri" else "meg",  # EEG is scored as MEG: sensors x time
             depths=depths, kinds=list(kinds), n_train=n, targets=targets, **shape,
             r={kind: scores[f"r/{kind}"] for kind in kinds},
             r_own={kind: scores[f"r_own/{kind}"] for kind in kinds if f"r_own/{kind}" in scores},

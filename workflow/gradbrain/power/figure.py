@@ -28,7 +28,8 @@ def operating_points(
         n_train.setdefault(Path(path).parts[-3], []).append(int(store.open_group(path).attrs["n_train"]))
     out = []
     for name, ds in real.items():
-        metric = "peak_r" if ds["modality"] == "meg" else "best_r_median"
+        modality = "eeg" if ds.get("format") == "things_eeg2" else ds["modality"]  # the power grid's eeg cells
+        metric = "best_r_median" if modality == "fmri" else "peak_r"
         sel = table[(table.dataset == name) & (table.kind == "activations") & (table.metric == metric)]
         if sel.empty:
             continue
@@ -36,7 +37,7 @@ def operating_points(
         out.append(
             {
                 "dataset": name,
-                "modality": ds["modality"],
+                "modality": modality,
                 "observed_r": float(sel.value.median()),
                 "n_images": int(np.median(counts)) if counts else math.nan,
                 "n_subjects": len(ds.get("subjects", [])),
@@ -63,6 +64,7 @@ FIGURE_TESTS = {  # (modality: kind, metric, claim, test) drawn on the curves; g
         ("gradients", "spatial_score", "> 0", "wilcoxon"),
     ],
 }
+FIGURE_TESTS["eeg"] = FIGURE_TESTS["meg"]  # THINGS-EEG2's design, scored as MEG
 
 
 def power_figure(table: pd.DataFrame, points: pd.DataFrame, out: str | Path) -> Path:

@@ -46,6 +46,12 @@ def cells(power: dict[str, Any], models: Iterable[str]) -> list[dict[str, Any]]:
     return out
 
 
+def simulation_block(modality: str) -> str:
+    """The ``simulation`` section whose brain a modality's cells record: eeg records the MEG brain (the planted
+    latencies and sources of ``simulation.meg``) with THINGS-EEG2's design."""
+    return "meg" if modality == "eeg" else modality
+
+
 def cell_name(cell: dict[str, Any]) -> str:
     """Relative path of a cell's table: ``{model}/{modality}/{scenario}/noise-{noise}_images-{n}.csv``."""
     return (

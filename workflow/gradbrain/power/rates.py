@@ -123,7 +123,7 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
         key = {c: frame[c].iloc[0] for c in ("model", "modality", "scenario", "noise", "n_images")}
         scenario = key["scenario"]
         wide = frame.pivot_table(index=["seed", "subject", "kind"], columns="metric", values="value", aggfunc="first")
-        r_metric = "peak_r" if key["modality"] == "meg" else "best_r_median"
+        r_metric = "best_r_median" if key["modality"] == "fmri" else "peak_r"
         observed = {
             kind: float(wide.xs(kind, level="kind")[r_metric].mean())
             if kind in wide.index.get_level_values("kind")

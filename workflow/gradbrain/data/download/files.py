@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from gradbrain.data.nsd.paths import COMPLETED_SESSIONS, expdesign_path, required_files, stim_info_path, stimuli_path
+from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, PARTICIPANTS, epochs_path
 
 NSD_BUCKET = "natural-scenes-dataset"
@@ -25,6 +26,10 @@ THINGS_MEG_SPLITS = 3
 THINGS_IMAGES_URL = "https://files.osf.io/v1/resources/jum2f/providers/osfstorage/670d6f7dbce84f4a7bb9371b"
 """images_THINGS.zip of the THINGS database (OSF project jum2f), as Meta's neuralfetch fetches it."""
 THINGS_ARCHIVE = "images_THINGS.zip"
+THINGS_EEG2_EEG_NODE = "anp5v"
+"""OSF project of THINGS-EEG2's preprocessed EEG, one sub-XX.zip per participant (docs/data-formats.md 6.1)."""
+THINGS_EEG2_IMAGES_NODE = "y63gw"
+"""OSF project of THINGS-EEG2's image set: image_metadata.npy, training_images.zip, test_images.zip."""
 THINGS_PASSWORD_ENV = "THINGS_PASSWORD"
 THINGS_PASSWORD_URL = "https://osf.io/jum2f/files/52wrx"
 """password_images.txt on OSF; reading it means accepting the THINGS image terms."""
@@ -85,6 +90,20 @@ def roots_pattern(roots: Iterable[str]) -> str:
     return "|".join(escaped) if escaped else "__none__"
 
 
+def things_eeg2_files(dataset: Mapping, subject: int | str | None = None) -> list[str]:
+    """THINGS-EEG2: a participant's two preprocessed files, or (None) the extraction's ``image_metadata.npy`` and the
+    training_images/ and test_images/ folders."""
+    if subject is None:
+        images = Path(os.path.normpath(dataset["images_root"]))
+        return [eeg2.metadata_path(images).as_posix()] + [(images / f).as_posix() for _, f, _ in eeg2.PARTS.values()]
+    return [eeg2.eeg_path(os.path.normpath(dataset["root"]), subject, split).as_posix() for split in eeg2.PARTS]
+
+
+def things_eeg2_node(name: str) -> str:
+    """The OSF project that holds a THINGS-EEG2 file: the preprocessed EEG's (sub-XX.zip) or the image set's."""
+    return THINGS_EEG2_EEG_NODE if name.startswith("sub-") else THINGS_EEG2_IMAGES_NODE
+
+
 def download_targets(dataset: Mapping, subject: int | str | None = None) -> list[str]:
     """Files a job of this dataset reads, as paths under its roots: one subject's (prepare) or the extraction's (None).
 
@@ -106,6 +125,8 @@ def download_targets(dataset: Mapping, subject: int | str | None = None) -> list
                 beta_version=dataset["beta_version"],
             )
         return [f"{root}/{k}" for k in keys]
+    if dataset["format"] == "things_eeg2":
+        return things_eeg2_files(dataset, subject)
     subjects = dataset["subjects"] if subject is None else [subject]
     files = [f"{root}/{f}" for s in subjects for f in things_meg_files(s)]
     if subject is None:
@@ -127,6 +148,12 @@ def local_files(dataset: Mapping, subject: int | str | None = None) -> list[str]
         if subject is not None:
             return download_targets(dataset, subject)
         return [f"{root}/{p.as_posix()}" for p in (expdesign_path(Path(".")), stimuli_path(Path(".")))]
+    if dataset["format"] == "things_eeg2":
+        if subject is not None:
+            return things_eeg2_files(dataset, subject)
+        images = Path(os.path.normpath(dataset["images_root"]))
+        jpgs = [p.as_posix() for _, f, _ in eeg2.PARTS.values() for p in sorted((images / f).glob("*/*.jpg"))]
+        return things_eeg2_files(dataset)[:1] + jpgs
     files = []
     for s in dataset["subjects"] if subject is None else [subject]:
         first = epochs_path(root, s)
@@ -152,7 +179,7 @@ def check_roots(datasets: Mapping[str, Mapping]) -> None:
         if ds.get("simulated") or ds.get("download"):
             continue
         terms = " and accept_terms: true (after accepting the NSD terms)" if ds["format"] == "nsd" else ""
-        for key in ("root", "images_root") if ds["format"] == "things_meg" else ("root",):
+        for key in ("root",) if ds["format"] == "nsd" else ("root", "images_root"):
             if not os.path.isdir(ds[key]):
                 problems.append(
                     f"datasets.{name}.{key}: {ds[key]} does not exist or is not a folder. Fix the path, or set "
@@ -164,7 +191,7 @@ def check_roots(datasets: Mapping[str, Mapping]) -> None:
 
 def check_subjects(datasets: Mapping[str, Mapping], sim: Mapping) -> None:
     """Stop when a dataset lists a subject its data cannot hold, naming the key: NSD's subjects are 1..8,
-    THINGS-MEG's participants 1..4, a simulated study's 1..``simulation.<modality>.n_subjects``.
+    THINGS-MEG's participants 1..4, THINGS-EEG2's 1..10, a simulated study's 1..``simulation.<modality>.n_subjects``.
 
     Run while the DAG is built: such a subject's jobs cannot be made, and the run must stop before any job starts
     rather than leave the dataset out.
@@ -177,6 +204,8 @@ def check_subjects(datasets: Mapping[str, Mapping], sim: Mapping) -> None:
             fact = f"the simulated study has subjects 1..{n} (simulation.{ds['modality']}.n_subjects)"
         elif ds["format"] == "nsd":
             valid, fact = tuple(COMPLETED_SESSIONS), "NSD subjects are 1..8"
+        elif ds["format"] == "things_eeg2":
+            valid, fact = eeg2.PARTICIPANTS, "THINGS-EEG2 participants are 1..10"
         else:
             valid, fact = PARTICIPANTS, "THINGS-MEG participants are 1..4"
         bad = [str(s) for s in ds["subjects"] if int(s) not in valid]
@@ -200,7 +229,7 @@ def check_local_files(datasets: Mapping[str, Mapping], shown: int = 5) -> None:
         if ds.get("simulated") or ds.get("download"):
             continue
         missing: dict[str, list[str]] = {}
-        for subject in [None, *ds["subjects"]] if ds["format"] == "nsd" else ds["subjects"]:
+        for subject in [None, *ds["subjects"]] if ds["format"] != "things_meg" else ds["subjects"]:
             for path in local_files(ds, subject):
                 if not os.path.exists(path):
                     missing.setdefault(path, []).append("every subject" if subject is None else f"subject {subject}")
@@ -209,6 +238,11 @@ def check_local_files(datasets: Mapping[str, Mapping], shown: int = 5) -> None:
             images = Path(ds["images_root"]) / "object_images"
             if not any(p.name.lower().endswith(IMAGE_SUFFIXES) for p in images.glob("*/*")):
                 lines.append(f"datasets.{name}: no THINGS image in {images}/<concept>/ (unpack {THINGS_ARCHIVE} there)")
+        if ds["format"] == "things_eeg2":
+            for _, folder, _ in eeg2.PARTS.values():
+                images = Path(ds["images_root"]) / folder
+                if not any(images.glob("*/*.jpg")):
+                    lines.append(f"datasets.{name}: no image in {images}/<NNNNN_concept>/ (unpack {folder}.zip there)")
         if lines:
             more = [f"  ... and {len(lines) - shown} more"] if len(lines) > shown else []
             terms = " and accept_terms: true" if ds["format"] == "nsd" else ""
