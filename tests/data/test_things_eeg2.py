@@ -50,9 +50,9 @@ def authors_reading(root: Path, images: Path, subject: int, split: str) -> dict[
     """The release read as the authors' scripts read it: image path -> repetition-averaged (channels, times)."""
     part = {"train": "training", "test": "test"}[split]
     meta = np.load(images / "image_metadata.npy", allow_pickle=True).item()
-    eeg = np.load(
-        root / f"sub-{subject:02d}" / f"preprocessed_eeg_{part}.npy", allow_pickle=True
-    ).item()["preprocessed_eeg_data"]
+    eeg = np.load(root / f"sub-{subject:02d}" / f"preprocessed_eeg_{part}.npy", allow_pickle=True).item()[
+        "preprocessed_eeg_data"
+    ]
     folder = {"train": "training_images", "test": "test_images"}[split]
     names = [
         f"{folder}/{c}/{f}" for c, f in zip(meta[f"{split}_img_concepts"], meta[f"{split}_img_files"], strict=True)
