@@ -22,32 +22,24 @@ def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
 
 def meg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The THINGS-MEG loader's low-pass, resampling and crop of the simulated epochs, and the analysed times."""
-    return _time_operator(
-        preprocessing.get("lowpass", 20.0),
-        preprocessing.get("sfreq", 30.0),
-        preprocessing.get("tmin"),
-        preprocessing.get("tmax"),
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
-    return time_operator(EPOCHS.times, EPOCHS.sfreq, lowpass, sfreq, tmin, tmax)
+    return _time_operator("meg", *_operator_keys(preprocessing))
 
 
 def eeg_time_operator(preprocessing: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The same low-pass, resampling and crop on THINGS-EEG2's released epochs (100 Hz from -0.2 s)."""
-    return _eeg_time_operator(
-        preprocessing.get("lowpass", 20.0),
-        preprocessing.get("sfreq", 30.0),
-        preprocessing.get("tmin"),
-        preprocessing.get("tmax"),
+    return _time_operator("eeg", *_operator_keys(preprocessing))
+
+
+def _operator_keys(preprocessing: dict[str, Any]) -> tuple:
+    return tuple(
+        preprocessing.get(k, d) for k, d in (("lowpass", 20.0), ("sfreq", 30.0), ("tmin", None), ("tmax", None))
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _eeg_time_operator(lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
-    return time_operator(eeg2.EPOCHS.times, eeg2.EPOCHS.sfreq, lowpass, sfreq, tmin, tmax)
+def _time_operator(epochs: str, lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray, np.ndarray]:
+    grid = {"meg": EPOCHS, "eeg": eeg2.EPOCHS}[epochs]
+    return time_operator(grid.times, grid.sfreq, lowpass, sfreq, tmin, tmax)
 
 
 EEG_LAGS = np.arange(int(round(1.4 * eeg2.EPOCHS.sfreq))) / eeg2.EPOCHS.sfreq

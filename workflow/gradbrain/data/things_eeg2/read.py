@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradbrain.data.images import read_rgb
 from gradbrain.data.things_eeg2.layout import (
     DATA_KEY,
     IMAGES_HINT,
@@ -52,23 +53,8 @@ def stimulus_ids(images_root: str | Path) -> np.ndarray:
 
 def read_images(images_root: str | Path, ids: Iterable[str], size: int | None = None) -> np.ndarray:
     """Load image-set images (ids are paths under images_root) as RGB uint8 (n, H, W, 3), resized to ``size``."""
-    from PIL import Image
-
-    out = []
-    for sid in ids:
-        path = Path(images_root) / sid
-        if not path.is_file():
-            raise FileNotFoundError(f"THINGS-EEG2 image not found: {path}. {IMAGES_HINT}")
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                im = im.resize((size, size), Image.Resampling.BICUBIC)
-            out.append(np.asarray(im, dtype=np.uint8))
-    if not out:
-        return np.zeros((0, size or 0, size or 0, 3), np.uint8)
-    if len({a.shape for a in out}) > 1:
-        raise ValueError("THINGS-EEG2 images have different shapes; set the dataset's image_size to resize them")
-    return np.stack(out)
+    paths = (Path(images_root) / sid for sid in ids)
+    return read_rgb(paths, size, "THINGS-EEG2", IMAGES_HINT, "set the dataset's image_size to resize them")
 
 
 def read_split(root: str | Path, subject: int | str, split: str) -> dict:

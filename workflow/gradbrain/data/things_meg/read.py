@@ -19,6 +19,7 @@ import mne
 import numpy as np
 import pandas as pd
 
+from gradbrain.data.images import read_rgb
 from gradbrain.data.things_meg.layout import OPENNEURO_HINT, THINGS_IMAGES_HINT, epochs_path, stimulus_id
 
 T = TypeVar("T")
@@ -42,24 +43,8 @@ def read_images(images_root: str | Path, ids: Iterable[str], size: int | None = 
 
     Without ``size`` all images must have the same shape.
     """
-    from PIL import Image
-
-    out = []
-    for sid in ids:
-        path = Path(images_root) / "object_images" / sid
-        if not path.is_file():
-            raise FileNotFoundError(f"THINGS image not found: {path}. {THINGS_IMAGES_HINT}")
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                im = im.resize((size, size), Image.Resampling.BICUBIC)
-            out.append(np.asarray(im, dtype=np.uint8))
-    if not out:
-        return np.zeros((0, size or 0, size or 0, 3), np.uint8)
-    shapes = {a.shape for a in out}
-    if len(shapes) > 1:
-        raise ValueError(f"THINGS images have different shapes {sorted(shapes)}; pass size= to resize them")
-    return np.stack(out)
+    paths = (Path(images_root) / "object_images" / sid for sid in ids)
+    return read_rgb(paths, size, "THINGS", THINGS_IMAGES_HINT, "pass size= to resize them")
 
 
 class MEGFileError(OSError):
