@@ -221,7 +221,8 @@ def main() -> None:
         phases = Phases(args.device)
         fit = run_partition(problem, args, solver, phases)
         result["full"] = {"seconds": {k: round(v, 2) for k, v in phases.seconds.items()},
-                          "peak_gpu_gb": peak_gpu_gb(args.device), "df_num": fit.df_num, "df_den": fit.df_den,
+                          "peak_gpu_gb": peak_gpu_gb(args.device),
+                          "df_num": np.asarray(fit.df_num).tolist(), "df_den": np.asarray(fit.df_den).tolist(),
                           "median_layer_p": float(np.median(fit.layer_p))}  # fmt: skip
         print("full:", json.dumps(result["full"]), flush=True)
     result["peak_host_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
