@@ -199,8 +199,10 @@ def planned(configfile: Path, *args: str, env: dict | None = None) -> list[str]:
 def model_jobs(cfg: dict, model: str, train: bool = False) -> list[str]:
     """Every job of one model under ``cfg`` (its features and encodings, its training), then the summary stages."""
     jobs = [f"train_demo_model wildcards: model={model}"] if train else []
+    shown: dict[str, str] = {}
     for name, ds in cfg["datasets"].items():
-        jobs.append(f"extract_features wildcards: dataset={name}, model={model}")
+        if shown.setdefault(ds["modality"], name) == name:  # every scenario's study shows the same images
+            jobs.append(f"extract_features wildcards: dataset={name}, model={model}")
         rule = f"encode_{ds['modality']}"
         jobs += [f"{rule} wildcards: dataset={name}, model={model}, subject={s}" for s in ds["subjects"]]
     return sorted([*jobs, "hierarchy", "report", "all"])

@@ -190,6 +190,33 @@ def dataset_input(wildcards):
     return list(_local_files(wildcards.dataset, subject))
 
 
+# keys of a dataset that do not change which images it shows: datasets of simulated studies that agree on the rest
+# differ only in their scenario and show the same stimuli (simulation.study writes them from the shared stimuli.zarr)
+_IMAGE_NEUTRAL_KEYS = ("name", "simulated", "root", "images_root", "rois")
+
+
+def _image_key(ds):
+    return {k: v for k, v in ds.items() if k not in _IMAGE_NEUTRAL_KEYS}
+
+
+def features_dataset(name):
+    """The dataset whose features store dataset ``name`` is encoded from: itself, or for a simulated study the first
+    configured simulated dataset that shows the same images, so each model is extracted once per stimulus set.
+    """
+    ds = DATASETS[name]
+    if not ds.get("simulated"):
+        return name
+    return next(
+        other
+        for other, o in DATASETS.items()
+        if o.get("simulated") and _image_key(o) == _image_key(ds)
+    )
+
+
+def features_input(wildcards):
+    return f"{RESULTS}/features/{features_dataset(wildcards.dataset)}/{wildcards.model}.zarr"
+
+
 def weights_input(wildcards):
     """Demo models' weights come from train_demo_model, others from weights.file (an input, so that a file replaced
     at the same path re-runs the jobs that read it) or else the hub cache."""

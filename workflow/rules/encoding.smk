@@ -1,7 +1,7 @@
 # Cross-validated ridge from every layer and kind onto one subject's voxels (fMRI).
 rule encode_fmri:
     input:
-        features=f"{RESULTS}/features/{{dataset}}/{{model}}.zarr",
+        features=features_input,
         brain=f"{RESULTS}/brain/{{dataset}}/sub-{{subject}}.zarr",
     output:
         directory(f"{RESULTS}/encoding/{{dataset}}/{{model}}/sub-{{subject}}.zarr"),
