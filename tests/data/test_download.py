@@ -255,9 +255,10 @@ def test_paper_dry_run_lists_the_download_jobs():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    # betas of every completed session, ncsnr, and 4 files (3 volumes + .ctab) of each of the 2 atlases per subject
-    nsd_files = sum(COMPLETED_SESSIONS.values()) + 8 + 8 * 2 * 4 + len(dl.nsd_shared_keys())
-    assert int(counts["download_nsd"]) == nsd_files == 359
+    # betas of every completed session, ncsnr, 4 files (3 volumes + .ctab) of each of the 2 atlases and the MNI
+    # transform (distance_space: mni) per subject
+    nsd_files = sum(COMPLETED_SESSIONS.values()) + 8 + 8 * 2 * 4 + 8 + len(dl.nsd_shared_keys())
+    assert int(counts["download_nsd"]) == nsd_files == 367
     assert int(counts["download_things_meg"]) == 4 * (1 + dl.THINGS_MEG_SPLITS)
     assert int(counts["download_things_images"]) == int(counts["unpack_things_images"]) == 1
     assert int(counts["prepare_fmri"]) == 8 and int(counts["prepare_meg"]) == 4

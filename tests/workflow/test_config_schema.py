@@ -77,6 +77,7 @@ def test_defaults_are_filled_in(config):
     # format-specific defaults land only in datasets of that format
     fmri, meg = config["datasets"]["sim_backprop_fmri"], config["datasets"]["sim_backprop_meg"]
     assert fmri["beta_format"] == "nii.gz" and fmri["space"] == "func1pt8mm" and fmri["heldout"] is None
+    assert fmri["distance_space"] == "native"
     assert "preprocessing" not in fmri
     assert meg["preprocessing"] == {  # the config sets tmax; the rest are the schema's defaults
         "lowpass": 20.0,
@@ -86,7 +87,7 @@ def test_defaults_are_filled_in(config):
         "zscore": True,
         "split": "standard",
     }
-    assert "beta_format" not in meg
+    assert "beta_format" not in meg and "distance_space" not in meg
     assert meg["simulated"] == "backprop" and meg["download"] is False
 
 
@@ -146,6 +147,7 @@ def _set(cfg: dict, path: str, value) -> None:
         ("datasets.sim_backprop_fmri.subjects", "1,2", "subjects"),
         ("datasets.sim_backprop_fmri.beta_format", "mat", "beta_format"),
         ("datasets.sim_backprop_fmri.heldout", "test", "heldout"),
+        ("datasets.sim_backprop_fmri.distance_space", "talairach", "distance_space"),
         ("datasets.sim_backprop_meg.modality", "fmri", "modality"),
         ("datasets.sim_backprop_meg.simulated", "forward", "simulated"),
         ("datasets.sim_backprop_meg.preprocessing", {"split": "random"}, "split"),

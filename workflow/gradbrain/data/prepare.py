@@ -15,7 +15,7 @@ import numpy as np
 from gradbrain import RESOURCES, store
 from gradbrain.data.nsd import read as nsd_read
 from gradbrain.data.nsd import subject as nsd_subject
-from gradbrain.data.nsd.paths import BETA_VERSION, TRIALS_PER_SESSION
+from gradbrain.data.nsd.paths import BETA_VERSION, TRIALS_PER_SESSION, check_distance_space
 from gradbrain.data.things_eeg2 import read as eeg2_read
 from gradbrain.data.things_meg import read as meg_read
 
@@ -80,9 +80,20 @@ def concept_names(dataset: dict[str, Any], ids: np.ndarray) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def distance_space_of(dataset: dict[str, Any]) -> str:
+    """The dataset's ``distance_space`` (native when absent), checked against its space; errors name the key."""
+    name = dataset.get("name", "<name>")
+    key = f"datasets.{name}.distance_space"
+    value = check_distance_space(dataset.get("distance_space", "native"), dataset.get("space", "func1pt8mm"), key)
+    if value == "mni" and dataset.get("simulated"):
+        raise ValueError(f"{key}: mni needs NSD's MNI transforms, which a simulated study does not write; use native")
+    return value
+
+
 def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path:
     """NSD betas -> per-session z-scored, repeat-averaged targets of the configured ROIs."""
     n_sessions = int(dataset["sessions"][int(subject)])
+    distance_space = distance_space_of(dataset)
     targets = nsd_subject.load_subject(
         dataset["root"],
         int(subject),
@@ -94,6 +105,7 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
         strict=bool(dataset.get("strict", False)),
         trials_per_session=int(dataset.get("trials_per_session", TRIALS_PER_SESSION)),
         log=log.info,
+        distance_space=distance_space,
     )
     vox = targets.voxels
     split = np.where(targets.shared, "test", "train") if dataset.get("heldout") == "shared1000" else "train"
@@ -118,6 +130,7 @@ def prepare_fmri(dataset: dict[str, Any], subject: int, out: str | Path) -> Path
                 "n_sessions": n_sessions,
                 "format": dataset["format"],
                 "space": dataset.get("space", "func1pt8mm"),
+                "distance_space": distance_space,
             }
         )
     log.info("sub-%s: %d images x %d voxels", subject, *targets.Y.shape)

@@ -11,7 +11,14 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from gradbrain.data.nsd.paths import COMPLETED_SESSIONS, expdesign_path, required_files, stim_info_path, stimuli_path
+from gradbrain.data.nsd.paths import (
+    COMPLETED_SESSIONS,
+    check_distance_space,
+    expdesign_path,
+    required_files,
+    stim_info_path,
+    stimuli_path,
+)
 from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, PARTICIPANTS, epochs_path
 
@@ -107,7 +114,8 @@ def things_eeg2_node(name: str) -> str:
 def download_targets(dataset: Mapping, subject: int | str | None = None) -> list[str]:
     """Files a job of this dataset reads, as paths under its roots: one subject's (prepare) or the extraction's (None).
 
-    NSD: ``nsd.paths.required_files`` for a subject, :func:`nsd_shared_keys` for the extraction. THINGS-MEG: the epochs
+    NSD: ``nsd.paths.required_files`` for a subject (with the MNI transform when ``distance_space`` is mni),
+    :func:`nsd_shared_keys` for the extraction. THINGS-MEG: the epochs
     files of the subject, or of every subject plus ``<images_root>/object_images`` for the extraction (which reads
     the trial metadata of every participant and the images).
     """
@@ -123,6 +131,11 @@ def download_targets(dataset: Mapping, subject: int | str | None = None) -> list
                 fmt=dataset["beta_format"],
                 space=dataset["space"],
                 beta_version=dataset["beta_version"],
+                distance_space=check_distance_space(
+                    dataset.get("distance_space", "native"),
+                    dataset["space"],
+                    f"datasets.{dataset.get('name', '<name>')}.distance_space",
+                ),
             )
         return [f"{root}/{k}" for k in keys]
     if dataset["format"] == "things_eeg2":

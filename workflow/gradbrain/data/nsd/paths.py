@@ -38,6 +38,13 @@ PSC_SCALE = 300.0
 
 HEMIS = ("lh", "rh")
 
+DISTANCE_SPACES = ("native", "mni")
+"""Where ``distance_v1`` is measured: the subject's own space, or MNI through NSD's transform (docs/data-formats.md
+1.11)."""
+
+MNI_TRANSFORM_SPACE = {"func1pt8mm": "func1pt8", "func1mm": "func1pt0"}
+"""NSD's name, in its transform files, of each volume space whose betas the workflow reads."""
+
 
 def _subj(subject: int) -> str:
     if not 1 <= int(subject) <= 8:
@@ -94,6 +101,28 @@ def ctab_path(root: PathLike, subject: int | None, atlas: str) -> Path:
     return Path(root) / f"nsddata/freesurfer/{who}/label/{atlas}.mgz.ctab"
 
 
+def mni_transform_path(root: PathLike, subject: int, space: str = "func1pt8mm") -> Path:
+    """``transforms/MNI-to-<func1pt8|func1pt0>.nii.gz``: MNI voxel coordinates per voxel (docs/data-formats.md 1.11)."""
+    if space not in MNI_TRANSFORM_SPACE:
+        raise ValueError(f"NSD ships MNI transforms for the spaces {sorted(MNI_TRANSFORM_SPACE)}, not {space!r}")
+    return Path(root) / f"nsddata/ppdata/{_subj(subject)}/transforms/MNI-to-{MNI_TRANSFORM_SPACE[space]}.nii.gz"
+
+
+def check_distance_space(distance_space: str, space: str, key: str = "distance_space") -> str:
+    """``distance_space`` if it is one of :data:`DISTANCE_SPACES` and possible in ``space``, else a ValueError that
+    names ``key`` (the config key) and what to do."""
+    if distance_space not in DISTANCE_SPACES:
+        raise ValueError(f"{key}: unknown value {distance_space!r}; use one of {', '.join(DISTANCE_SPACES)}")
+    if distance_space == "mni" and space not in MNI_TRANSFORM_SPACE:
+        raise ValueError(
+            f"{key}: mni is not available with space {space!r}: NSD's MNI transforms map its volume spaces "
+            f"({', '.join(MNI_TRANSFORM_SPACE)}), and fsaverage vertices reach MNI only through each subject's own "
+            "surface, which the workflow does not read. Set it to native (for fsaverage that measures on the "
+            "fsaverage white surface, a template space itself) or use space: func1pt8mm (docs/data-formats.md 1.11)"
+        )
+    return distance_space
+
+
 def fsaverage_betas_path(
     root: PathLike, subject: int, session: int, hemi: str, beta_version: str = BETA_VERSION
 ) -> Path:
@@ -127,11 +156,14 @@ def required_files(
     fmt: str = "nii.gz",
     space: str = "func1pt8mm",
     beta_version: str = BETA_VERSION,
+    distance_space: str = "native",
 ) -> list[str]:
     """Bucket keys ``subject.load_subject`` reads for one subject, for a download or existence-check rule.
 
-    ``prf-visualrois`` is always included because ``distance_v1`` needs V1.
+    ``prf-visualrois`` is always included because ``distance_v1`` needs V1; with ``distance_space="mni"``, so is
+    the subject's MNI transform (:func:`mni_transform_path`).
     """
+    check_distance_space(distance_space, space)
     atlases = list(dict.fromkeys([*atlases, "prf-visualrois"]))
     root = Path(".")
     files = [expdesign_path(root)]
@@ -150,4 +182,6 @@ def required_files(
         for atlas in atlases:
             files += [roi_path(root, subject, atlas, hemi, space) for hemi in (None, *HEMIS)]
             files.append(ctab_path(root, subject, atlas))
+        if distance_space == "mni":
+            files.append(mni_transform_path(root, subject, space))
     return [p.as_posix() for p in files]

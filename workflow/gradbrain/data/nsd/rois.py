@@ -256,7 +256,8 @@ def select_voxels(
 def v1_centroids(
     atlas: Atlas | None, coords_of: Callable[[np.ndarray], np.ndarray], missing_hint: str
 ) -> dict[str, np.ndarray]:
-    """Centroid (mm) of V1 (V1v + V1d of prf-visualrois) per hemisphere."""
+    """Centroid (mm) of V1 (V1v + V1d of prf-visualrois) per hemisphere, from ``coords_of`` (flat indices -> (n, 3)
+    mm). V1 voxels whose coordinates are NaN (no MNI location) are left out, and their count logged as a warning."""
     if atlas is None:
         raise ValueError(missing_hint)
     ids = atlas.groups.get("V1")
@@ -265,20 +266,27 @@ def v1_centroids(
     out = {}
     for hemi in HEMIS:
         where = np.flatnonzero(np.isin(atlas.hemi[hemi].ravel(), ids))
-        if where.size:
-            out[hemi] = coords_of(where).mean(axis=0)
+        xyz = coords_of(where)
+        valid = np.isfinite(xyz).all(axis=1)
+        if not valid.all():
+            _LOG.warning(
+                "%d of %d %s V1 voxels of %s have no coordinates (no MNI location); the V1 centroid leaves them out",
+                int((~valid).sum()), valid.size, hemi, atlas.files[0],
+            )  # fmt: skip
+        if valid.any():
+            out[hemi] = xyz[valid].mean(axis=0)
     return out
 
 
-def distance_v1(table: pd.DataFrame, centroids: Mapping[str, np.ndarray], hint: str) -> np.ndarray:
-    """Euclidean distance (mm) of each voxel (``x_mm, y_mm, z_mm``) from the V1 centroid of its hemisphere."""
-    xyz = table[["x_mm", "y_mm", "z_mm"]].to_numpy()
-    out = np.full(len(table), np.nan)
-    for hemi in HEMIS:
-        rows = table["hemi"].to_numpy() == hemi
+def distance_v1(xyz: np.ndarray, hemi: np.ndarray, centroids: Mapping[str, np.ndarray], hint: str) -> np.ndarray:
+    """Euclidean distance (mm) of each voxel's ``xyz`` (n, 3) from the V1 centroid of its hemisphere (``hemi``)."""
+    xyz, hemi = np.asarray(xyz, dtype=np.float64), np.asarray(hemi)
+    out = np.full(len(xyz), np.nan)
+    for h in HEMIS:
+        rows = hemi == h
         if not rows.any():
             continue
-        if hemi not in centroids:
-            raise ValueError(f"V1 has no voxels in the {hemi} hemisphere. {hint}")
-        out[rows] = np.linalg.norm(xyz[rows] - centroids[hemi], axis=1)
+        if h not in centroids:
+            raise ValueError(f"V1 has no voxels with coordinates in the {h} hemisphere. {hint}")
+        out[rows] = np.linalg.norm(xyz[rows] - centroids[h], axis=1)
     return out

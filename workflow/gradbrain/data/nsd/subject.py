@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from gradbrain.data.nsd.mni import check_sides, mni_mm, read_mni_transform
 from gradbrain.data.nsd.paths import (
     BETA_VERSION,
     COMPLETED_SESSIONS,
@@ -24,6 +25,7 @@ from gradbrain.data.nsd.paths import (
     TRIALS_PER_SESSION,
     PathLike,
     betas_path,
+    check_distance_space,
     ctab_path,
     fsaverage_betas_path,
     fsaverage_label_path,
@@ -111,6 +113,7 @@ def load_subject(
     strict: bool = False,
     trials_per_session: int | None = None,
     log: Callable[[str], None] | None = None,
+    distance_space: str = "native",
 ) -> FMRITargets:
     """Load one subject's fMRI targets for the voxels in the union of the requested ROIs.
 
@@ -124,7 +127,10 @@ def load_subject(
     (NIfTI affine of the ROI files, or the fsaverage white surface), hemi (from the lh./rh. ROI files), roi and
     atlas (the first requested atlas that labels the voxel), ncsnr, noise_ceiling (percent, using the repeat
     counts of all returned images; recompute for a test subset with :func:`noise_ceiling`), distance_v1 (mm from
-    the V1 centroid of the same hemisphere) and memberships (every ``atlas/roi`` label, ';'-joined).
+    the V1 centroid of the same hemisphere, in ``distance_space``) and memberships (every ``atlas/roi`` label,
+    ';'-joined). ``distance_space="mni"`` (volume spaces only) measures it between MNI coordinates from NSD's
+    ``MNI-to-<space>`` transform (:mod:`gradbrain.data.nsd.mni`), as the paper does; x_mm, y_mm, z_mm stay in the
+    subject's space, and selected voxels without an MNI location are dropped with a warning that counts them.
     ``shared`` marks the shared1000 images (``sharedix``).
 
     ``space="fsaverage"`` reads ``{lh,rh}.betas_sessionNN.mgh`` whatever ``fmt`` says. ``trials_per_session``
@@ -133,6 +139,7 @@ def load_subject(
     the subject completed, and the subject's real func1pt8mm grid.
     """
     log = log or _LOG.warning
+    check_distance_space(distance_space, space)
     design = read_expdesign(root)
     if strict and n_sessions > COMPLETED_SESSIONS[subject]:
         raise ValueError(
@@ -142,7 +149,9 @@ def load_subject(
     if space == "fsaverage":
         table, reader, ncsnr, n_trials = _fsaverage_selection(root, subject, rois, beta_version, log, strict)
     else:
-        table, reader, ncsnr, n_trials = _volume_selection(root, subject, rois, fmt, space, beta_version, strict, log)
+        table, reader, ncsnr, n_trials = _volume_selection(
+            root, subject, rois, fmt, space, beta_version, strict, log, distance_space
+        )
     tps = int(trials_per_session or n_trials)
     if strict and tps != TRIALS_PER_SESSION:
         raise ValueError(f"strict mode: sessions must have {TRIALS_PER_SESSION} trials, the betas have {tps}")
@@ -210,6 +219,7 @@ def _volume_selection(
     beta_version: str,
     strict: bool,
     log: Callable[[str], None],
+    distance_space: str = "native",
 ) -> tuple[pd.DataFrame, Callable[[int, int], np.ndarray], np.ndarray, int]:
     """Voxel table, a per-session reader, ncsnr at the voxels, and the trial count of session 1 (volume spaces)."""
     if not rois:
@@ -227,6 +237,29 @@ def _volume_selection(
         )
 
     flat_idx, table = select_voxels(atlases, rois, log, strict)
+    if distance_space == "mni":
+        transform, transform_path = read_mni_transform(root, subject, space, grid)
+
+        def coords_of(flat: np.ndarray) -> np.ndarray:
+            return mni_mm(transform, np.unravel_index(flat, grid))
+
+        mni = coords_of(flat_idx)
+        located = np.isfinite(mni).all(axis=1)
+        if not located.any():
+            raise ValueError(f"no selected voxel has an MNI location in {transform_path}; download it again")
+        if not located.all():
+            _LOG.warning(
+                "subject %d: dropped %d of %d selected voxels that have no MNI location in %s (value 9999: outside "
+                "the mapped brain), since their distance from V1 in MNI space is undefined",
+                subject, int((~located).sum()), located.size, transform_path,
+            )  # fmt: skip
+            flat_idx, mni = flat_idx[located], mni[located]
+            table = table.loc[located].reset_index(drop=True)
+    else:
+
+        def coords_of(flat: np.ndarray) -> np.ndarray:
+            return nib.affines.apply_affine(affine, np.column_stack(np.unravel_index(flat, grid)))
+
     ijk = np.unravel_index(flat_idx, grid)
     xyz = nib.affines.apply_affine(affine, np.column_stack(ijk))
     table.insert(0, "i", ijk[0])
@@ -246,12 +279,11 @@ def _volume_selection(
         visual, _ = volume_atlas(root, subject, "prf-visualrois", space)
         if visual.combined.shape != grid:
             raise ValueError(f"{v1_path} has shape {visual.combined.shape} but {atlases[0].files[0]} has {grid}")
-    centroids = v1_centroids(
-        visual,
-        lambda flat: nib.affines.apply_affine(affine, np.column_stack(np.unravel_index(flat, grid))),
-        hint,
-    )
-    table["distance_v1"] = distance_v1(table, centroids, hint)
+    centroids = v1_centroids(visual, coords_of, hint)
+    if distance_space == "mni":
+        check_sides(centroids, transform_path)
+    xyz_distance = mni if distance_space == "mni" else xyz
+    table["distance_v1"] = distance_v1(xyz_distance, table["hemi"].to_numpy(), centroids, hint)
 
     nc_file = ncsnr_path(root, subject, space, beta_version)
     nc, _, _ = read_nifti(
@@ -325,7 +357,8 @@ def _fsaverage_selection(
     )
     if visual is None and all(fsaverage_label_path(root, "prf-visualrois", h).exists() for h in HEMIS):
         visual = surface_atlas(root, "prf-visualrois")
-    table["distance_v1"] = distance_v1(table, v1_centroids(visual, lambda flat: all_xyz[flat], hint), hint)
+    centroids = v1_centroids(visual, lambda flat: all_xyz[flat], hint)
+    table["distance_v1"] = distance_v1(xyz, table["hemi"].to_numpy(), centroids, hint)
 
     vertices = {"lh": vertex[hemi_of == "lh"], "rh": vertex[hemi_of == "rh"]}
     nc = np.concatenate(

@@ -29,6 +29,7 @@ from gradbrain.data.nsd.paths import (
     fsaverage_label_path,
     fsaverage_ncsnr_path,
     fsaverage_surface_path,
+    mni_transform_path,
     ncsnr_path,
     roi_path,
     stim_info_path,
@@ -233,6 +234,22 @@ def write_ncsnr(
     """Write the float noise-ceiling SNR volume ``ncsnr.nii.gz`` (not x300, docs/data-formats.md 1.8)."""
     path = _mkparent(ncsnr_path(root, subject, space, beta_version))
     nib.save(nib.Nifti1Image(np.asarray(ncsnr, dtype=np.float32), np.asarray(affine, dtype=np.float64)), path)
+    return path
+
+
+def write_mni_transform(
+    root: PathLike, subject: int, coords: np.ndarray, affine: np.ndarray, space: str = "func1pt8mm"
+) -> Path:
+    """Write ``transforms/MNI-to-<space>.nii.gz`` from (X, Y, Z, 3) 1-based MNI voxel coordinates (9999: none).
+
+    The volume lies on the functional grid (``affine`` of the betas) and holds, per voxel, the decimal coordinate in
+    NSD's RPI MNI grid, 182 x 218 x 182 (docs/data-formats.md 1.11); stored as float32 without scaling.
+    """
+    coords = np.asarray(coords, dtype=np.float32)
+    if coords.ndim != 4 or coords.shape[3] != 3:
+        raise ValueError(f"coords must be (X, Y, Z, 3) MNI voxel coordinates, got {coords.shape}")
+    path = _mkparent(mni_transform_path(root, subject, space))
+    nib.save(nib.Nifti1Image(coords, np.asarray(affine, dtype=np.float64)), path)
     return path
 
 
