@@ -170,4 +170,6 @@ def test_the_claim_needs_the_gradients_beyond_their_placebos(beyond):
     else:
         assert first.note.startswith("not distinguishable from a forward-only brain that reads the activations "
                                      "nonlinearly: no better predicted than by 8 placebo gradients")  # fmt: skip
+        assert first.note.endswith("nor does this exclude a brain that learned by backprop in another network than "
+                                   "this model")  # fmt: skip
         assert not table.holds.any() and table.verdict[0].startswith("no gradient-specific signal (not distinguishable")

@@ -107,7 +107,8 @@ def signal(part: Partition, alpha: float) -> tuple[Signal, np.ndarray]:
     elif not p_placebo < alpha:
         note = (
             f"not distinguishable from a forward-only brain that reads the activations nonlinearly: no better "
-            f"predicted than by {len(part.placebo_excess)} placebo gradients (t = {t:.2f}, p = {p_placebo:.3g})"
+            f"predicted than by {len(part.placebo_excess)} placebo gradients (t = {t:.2f}, p = {p_placebo:.3g}); "
+            "nor does this exclude a brain that learned by backprop in another network than this model"
         )
     else:
         note = f"beyond the activations' control space and {len(part.placebo_excess)} placebo gradients"
