@@ -208,6 +208,36 @@ def test_power_table_counts_each_test_as_the_definitions_say():
     assert perm.observed_r == pytest.approx(0.2) and perm.observed_r_gradients == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize(
+    ("modality", "scenario", "planted"),
+    [
+        ("meg", "backprop", {"gradient_signal": "effect", "organised_as_backprop": "effect",
+                             "diverges_from_backprop": "no_effect"}),
+        ("eeg", "misaligned", {"gradient_signal": "effect", "organised_as_backprop": "no_effect",
+                               "diverges_from_backprop": "effect"}),
+        ("fmri", "forward_other", dict.fromkeys(power_rates.CLAIM_PLANTS, "no_effect")),
+    ],
+)  # fmt: skip
+def test_power_table_rates_the_claims_the_study_makes(modality, scenario, planted):
+    """Each claim's rate is the share of subjects whose claim holds, a power where the scenario plants it and a
+    false-positive rate where it plants none (forward-only brains of the panel, or the other direction)."""
+    holds = {"gradient_signal": [1, 1, 0, 1, 0], "organised_as_backprop": [1, 0, 0, 1, 0],
+             "diverges_from_backprop": [0, 1, 0, 0, 0]}  # fmt: skip
+    rows = [
+        ("m", modality, scenario, 1.0, 100, 0, subject + 1, "gradients", metric, float(values[subject]))
+        for metric, values in holds.items()
+        for subject in range(5)
+    ]
+    r_metric = "best_r_median" if modality == "fmri" else "peak_r"
+    rows += [("m", modality, scenario, 1.0, 100, 0, s, k, r_metric, 0.1) for s in range(1, 6) for k in BASE_KINDS]
+    table = power_rates.power_table([pd.DataFrame(rows, columns=power_cell.CELL_COLUMNS)], {"n_subjects": [4]})
+    claims = table[table.test == "claim"].set_index("metric")
+    assert sorted(claims.index) == sorted(holds)
+    for metric, values in holds.items():
+        assert claims.loc[metric, "rate"] == pytest.approx(np.mean(values)) and claims.loc[metric, "n_runs"] == 5
+        assert claims.loc[metric, "planted"] == planted[metric], metric
+
+
 @pytest.mark.parametrize("rounding", [None, 1, 0])
 def test_signed_rank_p_equals_scipy_per_group(rounding):
     """The enumerated sign-flip p equals stats.group_test (SciPy) row by row: without ties, with ties, with zeros."""

@@ -299,6 +299,8 @@ def unique_metrics(s: SubjectScores, cfg: dict[str, Any], extra: dict[str, list]
         ):
             rows.add(kind, f"{name}_r2_median", np.median(np.nanmax(values, 0)))
         claims = U.claims(s.modality, out, alpha)
+        for claim, _, holds, _ in claims[1:]:  # the first is gradient_signal
+            rows.add(kind, claim, float(holds))
         extra["claims"] += [(s.dataset, s.model, s.subject, kind, s.modality, *c, U.verdict(claims)) for c in claims]
         axis, positions = ("roi", np.asarray(s.targets["roi"])) if s.modality == "fmri" else (
             "time", np.repeat(np.asarray(s.targets["time"], dtype=float), s.n_channels))  # fmt: skip

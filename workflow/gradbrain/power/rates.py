@@ -2,8 +2,9 @@
 in the scenario.
 
 ``power_table`` turns the per-subject values of every cell into rates: per-subject permutation tests (p < alpha with
-the claimed sign), per-subject thresholds (the planted scenarios' and their robust analogues) and group Wilcoxon
-tests over groups of k subjects drawn from all of the cell's subjects (``group_draws``). Each rate carries
+the claimed sign), per-subject thresholds (the planted scenarios' and their robust analogues), the study's claims
+in order (``CLAIM_PLANTS``: how often a subject gets each) and group Wilcoxon tests over groups of k subjects drawn
+from all of the cell's subjects (``group_draws``). Each rate carries
 ``planted``: ``effect`` (the claim is true in the scenario: a power), ``no_effect`` (false: a false-positive rate) or
 ``unknown`` (the scenario does not decide it), from ``simulation.scenarios.PLANTED``.
 """
@@ -50,6 +51,15 @@ signal's metrics (``*_unique``) and its test (``gradient_signal``: 1 where the s
 SUFFIXES = ("", "_centroid", "_own", "_own_centroid", "_window")
 SIGNED_FAMILIES = FAMILIES[:-3]
 """Group-tested against 0; a fraction of layers in [0, 1] has no sign to test, nor has a detection."""
+
+
+CLAIM_PLANTS = {
+    "gradient_signal": {"fmri": ("gradient_signal", 1), "meg": ("gradient_signal", 1)},
+    "organised_as_backprop": {"fmri": ("spatial_score_unique", 1), "meg": ("temporal_score_unique", -1)},
+    "diverges_from_backprop": {"fmri": ("spatial_divergence_unique", 1), "meg": ("temporal_score_unique", 1)},
+}
+"""The study's claims in order (``hierarchy.unique.claims``; 1 where a subject's holds) and the (family, sign) whose
+planted truth decides each: ``test`` ``claim`` rows give how often a subject gets the claim the study would make."""
 
 
 def _family(metric: str) -> tuple[str, str] | None:
@@ -191,4 +201,10 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
                     hits,
                     values,
                 )
+            for metric, plants in CLAIM_PLANTS.items():
+                if metric not in sub.columns or sub[metric].isna().all():
+                    continue
+                family, sign = plants["fmri" if key["modality"] == "fmri" else "meg"]  # EEG is scored as MEG
+                values = sub[metric].to_numpy(float)
+                add(1, "claim", kind, metric, "holds", planted_label(scenario, kind, family, sign), values == 1, values)
     return pd.DataFrame(out, columns=POWER_COLUMNS)
