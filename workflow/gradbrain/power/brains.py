@@ -62,6 +62,12 @@ def eeg_targets(
     """
     responses = sim_brain.meg_evoked(scenario, drivers, cfg, EEG_LAGS, len(eeg2.CHANNELS), rng)
     epochs = rsvp_split(responses, eeg2.TRAIN_REPS, rng, noise=float(cfg["noise"])).mean(axis=1)
+    return prepare_eeg(epochs, operator)
+
+
+def prepare_eeg(epochs: np.ndarray, operator: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Repeat-averaged epochs (n_images, 17, 100) at 100 Hz -> the prepared targets (n_images, n_times * 17)
+    time-major: the loader's time operator, then a z-score of every channel and time over images."""
     index, _ = operator
     y = epochs[..., index] if index.ndim == 1 else np.tensordot(epochs, index, axes=([2], [0]))
     y = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1)
