@@ -1,16 +1,19 @@
 """Placebo gradients (features/placebo.py): the model's own objective on its output rotated by a seeded orthogonal
-matrix, from the same forward pass, equal to an independent re-evaluation of that rotated objective."""
+matrix, against the model's own decision, from the same forward pass, equal to an independent re-evaluation of that
+rotated objective."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers.models import array_reader, small_model
 
 from gradbrain import store
 from gradbrain.features import extract, objectives
 from gradbrain.features.kinds import placebo_key
+from gradbrain.features.objectives.base import KEPT_DECISION
 from gradbrain.features.placebo import Placebos, rotation
 
 PHOTO_NAMES = ["dog", "coat rack", "banana"]
@@ -20,12 +23,24 @@ class Rotated:
     """The independent reference: the objective called on a model whose output methods rotate by Q (a full forward
     pass per call, no tape)."""
 
-    def __init__(self, objective, q_seed: int):
-        self.objective, self.q_seed = objective, q_seed
+    def __init__(self, objective, q_seed: int, keep_decision: bool = True):
+        self.objective, self.q_seed, self.keep = objective, q_seed, keep_decision
         self.name, self.settings = "rotated", {}
+
+    def decision(self, model, x, pause):
+        """The unrotated output's top class, computed here from the objective's definition (None: no decision)."""
+        with pause(), torch.no_grad():
+            if self.objective.name == "ce_pseudo":
+                return model.logits(x).argmax(1)
+            if self.objective.name.endswith("zeroshot"):
+                return (F.normalize(model.embed(x).float(), dim=-1) @ self.objective.text.T.float()).argmax(1)
+        return None
 
     def __call__(self, model, x, index, pause):
         real = {m: getattr(type(model), m).__get__(model) for m in ("logits", "embed")}
+        decision = self.decision(model, x, pause) if self.keep else None
+        if decision is not None:
+            model.__dict__[KEPT_DECISION] = decision
 
         def rotated(method):
             def call(inp):
@@ -41,6 +56,7 @@ class Rotated:
             return self.objective(model, x, index, pause)
         finally:
             del model.logits, model.embed
+            model.__dict__.pop(KEPT_DECISION, None)
 
 
 def _images(n: int = 6, size: int = 40) -> np.ndarray:
@@ -60,6 +76,9 @@ def test_placebo_gradients_are_the_gradients_of_the_rotated_objective(family, ob
         ref = extract.extract_arrays(model, Rotated(obj, 5 * 1000 + j), images, batch_size=6)["gradients"]
         for a, b in zip(got[placebo_key(j)], ref, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+        if objective != "ssl_view":  # the rotated output's own top class would give other gradients
+            own = extract.extract_arrays(model, Rotated(obj, 5 * 1000 + j, False), images, 6)["gradients"][-1]
+            assert not np.allclose(got[placebo_key(j)][-1], own, rtol=1e-3, atol=1e-6 * np.abs(own).max())
     for k, layer in enumerate(got["gradients"]):  # not the model's own error, and not one another's
         for j in range(3):
             r = np.corrcoef(layer.ravel(), got[placebo_key(j)][k].ravel())[0, 1]

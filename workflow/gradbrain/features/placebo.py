@@ -1,13 +1,16 @@
 """Placebo gradients: the same network's per-image gradients under objectives that are not its own (issue 22).
 
 Placebo j evaluates the model's own objective on its network output rotated by a seeded random orthogonal matrix
-Q_j (Haar-distributed: the QR factor of a Gaussian matrix with the signs of R's diagonal): a classifier's
-cross-entropy of the rotated logits z Q_j against their own top class; the zero-shot losses of the rotated image
-embedding against the text bank; ``ssl_view``'s cosine of the rotated embedding with its (unrotated) view. The
-forward pass, the backward path through the network and the loss's form and scale (a rotation keeps norms) are the
-model's; only the error that flows back is not. A forward-only brain, whatever it reads of the forward pass, has no
-reason to be predicted better by the model's own gradients than by these, which is what the test of gradient-specific
-signal asks of a brain (``encoding.joint``).
+Q_j (Haar-distributed: the QR factor of a Gaussian matrix with the signs of R's diagonal), against the model's own
+decision: a classifier's cross-entropy of the rotated logits z Q_j against the top class of z
+(``objectives.base.top_class``); the zero-shot losses of the rotated image embedding against the text bank, with the
+unrotated embedding's top text; ``ssl_view``'s cosine of the rotated embedding with its (unrotated) view. The
+forward pass, the decided class, the backward path through the network and the loss's form and scale (a rotation
+keeps norms) are the model's; only the rest of the error that flows back is not. Placebos that took the rotated
+output's own top class carried another partition of the images than the model's decision, and a brain reading any
+network trained on the task out-predicted them with the model's gradients (docs/decisions.md). A forward-only
+brain, whatever it reads of the forward pass, has no reason to be predicted better by the model's own gradients
+than by these, which is what the test of gradient-specific signal asks of a brain (``encoding.joint``).
 
 The objective runs once on the real output (:meth:`Placebos.recording`), its calls of ``model.logits`` and
 ``model.embed`` are taped, and each placebo replays the tape (:meth:`Placebos.replaying`) with the graph-carrying
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from gradbrain.features.kinds import placebo_key
+from gradbrain.features.objectives.base import KEPT_DECISION, LAST_DECISION
 from gradbrain.models.model import LoadedModel
 
 OUTPUT_METHODS = ("logits", "embed")
@@ -112,10 +116,16 @@ class Placebos:
     def gradients(self, objective, x: torch.Tensor, index: torch.Tensor, pause, outputs: list[torch.Tensor],
                   retain_last: bool) -> list[tuple[torch.Tensor, ...]]:  # fmt: skip
         """Per placebo, d sum_i L_j(x_i) / d ``outputs`` (the block outputs of the taped forward pass)."""
-        grads = []
-        for j in range(self.count):
-            with self.replaying(j):
-                losses = objective(self.model, x, index, pause)
-            retain = retain_last or j < self.count - 1
-            grads.append(torch.autograd.grad(losses.sum(), outputs, retain_graph=retain))
+        grads, attrs = [], self.model.__dict__
+        decision = attrs.pop(LAST_DECISION, None)  # set by the objective's real pass on this batch, if it decides
+        if decision is not None:
+            attrs[KEPT_DECISION] = decision
+        try:
+            for j in range(self.count):
+                with self.replaying(j):
+                    losses = objective(self.model, x, index, pause)
+                retain = retain_last or j < self.count - 1
+                grads.append(torch.autograd.grad(losses.sum(), outputs, retain_graph=retain))
+        finally:
+            attrs.pop(KEPT_DECISION, None)
         return grads

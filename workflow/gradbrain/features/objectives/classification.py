@@ -7,7 +7,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from gradbrain.features.objectives.base import Pause
+from gradbrain.features.objectives.base import Pause, top_class
 from gradbrain.models.model import LoadedModel
 
 
@@ -19,4 +19,4 @@ class CEPseudo:
 
     def __call__(self, model: LoadedModel, x: torch.Tensor, index: torch.Tensor, pause: Pause = nullcontext):
         logits = model.logits(x)
-        return F.cross_entropy(logits.float(), logits.argmax(1).detach(), reduction="none")
+        return F.cross_entropy(logits.float(), top_class(model, logits), reduction="none")

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from gradbrain.features.objectives.base import Pause
+from gradbrain.features.objectives.base import Pause, top_class
 from gradbrain.models.model import LoadedModel
 
 
@@ -36,7 +36,7 @@ class ZeroShot:
             logits = self.scale * img @ self.text.T.to(img.dtype)
         if self.bias is not None:
             logits = logits + self.bias
-        target = logits.argmax(1).detach()
+        target = top_class(model, logits)
         if not self.sigmoid:
             return F.cross_entropy(logits, target, reduction="none")
         labels = 2 * F.one_hot(target, logits.shape[1]).to(logits.dtype) - 1
