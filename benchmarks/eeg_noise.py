@@ -14,7 +14,7 @@ further images x 80 repetitions, as THINGS-EEG2's test split. Measured:
   channel and time, averaged over channels, with the split-half noise ceiling), for the best layer.
 
     PYTHONPATH=workflow python benchmarks/eeg_noise.py --features results/power/features/demo_cnn.zarr \
-        --out benchmarks/eeg_noise.json
+        --out benchmarks/eeg_noise_demo_cnn.json
 
 Writes JSON; never a test.
 """
@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=eeg2.N_TEST)
     ap.add_argument("--n-iter", type=int, default=10, help="random splits of the test repetitions")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "eeg_noise.json")
+    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
