@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO, realdata
-from helpers.realdata import RangeServer
 
 from gradbrain.data.download import files as dl
 from gradbrain.data.download import things_images, transfer
@@ -77,13 +76,6 @@ def test_fsaverage_and_meg_keys():
 
 
 # ----------------------------------------------------------------------------------------------------------- HTTP
-@pytest.fixture()
-def http_server():
-    server = RangeServer.start()
-    yield server
-    server.stop()
-
-
 def test_http_download_follows_redirects_and_resumes(http_server, tmp_path):
     data = realdata.random_bytes(300_000, seed=6)
     http_server.files["/images_THINGS.zip"] = data

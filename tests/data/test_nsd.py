@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io
+from helpers.nsd import AFFINE, GRID, VISUAL, hemispheres
 
 from gradbrain.data.nsd.paths import (
     FUNC1PT8MM_GRID,
@@ -39,15 +40,12 @@ from gradbrain.data.nsd.write import (
     write_stim_info,
 )
 
-GRID = (6, 5, 4)
 T = 10  # trials per session in the fixture (750 in real NSD)
 N_SES = 2
 N_IMAGES = 30
 M = 12  # images per subject (10,000 in real NSD)
 SUBJECTS = {1: N_SES, 2: N_SES}
-AFFINE = np.array([[1.8, 0, 0, -5.0], [0, 1.8, 0, -4.0], [0, 0, 1.8, -3.0], [0, 0, 0, 1]])
 SHARED0 = np.array([3, 8, 15, 22])
-VISUAL = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
 FACES = {1: "OFA", 2: "FFA-1", 3: "FFA-2", 4: "mTL-faces", 5: "aTL-faces"}
 VISUAL_VOXELS = {  # left hemisphere for i < 3, right for i >= 3
     (1, 1, 0): 1,
@@ -73,8 +71,7 @@ def _label_volumes(voxels: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     vol[0, 0, :] = -1
     for ijk, label in voxels.items():
         vol[ijk] = label
-    left = np.arange(GRID[0])[:, None, None] < 3
-    return vol, {"lh": np.where(left | (vol < 0), vol, 0), "rh": np.where(~left | (vol < 0), vol, 0)}
+    return vol, hemispheres(vol)
 
 
 def build_root(root: Path, seed: int = 0, formats: tuple[str, ...] = ("nii.gz", "hdf5")) -> dict:

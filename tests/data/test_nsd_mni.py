@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import zarr
+from helpers.nsd import AFFINE, GRID, VISUAL, hemispheres
 from scipy.spatial.distance import cdist
 
 from gradbrain.data import prepare
@@ -29,10 +30,7 @@ from gradbrain.data.nsd.write import (
     write_roi,
 )
 
-GRID = (6, 5, 4)
 T = 12
-AFFINE = np.array([[1.8, 0, 0, -5.0], [0, 1.8, 0, -4.0], [0, 0, 1.8, -3.0], [0, 0, 0, 1]])
-VISUAL = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
 VOXELS = {  # left hemisphere for i < 3, right for i >= 3
     (1, 1, 0): 1,
     (1, 2, 0): 1,
@@ -75,10 +73,7 @@ def _write_tree(root: Path, flip: bool = False, transform: bool = True) -> np.nd
     vol = np.zeros(GRID, dtype=int)
     for ijk, label in VOXELS.items():
         vol[ijk] = label
-    left = np.arange(GRID[0])[:, None, None] < 3
-    write_roi(
-        root, 1, "prf-visualrois", vol, VISUAL, AFFINE, {"lh": np.where(left, vol, 0), "rh": np.where(left, 0, vol)}
-    )
+    write_roi(root, 1, "prf-visualrois", vol, VISUAL, AFFINE, hemispheres(vol))
     write_ncsnr(root, 1, rng.uniform(0.1, 1.5, GRID), AFFINE)
     write_betas_session(root, 1, 1, rng.normal(size=GRID + (T,)), AFFINE)
     coords = _coords(flip)

@@ -14,7 +14,6 @@ import zipfile
 import numpy as np
 import pytest
 from helpers import REPO, realdata
-from helpers.realdata import RangeServer
 
 from gradbrain.data.download import files as dl
 from gradbrain.data.download import things_eeg2, transfer
@@ -24,9 +23,9 @@ from gradbrain.data.things_eeg2.write import write_image_metadata, write_split
 
 
 @pytest.fixture
-def osf(monkeypatch):
+def osf(monkeypatch, http_server):
     """A server on loopback standing in for OSF's API and storage; ``publish(node, name, data, md5)``."""
-    server = RangeServer.start()
+    server = http_server
     monkeypatch.setenv(things_eeg2.OSF_API_ENV, server.base)
 
     def publish(node: str, name: str, data: bytes, md5: str | None = None) -> None:
@@ -43,8 +42,7 @@ def osf(monkeypatch):
         server.files[f"/v2/nodes/{node}/files/osfstorage/?{query}"] = json.dumps({"data": [entry]}).encode()
 
     server.publish = publish
-    yield server
-    server.stop()
+    return server
 
 
 def test_download_checks_size_and_md5(osf, tmp_path):

@@ -32,10 +32,8 @@ from gradbrain.data.nsd.write import (
 )
 from gradbrain.data.things_meg.layout import channel_names, epochs_path, stimulus_id
 from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_image
+from helpers.nsd import AFFINE, GRID, VISUAL, hemispheres
 
-GRID = (6, 5, 4)
-AFFINE = np.array([[1.8, 0, 0, -5.0], [0, 1.8, 0, -4.0], [0, 0, 1.8, -3.0], [0, 0, 0, 1]])
-VISUAL = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
 STREAMS = {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral", 6: "lateral", 7: "parietal"}
 
 
@@ -43,8 +41,7 @@ def _labels(rng: np.random.Generator, n_labels: int) -> tuple[np.ndarray, dict[s
     """A label volume (-1 on one outside edge, 0..n_labels inside) and its lh (i < 3) / rh halves."""
     vol = rng.integers(0, n_labels + 1, GRID)
     vol[:, 0, 0] = -1
-    left = np.arange(GRID[0])[:, None, None] < GRID[0] // 2
-    return vol, {"lh": np.where(left | (vol < 0), vol, 0), "rh": np.where(~left | (vol < 0), vol, 0)}
+    return vol, hemispheres(vol)
 
 
 def build_nsd(

@@ -7,30 +7,15 @@ The studies are written in the real NSD and THINGS-MEG formats and read back by 
 from __future__ import annotations
 
 import numpy as np
+from helpers.simulation import FMRI as SMALL_FMRI
+from helpers.simulation import stimuli
 
 from gradbrain.data.prepare import dataset_stimulus_ids, image_reader
-from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation import study as sim_study
 from gradbrain.simulation.scenarios import STUDY_SCENARIOS
 
 N_EXP, N_TEST = 24, 3
-FMRI = {
-    "n_images": N_EXP,
-    "n_subjects": 2,
-    "repeats": 2,
-    "trials_per_session": 24,
-    "n_shared": 4,
-    "voxels_per_roi": 6,
-    "hemisphere_width": 2,
-    "noise": 1.0,
-    "amplitude_psc": 1.5,
-    "gradient_gain": 1.0,
-    "misaligned_rois": 1,
-    "rois": [
-        {"atlas": "prf-visualrois", "name": "V1", "depth": 0.0},
-        {"atlas": "prf-visualrois", "name": "V2", "depth": 1.0},
-    ],
-}
+FMRI = {**SMALL_FMRI, "n_images": N_EXP, "n_subjects": 2}
 MEG = {
     "n_images": N_EXP,
     "n_subjects": 2,
@@ -48,18 +33,11 @@ MEG = {
 SCENARIOS = [s for s in STUDY_SCENARIOS if s != "feedback_alignment"]  # that one needs a rule kind's errors
 
 
-def _stimuli(n: int) -> tuple:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-    layers = [rng.standard_normal((n, 6)) for _ in range(2)]
-    driver = sim_stimuli.DriverFeatures("d", np.array([0.0, 1.0]), layers, [x[:, ::-1].copy() for x in layers])
-    return images, rng.integers(0, 5, n), [driver]
-
-
 def _shown(tmp_path, scenario: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = tmp_path / scenario
-    fmri = sim_study.simulate_fmri(out / "nsd", scenario, FMRI, _stimuli(N_EXP), seed=1)
-    sim_study.simulate_meg(out / "meg", out / "images", scenario, MEG, _stimuli(N_EXP + N_TEST), seed=2)
+    fmri = sim_study.simulate_fmri(out / "nsd", scenario, FMRI, stimuli(N_EXP, np.random.default_rng(0)), seed=1)
+    meg_stimuli = stimuli(N_EXP + N_TEST, np.random.default_rng(0))
+    sim_study.simulate_meg(out / "meg", out / "images", scenario, MEG, meg_stimuli, seed=2)
     datasets = {
         "fmri": {"format": "nsd", "root": str(out / "nsd"), "sessions": dict.fromkeys(fmri["subjects"], 2),
                  "trials_per_session": FMRI["trials_per_session"]},

@@ -9,43 +9,22 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.simulation import FMRI as SMALL_FMRI
+from helpers.simulation import stimuli
 
 from gradbrain.data.nsd.paths import betas_path, stim_info_path
 from gradbrain.data.nsd.read import trial_table
 from gradbrain.data.nsd.subject import load_subject
-from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation import study as sim_study
 
 TPS = 50
-FMRI = {
-    "n_subjects": 1,
-    "repeats": 3,
-    "trials_per_session": TPS,
-    "n_shared": 4,
-    "voxels_per_roi": 8,
-    "hemisphere_width": 2,
-    "noise": 1.0,
-    "amplitude_psc": 1.5,
-    "gradient_gain": 1.0,
-    "misaligned_rois": 1,
-    "rois": [
-        {"atlas": "prf-visualrois", "name": "V1", "depth": 0.0},
-        {"atlas": "prf-visualrois", "name": "V2", "depth": 1.0},
-    ],
-}
-
-
-def _stimuli(n: int, rng: np.random.Generator):
-    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
-    layers = [rng.standard_normal((n, 6)) for _ in range(2)]
-    driver = sim_stimuli.DriverFeatures("d", np.array([0.0, 1.0]), layers, [x[:, ::-1].copy() for x in layers])
-    return images, np.zeros(n, dtype=int), [driver]
+FMRI = {**SMALL_FMRI, "n_subjects": 1, "repeats": 3, "voxels_per_roi": 8, "trials_per_session": TPS}
 
 
 @pytest.mark.parametrize("n_images", [40, 10])  # 120 trials: sessions of 50, 50, 20; 30 trials: one short session
 def test_showings_that_do_not_fill_sessions_end_in_a_shorter_last_session(tmp_path, n_images):
     cfg = {**FMRI, "n_images": n_images}
-    truth = sim_study.simulate_fmri(tmp_path, "backprop", cfg, _stimuli(n_images, np.random.default_rng(0)), seed=3)
+    truth = sim_study.simulate_fmri(tmp_path, "backprop", cfg, stimuli(n_images, np.random.default_rng(0)), seed=3)
     n_trials = n_images * cfg["repeats"]
     n_sessions = -(-n_trials // TPS)
     assert truth["n_sessions"] == n_sessions
@@ -68,6 +47,6 @@ def test_showings_that_do_not_fill_sessions_end_in_a_shorter_last_session(tmp_pa
 
 def test_sessions_beyond_the_design_are_refused(tmp_path):
     cfg = {**FMRI, "n_images": 40}
-    sim_study.simulate_fmri(tmp_path, "backprop", cfg, _stimuli(40, np.random.default_rng(0)), seed=3)
+    sim_study.simulate_fmri(tmp_path, "backprop", cfg, stimuli(40, np.random.default_rng(0)), seed=3)
     with pytest.raises(ValueError, match="lower n_sessions"):
         trial_table(tmp_path, 1, 4, trials_per_session=TPS)
