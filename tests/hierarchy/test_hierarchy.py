@@ -125,6 +125,27 @@ def test_tests_table_carries_layer_identifiability_beside_each_test():
     assert ident["gradients", "spatial_score"] == pytest.approx(0.335)
 
 
+def test_tests_table_says_which_rows_are_evidence_of_an_error_signal():
+    """A whole-gradient map is a function of the activations, so its significant group test is marked as no evidence
+    of an error signal; the signal test and the unique maps name the nulls they beat (docs/power.md: on forward-only
+    brains the first fires in about every group of 8, the others at their level)."""
+    metrics = ("spatial_score", "temporal_score", "spatial_score_unique", "layer_identifiability", "gradient_signal_p")
+    rows = [
+        ("d", "m", str(s), kind, metric, 0.01 * s if metric == "gradient_signal_p" else 0.5 + 0.05 * s)
+        for s in range(1, 7)
+        for kind in ("activations", "gradients")
+        for metric in metrics
+    ] + [("d", "m", str(s), "gradients", "gradient_signal", 1.0) for s in range(1, 7)]
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
+    scope = group_tests(frame).set_index(["kind", "metric"]).scope
+    assert scope["gradients", "spatial_score"].startswith("not gradient-specific")
+    assert scope["gradients", "temporal_score"] == scope["gradients", "spatial_score"]
+    assert "placebo gradients" in scope["gradients", "gradient_signal"]
+    assert "placebo gradients" in scope["gradients", "spatial_score_unique"]
+    assert scope["activations", "spatial_score"].startswith("a forward property")
+    assert scope["gradients", "layer_identifiability"].startswith("descriptive")
+
+
 def test_spatial_null_detects_a_planted_hierarchy():
     rng = np.random.default_rng(0)
     depths = np.linspace(0, 1, 6)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from gradbrain import stats
+from gradbrain.features.kinds import ACTIVATIONS
 from gradbrain.hierarchy.subject import ROBUST_METRICS
 from gradbrain.hierarchy.unique import UNIQUE_METRICS
 
@@ -28,11 +27,35 @@ def smallest_p(n: int) -> float:
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
 
 
-def stouffer(p: np.ndarray) -> tuple[float, float]:
-    """Stouffer's combination of independent one-sided p-values: Z = sum_i Phi^-1(1 - p_i) / sqrt(n), p = 1 - Phi(Z)."""
-    p = np.clip(np.asarray(p, dtype=float), 1e-300, 1 - 1e-16)
-    z = float(sps.norm.isf(p).sum() / np.sqrt(len(p)))
-    return z, float(sps.norm.sf(z))
+SCOPE = {
+    "forward": "a forward property: says nothing about error signals",
+    "descriptive": "descriptive: how well this model's layers can be told apart (no claim)",
+    "signal": "gradient-specific signal: beyond the activations' control space and the model's placebo gradients",
+    "unique": (
+        "gradient-specific maps of the subjects with that signal: beyond the activations' control space and the "
+        "placebo gradients"
+    ),
+    "rules": "compares two error-signal rules' fits; each rule's own gradient-specific signal must hold first",
+    "whole": (
+        "not gradient-specific: a forward-only brain gives a layer's error signal this too (it is a function of the "
+        "layer's activations); read gradient_signal and the *_unique rows"
+    ),
+}
+"""What a significant group test excludes, per kind of metric (``scope``): on forward-only brains the whole-gradient
+rows fire in most groups of 8 simulated subjects (docs/power.md), the signal and unique rows do not."""
+
+
+def scope(kind: str, metric: str) -> str:
+    """Which null a significant row of ``tests.csv`` beats, or why it is no evidence of an error signal."""
+    if metric == "layer_identifiability":
+        return SCOPE["descriptive"]
+    if kind == ACTIVATIONS:
+        return SCOPE["forward"]
+    if metric == "gradient_signal":
+        return SCOPE["signal"]
+    if metric in UNIQUE_METRICS:
+        return SCOPE["unique"]
+    return SCOPE["rules"] if metric == "gain_over_gradients" else SCOPE["whole"]
 
 
 STOUFFER_NOTE = "Stouffer's combination of the subjects' p; mean: share of subjects with signal"
@@ -44,7 +67,7 @@ def _signal_tests(scores: pd.DataFrame) -> list[dict]:
     out = []
     sel = scores[(scores.metric == "gradient_signal_p") & scores.value.notna()]
     for (dataset, model, kind), frame in sel.groupby(["dataset", "model", "kind"], sort=True):
-        z, p = stouffer(frame.value.to_numpy())
+        z, p = stats.stouffer(frame.value.to_numpy())
         detected = scores[(scores.dataset == dataset) & (scores.model == model) & (scores.kind == kind)
                           & (scores.metric == "gradient_signal")].value  # fmt: skip
         out.append({"dataset": dataset, "model": model, "kind": kind, "metric": "gradient_signal",
@@ -59,7 +82,8 @@ def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     A metric with fewer subjects than a two-sided Wilcoxon test needs to reach p < ``alpha`` (2 / 2^n >= alpha: fewer
     than 6 at 0.05) gets no p but the note "too few subjects for a group test"; subjects whose value is undefined are
     counted in ``n_undefined`` and named in the note. Each row also carries the mean layer identifiability of its
-    (dataset, model, kind), so that a divergence is read beside how well the model's layers can be told apart.
+    (dataset, model, kind), so that a divergence is read beside how well the model's layers can be told apart, and
+    its ``scope``: the null a significant row beats, or why it is no evidence of an error signal.
     """
     tested = MAIN_METRICS + tuple(m for m in ROBUST_METRICS if "divergence" not in m)
     main = scores[scores.metric.isin(tested)]
@@ -82,5 +106,6 @@ def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     out += _signal_tests(scores)
     tests = pd.DataFrame(out, columns=[*TEST_COLUMNS, "n_undefined", "note"])
     tests.insert(len(TEST_COLUMNS), "p_fdr", stats.fdr(tests.p.to_numpy()) if len(tests) else [])
+    tests["scope"] = [scope(k, m) for k, m in zip(tests.kind, tests.metric, strict=True)]
     identifiability = scores[scores.metric == "layer_identifiability"].groupby(["dataset", "model", "kind"]).value
     return tests.join(identifiability.mean().rename("layer_identifiability"), on=["dataset", "model", "kind"])

@@ -1,7 +1,7 @@
 """The hierarchy stage's edge: read each subject's encoding and brain stores, write the tidy tables.
 
 results/hierarchy/scores.csv  dataset, model, subject, kind, metric, value (one row per number; hierarchy.subject)
-results/hierarchy/tests.csv   dataset, model, kind, metric, n_subjects, mean, sem, statistic, p, p_fdr (group)
+results/hierarchy/tests.csv   dataset, model, kind, metric, n_subjects, mean, sem, statistic, p, p_fdr, scope (group)
 results/hierarchy/profiles.csv, latencies.csv, best_layers.csv, topographies.csv   what the figures draw (no refits
   in the report): best_layers carries each target's grid indices and mm coordinates for the brain maps, topographies
   the r of every sensor at the time sample nearest each layer's T_k for the MEG topomaps (docs/report.md)

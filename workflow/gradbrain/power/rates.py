@@ -3,8 +3,9 @@ in the scenario.
 
 ``power_table`` turns the per-subject values of every cell into rates: per-subject permutation tests (p < alpha with
 the claimed sign), per-subject thresholds (the planted scenarios' and their robust analogues), the study's claims
-in order (``CLAIM_PLANTS``: how often a subject gets each) and group Wilcoxon tests over groups of k subjects drawn
-from all of the cell's subjects (``group_draws``). Each rate carries
+in order (``CLAIM_PLANTS``: how often a subject gets each), group Wilcoxon tests over groups of k subjects drawn
+from all of the cell's subjects (``group_draws``) and, for the gradient-specific signal, Stouffer's combination of
+the drawn groups' p (``stouffer``, as ``tests.csv`` tests it). Each rate carries
 ``planted``: ``effect`` (the claim is true in the scenario: a power), ``no_effect`` (false: a false-positive rate) or
 ``unknown`` (the scenario does not decide it), from ``simulation.scenarios.PLANTED``.
 """
@@ -106,21 +107,27 @@ def _threshold_planted(scenario: str, kind: str, metric: str, op: str, value: fl
     return "unknown"
 
 
-def group_draws(values: np.ndarray, k: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Wilcoxon p and mean of ``draws`` groups of ``k`` subjects drawn without replacement from a cell's pool.
+def draw_groups(values: np.ndarray, k: int, draws: int, seed: int) -> np.ndarray:
+    """``draws`` groups of ``k`` subjects, (draws, k), drawn without replacement from a cell's pool.
 
     The pool is every seed's subjects with a finite value (as ``stats.group_test`` drops the others); they are
     exchangeable (each an independent brain and noise draw on the same images), so random groups estimate the rate
-    of the group test far better than one group per seed would. Empty arrays when the pool has fewer than k.
+    of the group test far better than one group per seed would. Empty when the pool has fewer than k.
     """
     pool = np.asarray(values, dtype=float)
     pool = pool[np.isfinite(pool)]
     if k < 1 or len(pool) < k or draws < 1:
-        return np.array([]), np.array([])
+        return np.empty((0, max(k, 0)))
     rng = np.random.default_rng([seed, len(pool), k])
-    groups = pool[np.argsort(rng.random((draws, len(pool))), axis=1)[:, :k]]
-    p = stats.signed_rank_p(groups)
-    return p, groups.mean(1)
+    return pool[np.argsort(rng.random((draws, len(pool))), axis=1)[:, :k]]
+
+
+def group_draws(values: np.ndarray, k: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wilcoxon p and mean of the groups of ``draw_groups``; empty arrays when the pool has fewer than k."""
+    groups = draw_groups(values, k, draws, seed)
+    if not len(groups):
+        return np.array([]), np.array([])
+    return stats.signed_rank_p(groups), groups.mean(1)
 
 
 def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> pd.DataFrame:
@@ -201,6 +208,18 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
                     hits,
                     values,
                 )
+            if "gradient_signal_p" in sub.columns and sub["gradient_signal_p"].notna().any():
+                planted = planted_label(scenario, kind, "gradient_signal", 1)
+                for k in power["n_subjects"]:
+                    groups = draw_groups(
+                        sub["gradient_signal_p"].to_numpy(float),
+                        int(k),
+                        int(power.get("group_draws", 1000)),
+                        int(power.get("seed", 0)),
+                    )
+                    if len(groups):
+                        p_group = stats.stouffer(groups)[1]
+                        add(int(k), "stouffer", kind, "gradient_signal", "> 0", planted, p_group < alpha, p_group)
             for metric, plants in CLAIM_PLANTS.items():
                 if metric not in sub.columns or sub[metric].isna().all():
                     continue

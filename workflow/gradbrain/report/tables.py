@@ -106,7 +106,9 @@ def tests_table(tests: pd.DataFrame, out: Path, alpha: float = 0.05) -> None:
     """Every group test with its p and BH-FDR-corrected p; rows with p_fdr < alpha in bold."""
     caption = (
         f"Group tests: Wilcoxon signed-rank across subjects of each per-subject metric against 0, "
-        f"BH-FDR over all {len(tests)} tests (bold: p_fdr < {alpha:g})."
+        f"BH-FDR over all {len(tests)} tests (bold: p_fdr < {alpha:g}). The scope column says which null a "
+        "significant row beats; whole-gradient rows are no evidence of an error signal (a forward-only brain gives "
+        "them too), gradient_signal and the *_unique rows are."
     )
     out.write_text(html_table(tests, caption, tests.p_fdr < alpha if len(tests) else None))
 

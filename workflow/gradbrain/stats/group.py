@@ -1,4 +1,5 @@
-"""Group tests across subjects: the Wilcoxon signed-rank test against 0, singly and for many small groups at once."""
+"""Group tests across subjects: the Wilcoxon signed-rank test against 0, singly and for many small groups at once,
+and Stouffer's combination of the subjects' one-sided p."""
 
 from __future__ import annotations
 
@@ -53,3 +54,12 @@ def signed_rank_p(groups: np.ndarray, max_exact: int = 14) -> np.ndarray:
         lower = (null <= observed[rows, None] + tol).mean(1)
         p[rows] = np.minimum(1.0, 2 * np.minimum(upper, lower))
     return np.where(nonzero.any(1), p, np.nan)
+
+
+def stouffer(p: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Stouffer's combination of independent one-sided p-values along the last axis (``scipy.stats.combine_pvalues``):
+    Z = sum_i Phi^-1(1 - p_i) / sqrt(n), p = 1 - Phi(Z); valid for any number of subjects. The p are clipped to
+    (0, 1) first so that one subject's p of exactly 0 or 1 does not make Z infinite or undefined."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-300, 1 - 1e-16)
+    res = stats.combine_pvalues(p, method="stouffer", axis=-1)
+    return (float(res.statistic), float(res.pvalue)) if p.ndim == 1 else (res.statistic, res.pvalue)
