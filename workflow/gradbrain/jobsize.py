@@ -19,6 +19,7 @@ from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.encoding.cv import alpha_grid
 from gradbrain.models.catalogue import n_blocks
+from gradbrain.simulation.scenarios import study_block
 
 MB = 2**20
 BASE_MB = 1000
@@ -75,7 +76,7 @@ def images(dataset: dict[str, Any], sim: dict[str, Any], subject: int | None = N
     if dataset.get("format") == "things_eeg2" and not dataset.get("simulated"):
         return eeg2.N_TRAIN + (eeg2.N_TEST if dataset.get("heldout") == "test" or subject is None else 0)
     if dataset["modality"] == "meg":
-        block = sim["meg"] if dataset.get("simulated") else {}
+        block = sim[study_block(dataset)] if dataset.get("simulated") else {}
         train = int(block.get("n_images", THINGS_MEG["images"]))
         test = int(block.get("n_test_images", THINGS_MEG["test_images"]))
         return train + (test if dataset.get("heldout") == "test" or subject is None else 0)
@@ -89,8 +90,8 @@ def images(dataset: dict[str, Any], sim: dict[str, Any], subject: int | None = N
 
 def simulated_train_images(dataset: dict[str, Any], sim: dict[str, Any]) -> int:
     """Training images of one subject of a simulated dataset: every image shown, less the shared ones when they are
-    held out (``heldout: shared1000``); THINGS-MEG's test images are never training images."""
-    block = sim[dataset["modality"]]
+    held out (``heldout: shared1000``); THINGS-MEG's and THINGS-EEG2's test images are never training images."""
+    block = sim[study_block(dataset)]
     shared = int(block.get("n_shared", 0)) if dataset.get("heldout") == "shared1000" else 0
     return max(int(block["n_images"]) - shared, 0)
 
@@ -101,7 +102,7 @@ def meg_times(dataset: dict[str, Any]) -> int:
     A missing key takes the config schema's default (30 Hz, whole epoch); null keeps the epochs' rate or span.
     """
     pre = {"sfreq": 30.0, "tmin": None, "tmax": None, **(dataset.get("preprocessing") or {})}
-    epochs = eeg2.EPOCHS if dataset.get("format") == "things_eeg2" and not dataset.get("simulated") else EPOCHS
+    epochs = eeg2.EPOCHS if dataset.get("format") == "things_eeg2" else EPOCHS
     orig, t0 = epochs.sfreq, epochs.tmin
     sfreq = float(pre["sfreq"] or orig)
     n = int(round(epochs.n_times * sfreq / orig))
@@ -120,10 +121,10 @@ def targets(dataset: dict[str, Any], sim: dict[str, Any]) -> int:
             column = int(fmri["hemisphere_width"]) * 4  # simulation.brain.roi_layout: voxels per ROI, both hemispheres
             return rois * 2 * column * math.ceil(int(fmri["voxels_per_roi"]) / column)
         return NSD_TARGETS.get(dataset.get("space", "func1pt8mm"), max(NSD_TARGETS.values()))
-    if dataset.get("simulated"):
-        sensors = int(sim["meg"]["n_sensors"])
+    if dataset.get("format") == "things_eeg2":
+        sensors = len(eeg2.CHANNELS)
     else:
-        sensors = len(eeg2.CHANNELS) if dataset.get("format") == "things_eeg2" else THINGS_MEG["channels"]
+        sensors = int(sim["meg"]["n_sensors"]) if dataset.get("simulated") else THINGS_MEG["channels"]
     return sensors * meg_times(dataset)
 
 
@@ -139,7 +140,7 @@ def prepare(dataset: dict[str, Any], subject: int, sim: dict[str, Any]) -> dict[
     as read; the time is mostly reading."""
     n_targets = targets(dataset, sim)
     if dataset.get("simulated"):
-        block = sim[dataset["modality"]]
+        block = sim[study_block(dataset)]
         trials = int(block["n_images"]) * int(block.get("repeats", 1)) + int(block.get("n_test_images", 0)) * int(
             block.get("test_repeats", 1)
         )

@@ -13,7 +13,7 @@ from gradbrain.data.download import files as dl  # noqa: E402
 from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.models.catalogue import weight_files  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS, check_encoded_kinds  # noqa: E402
-from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
+from gradbrain.simulation.scenarios import driver_kinds, study_block  # noqa: E402
 from gradbrain.encoding.cv import check_folds  # noqa: E402
 from gradbrain.jobsize import simulated_train_images  # noqa: E402
 
@@ -83,6 +83,8 @@ def stimuli_settings():
         "fmri": {"n_images": SIM["fmri"]["n_images"]},
         "meg": {k: SIM["meg"][k] for k in ("n_images", "n_test_images")},
     }
+    if "eeg" in SIM:  # the THINGS-EEG2-like study's images, only when it is configured
+        settings["eeg"] = {k: SIM["eeg"][k] for k in ("n_images", "n_test_images")}
     # a learning-rule scenario needs its drivers' errors, seeded as the extraction's
     kinds = driver_kinds(SIM.get("scenarios", []))
     if kinds != BASE_KINDS:
@@ -111,6 +113,13 @@ for _m in SIM_DRIVERS:
         raise ValueError(
             f"simulation.driver_models: '{_m}' is not under models ({', '.join(MODELS)}); "
             "add it there, since the simulated brain is driven by the analysed models"
+        )
+for _name, _ds in DATASETS.items():
+    if _ds.get("simulated") and study_block(_ds) not in SIM:
+        raise ValueError(
+            f"datasets.{_name}: a simulated {_ds['format']} dataset reads the study that simulation."
+            f"{study_block(_ds)} configures, and the config has no such section; add it "
+            "(config/overlays/sim_eeg2.yaml) or remove the dataset"
         )
 dl.check_subjects(DATASETS, SIM)
 for _name, _ds in DATASETS.items():
@@ -145,11 +154,11 @@ dl.check_local_files(DATASETS)
 # a simulated dataset's training images are known now; a real one's are counted by its encoding job
 for _name, _ds in DATASETS.items():
     if _ds.get("simulated"):
-        _mod = _ds["modality"]
+        _block = study_block(_ds)
         check_folds(
             simulated_train_images(_ds, SIM),
             int(config["encoding"]["folds"]),
-            f"datasets.{_name} (simulation.{_mod}.n_images: {SIM[_mod]['n_images']})",
+            f"datasets.{_name} (simulation.{_block}.n_images: {SIM[_block]['n_images']})",
         )
 
 

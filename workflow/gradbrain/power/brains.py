@@ -13,7 +13,7 @@ from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.data.things_meg.read import time_operator
 from gradbrain.simulation import brain as sim_brain
 from gradbrain.simulation import stimuli as sim_stimuli
-from gradbrain.simulation.rsvp import rsvp_split
+from gradbrain.simulation.rsvp import eeg_responses, rsvp_split
 
 
 def subject_rng(seed: int, run: int, subject: int) -> np.random.Generator:
@@ -42,10 +42,6 @@ def _time_operator(epochs: str, lowpass, sfreq, tmin, tmax) -> tuple[np.ndarray,
     return time_operator(grid.times, grid.sfreq, lowpass, sfreq, tmin, tmax)
 
 
-EEG_LAGS = np.arange(int(round(1.4 * eeg2.EPOCHS.sfreq))) / eeg2.EPOCHS.sfreq
-"""Lags (s) of the simulated EEG responses: long enough for the tails that reach the next four epochs."""
-
-
 def eeg_targets(
     drivers: list[sim_stimuli.DriverFeatures],
     scenario: str,
@@ -60,7 +56,7 @@ def eeg_targets(
     baseline correction), each image shown ``eeg2.TRAIN_REPS`` times and averaged, then the loader's time operator
     and a z-score of every channel and time over images.
     """
-    responses = sim_brain.meg_evoked(scenario, drivers, cfg, EEG_LAGS, len(eeg2.CHANNELS), rng)
+    responses = eeg_responses(scenario, drivers, cfg, rng)
     epochs = rsvp_split(responses, eeg2.TRAIN_REPS, rng, noise=float(cfg["noise"])).mean(axis=1)
     return prepare_eeg(epochs, operator)
 

@@ -145,6 +145,18 @@ def latencies(scenario: str, depths: np.ndarray, cfg: dict[str, Any]) -> tuple[n
     return act, None
 
 
+def sensor_truth(scenario: str, depths: np.ndarray, cfg: dict[str, Any], subjects: list[int]) -> dict[str, Any]:
+    """The planted truth of a sensor study (MEG or EEG) of ``scenario``: the driver layers' relative depths, the
+    peak latencies (s) of their activations and of their error signal (None without one), and the subjects."""
+    act_lat, grad_lat = latencies(scenario, depths, cfg)
+    return {
+        "depths": depths.tolist(),
+        "activation_latency": act_lat.tolist(),
+        "gradient_latency": None if grad_lat is None else grad_lat.tolist(),
+        "subjects": subjects,
+    }
+
+
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sd_samples: float) -> np.ndarray:
     """Gaussian noise smoothed along the last (time) axis, rescaled to unit SD."""
     half = int(3 * sd_samples) + 1

@@ -13,12 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gradbrain.data.things_eeg2.layout import EPOCHS, SOA
+from gradbrain.data.things_eeg2.layout import CHANNELS, EPOCHS, SOA
 from gradbrain.data.things_eeg2.write import write_image_metadata, write_split
 from gradbrain.data.things_meg.layout import EpochTiming
+from gradbrain.simulation.brain import meg_evoked
+from gradbrain.simulation.stimuli import DriverFeatures
+
+LAGS = np.arange(int(round(1.4 * EPOCHS.sfreq))) / EPOCHS.sfreq
+"""Lags (s) of the simulated EEG responses: long enough for the tails that reach the next four epochs."""
+
+
+def eeg_responses(
+    scenario: str, drivers: list[DriverFeatures], cfg: dict[str, Any], rng: np.random.Generator
+) -> np.ndarray:
+    """Per-image responses (n_images, 17, lags) of the MEG brain of ``meg_evoked`` (``cfg``: simulation.meg's
+    latencies, widths and sources) on THINGS-EEG2's channels, at ``LAGS`` after each image's onset."""
+    return meg_evoked(scenario, drivers, cfg, LAGS, len(CHANNELS), rng)
 
 
 def rsvp_split(
@@ -118,7 +132,7 @@ def overlap_measurement(
     cross-validated R^2 of the early and late features.
     """
     rng = np.random.default_rng(seed)
-    lags = np.arange(int(round(1.4 * EPOCHS.sfreq))) / EPOCHS.sfreq
+    lags = LAGS
     feats = [rng.standard_normal((n_images, n_features)) for _ in latencies]
     responses = np.zeros((n_images, n_ch, len(lags)))
     for k, (X, lat) in enumerate(zip(feats, latencies, strict=True)):

@@ -56,7 +56,8 @@ def jpeg_roundtrip(images: np.ndarray, quality: int = 95) -> np.ndarray:
 
 
 def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size: int = 100) -> Path:
-    """Crops for the fMRI and MEG parts and the driver models' whitened features on them, in one zarr store.
+    """Crops for the fMRI and MEG parts (and EEG, with ``cfg["eeg"]``) and the driver models' whitened features on
+    them, in one zarr store.
 
     Computed once and shared by every scenario: the scenarios differ only in how the brain reads the features out.
     ``cfg["driver_kinds"]`` adds learning-rule kinds (seeded by ``cfg["rule_seed"]``) for scenarios that need them.
@@ -70,9 +71,11 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
         "fmri": crops(int(cfg["fmri"]["n_images"]), size, seed=seed * 2 + 1),
         "meg": crops(int(cfg["meg"]["n_images"]) + int(cfg["meg"]["n_test_images"]), size, seed=seed * 2 + 2),
     }
+    if "eeg" in cfg:  # the THINGS-EEG2-like study's own images (simulation.eeg, written only when configured)
+        parts["eeg"] = crops(int(cfg["eeg"]["n_images"]) + int(cfg["eeg"]["n_test_images"]), size, seed=seed * 2 + 3)
     with store.atomic_group(out) as group:
         for part, (images, labels) in parts.items():
-            if part == "meg":
+            if part != "fmri":  # read back from JPEG files
                 images = jpeg_roundtrip(images)
             sub = group.create_group(part)
             store.write_array(sub, "images", images)
@@ -96,7 +99,7 @@ def make_stimuli(out: str | Path, cfg: dict[str, Any], models: list, batch_size:
 
 
 def load_stimuli(path: str | Path, part: str) -> tuple[np.ndarray, np.ndarray, list[DriverFeatures]]:
-    """Images, photograph labels and driver features of one part ('fmri' or 'meg') of the stimuli store."""
+    """Images, photograph labels and driver features of one part ('fmri', 'meg' or 'eeg') of the stimuli store."""
     from gradbrain import store
 
     group = store.open_group(path)[part]

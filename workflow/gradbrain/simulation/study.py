@@ -1,6 +1,7 @@
-"""Planted-truth studies written in the real NSD and THINGS-MEG formats (docs/decisions.md "Planted-truth studies"):
-the simulated brain of ``simulation.brain`` on the stimuli of ``simulation.stimuli``, written with the data package's
-writers so that the pipeline reads them with the loaders meant for the real data (rule simulate_study)."""
+"""Planted-truth studies written in the real NSD and THINGS-MEG formats, and THINGS-EEG2's with ``simulation.eeg``
+(docs/decisions.md "Planted-truth studies"): the simulated brain of ``simulation.brain`` on the stimuli of
+``simulation.stimuli``, written with the data package's writers so that the pipeline reads them with the loaders
+meant for the real data (rule simulate_study)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from gradbrain.data.things_meg.write import metadata_frame, write_epochs, write_
 from gradbrain.simulation.brain import (
     fmri_signal,
     gradient_rois,
-    latencies,
     meg_evoked,
     roi_layout,
+    sensor_truth,
     smooth_noise,
     spread_channels,
 )
+from gradbrain.simulation.eeg import simulate_eeg
 from gradbrain.simulation.photos import PHOTOGRAPHS
 from gradbrain.simulation.scenarios import STUDY_SCENARIOS
 from gradbrain.simulation.stimuli import load_stimuli
@@ -168,8 +170,6 @@ def simulate_meg(
     ids = [stimulus_id(p) for p in paths]
     for sid, img in zip(ids, images, strict=True):
         write_image(images_root, sid, img)
-    depths = drivers[0].depths
-    act_lat, grad_lat = latencies(scenario, depths, cfg)
     times, n_times = EPOCHS.times, EPOCHS.n_times
     ch_names = spread_channels(int(cfg["n_sensors"]))
     n_ch = len(ch_names)
@@ -193,16 +193,12 @@ def simulate_meg(
         meta = metadata_frame(types, img_paths, sessions, runs)
         write_epochs(root, subject, data, meta, ch_names)
         log.info("MEG subject %d written (%d trials, %d channels)", subject, len(trial_of), n_ch)
-    return {
-        "depths": depths.tolist(),
-        "activation_latency": act_lat.tolist(),
-        "gradient_latency": None if grad_lat is None else grad_lat.tolist(),
-        "subjects": subjects,
-    }
+    return sensor_truth(scenario, drivers[0].depths, cfg, subjects)
 
 
 def simulate_study(out: str | Path, scenario: str, cfg: dict[str, Any], stimuli: str | Path) -> dict[str, Any]:
-    """Write ``<out>/nsd``, ``<out>/things-meg``, ``<out>/things-images`` and ``<out>/truth.json``."""
+    """Write ``<out>/nsd``, ``<out>/things-meg``, ``<out>/things-images`` and ``<out>/truth.json``; with
+    ``cfg["eeg"]`` (simulation.eeg) also ``<out>/things-eeg2`` and ``<out>/things-eeg2-images``."""
     if scenario not in STUDY_SCENARIOS:
         raise ValueError(
             f"simulation.scenarios: '{scenario}' is not one of {STUDY_SCENARIOS}; the other scenarios are the "
@@ -225,5 +221,15 @@ def simulate_study(out: str | Path, scenario: str, cfg: dict[str, Any], stimuli:
             seed=seed * 2 + 2,
         ),
     }
+    if "eeg" in cfg:  # written only when configured, so that the other studies stay as they are
+        truth["eeg"] = simulate_eeg(
+            out / "things-eeg2",
+            out / "things-eeg2-images",
+            scenario,
+            cfg["eeg"],
+            meg_cfg,
+            load_stimuli(stimuli, "eeg"),
+            seed=seed * 2 + 3,
+        )
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth

@@ -21,6 +21,7 @@ from gradbrain.data.nsd.paths import (
 )
 from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, PARTICIPANTS, epochs_path
+from gradbrain.simulation.scenarios import study_block
 
 NSD_BUCKET = "natural-scenes-dataset"
 """Public AWS Open Data bucket of NSD (docs/data-formats.md 1.1)."""
@@ -204,7 +205,8 @@ def check_roots(datasets: Mapping[str, Mapping]) -> None:
 
 def check_subjects(datasets: Mapping[str, Mapping], sim: Mapping) -> None:
     """Stop when a dataset lists a subject its data cannot hold, naming the key: NSD's subjects are 1..8,
-    THINGS-MEG's participants 1..4, THINGS-EEG2's 1..10, a simulated study's 1..``simulation.<modality>.n_subjects``.
+    THINGS-MEG's participants 1..4, THINGS-EEG2's 1..10, a simulated study's 1..``simulation.<block>.n_subjects``
+    (the block of ``study_block``: its modality, eeg for THINGS-EEG2).
 
     Run while the DAG is built: such a subject's jobs cannot be made, and the run must stop before any job starts
     rather than leave the dataset out.
@@ -212,9 +214,10 @@ def check_subjects(datasets: Mapping[str, Mapping], sim: Mapping) -> None:
     problems = []
     for name, ds in datasets.items():
         if ds.get("simulated"):
-            n = int(sim[ds["modality"]]["n_subjects"])
+            block = study_block(ds)
+            n = int(sim[block]["n_subjects"])
             valid = range(1, n + 1)
-            fact = f"the simulated study has subjects 1..{n} (simulation.{ds['modality']}.n_subjects)"
+            fact = f"the simulated study has subjects 1..{n} (simulation.{block}.n_subjects)"
         elif ds["format"] == "nsd":
             valid, fact = tuple(COMPLETED_SESSIONS), "NSD subjects are 1..8"
         elif ds["format"] == "things_eeg2":
