@@ -1,0 +1,157 @@
+"""The simulated THINGS-EEG2 study (``simulation.eeg``): written in the released format, read back by the real reader
+with the planted design (shapes, image order, splits, the MEG brain's responses), prepared as the workflow prepares
+it, and written only when configured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gradbrain import store
+from gradbrain.data.prepare import dataset_stimulus_ids, image_reader, prepare_meg
+from gradbrain.data.things_eeg2.layout import CHANNELS, EPOCHS
+from gradbrain.data.things_eeg2.read import image_ids, load_subject, read_split
+from gradbrain.simulation import stimuli as sim_stimuli
+from gradbrain.simulation.brain import sensor_truth
+from gradbrain.simulation.eeg import concept_folder, simulate_eeg
+from gradbrain.simulation.rsvp import eeg_responses
+from gradbrain.simulation.study import simulate_study
+
+N_TRAIN, N_TEST, SEED = 24, 3, 7
+EEG = {"n_subjects": 3, "n_images": N_TRAIN, "n_test_images": N_TEST, "repeats": 2, "test_repeats": 5,
+       "noise": 0.0, "soa": 0.2}  # fmt: skip
+BRAIN = {"sources_per_layer": 2, "width": 0.04, "activation_latency": [0.08, 0.38], "gradient_latency": [0.45, 0.9]}
+
+
+def _stimuli(n: int, seed: int = 0) -> tuple:
+    """Smooth images (they survive JPEG), photograph labels and one driver of two layers."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.uint8)
+    images = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    layers = [rng.standard_normal((n, 6)) for _ in range(2)]
+    driver = sim_stimuli.DriverFeatures("d", np.array([0.0, 1.0]), layers, [x[:, ::-1].copy() for x in layers])
+    return images, rng.integers(0, 12, n), [driver]
+
+
+def test_the_written_study_reads_back_with_the_planted_design(tmp_path):
+    """Without noise and with the images 2 s apart (no overlap), every repetition of image i is image i's response of
+    the MEG brain from its onset, so the order of the conditions, the splits and the repetitions are all checked."""
+    stimuli = _stimuli(N_TRAIN + N_TEST)
+    cfg = {**EEG, "soa": 2.0}
+    truth = simulate_eeg(tmp_path / "eeg", tmp_path / "images", "backprop", cfg, BRAIN, stimuli, seed=SEED)
+    assert truth == sensor_truth("backprop", stimuli[2][0].depths, BRAIN, [1, 2, 3])
+    ids = image_ids(tmp_path / "images")
+    labels = stimuli[1]
+    assert [i.split("/")[:2] for i in ids["train"]] == [
+        ["training_images", concept_folder(x)] for x in labels[:N_TRAIN]
+    ]
+    assert [i.split("/")[:2] for i in ids["test"]] == [["test_images", concept_folder(x)] for x in labels[N_TRAIN:]]
+    pixels = image_reader({"format": "things_eeg2", "images_root": str(tmp_path / "images")})(
+        [*ids["train"], *ids["test"]]
+    )
+    flat = lambda x: x.reshape(len(x), -1).astype(float)  # noqa: E731
+    distance = ((flat(pixels)[:, None] - flat(stimuli[0])[None]) ** 2).mean(axis=2)
+    assert list(distance.argmin(axis=1)) == list(range(N_TRAIN + N_TEST)), "the stimuli, in the files' order"
+    pre = int(round(-EPOCHS.tmin * EPOCHS.sfreq))
+    for subject in truth["subjects"]:
+        responses = eeg_responses("backprop", stimuli[2], BRAIN, np.random.default_rng([SEED, subject]))
+        for split, rows, reps in (("train", slice(0, N_TRAIN), 2), ("test", slice(N_TRAIN, None), 5)):
+            content = read_split(tmp_path / "eeg", subject, split)
+            data = content["preprocessed_eeg_data"]
+            assert data.shape == (len(responses[rows]), reps, len(CHANNELS), EPOCHS.n_times)
+            assert list(content["ch_names"]) == list(CHANNELS)
+            np.testing.assert_allclose(content["times"], EPOCHS.times)
+            own = responses[rows][:, None, :, : EPOCHS.n_times - pre]
+            np.testing.assert_allclose(data[..., pre:], np.broadcast_to(own, data[..., pre:].shape), atol=1e-5)
+            np.testing.assert_allclose(data[..., :pre], 0, atol=1e-5)
+    got = load_subject(tmp_path / "eeg", tmp_path / "images", 2, lowpass=None, sfreq=None, zscore=False)
+    assert got.Y.shape == (N_TRAIN, len(CHANNELS), EPOCHS.n_times)
+    assert got.test_Y.shape == (N_TEST, len(CHANNELS), EPOCHS.n_times)
+    assert list(got.stimulus_ids) == list(ids["train"]) and list(got.test_ids) == list(ids["test"])
+
+
+def test_the_rapid_presentation_mixes_the_neighbours_in(tmp_path):
+    """At THINGS-EEG2's 200 ms the epochs hold the neighbours' tails: repetitions of an image differ (no noise), and
+    each participant has a brain of their own."""
+    stimuli = _stimuli(N_TRAIN + N_TEST)
+    simulate_eeg(tmp_path / "eeg", tmp_path / "images", "backprop", EEG, BRAIN, stimuli, seed=SEED)
+    one, two = (read_split(tmp_path / "eeg", s, "test")["preprocessed_eeg_data"] for s in (1, 2))
+    assert np.abs(one[:, 0] - one[:, 1]).max() > 1e-3
+    assert np.abs(one - two).max() > 1e-3
+
+
+def _store(path, parts: dict[str, int]) -> None:
+    """A stimuli store like simulate_stimuli's, with random driver features."""
+    with store.atomic_group(path) as group:
+        for part, n in parts.items():
+            images, labels, (driver,) = _stimuli(n, seed=len(part))
+            sub = group.create_group(part)
+            store.write_array(sub, "images", images)
+            store.write_array(sub, "labels", labels)
+            model = sub.create_group("d")
+            model.attrs["depths"] = [0.0, 1.0]
+            for kind in ("activations", "gradients"):
+                for k, layer in enumerate(driver.features(kind)):
+                    store.write_array(model, f"{kind}/{k:02d}", layer.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def study_cfg() -> dict:
+    fmri = {
+        "n_images": 16,
+        "n_subjects": 1,
+        "repeats": 1,
+        "trials_per_session": 16,
+        "n_shared": 2,
+        "voxels_per_roi": 4,
+        "hemisphere_width": 1,
+        "noise": 1.0,
+        "amplitude_psc": 1.5,
+        "gradient_gain": 1.0,
+        "misaligned_rois": 1,
+        "rois": [
+            {"atlas": "prf-visualrois", "name": "V1", "depth": 0.0},
+            {"atlas": "prf-visualrois", "name": "V2", "depth": 1.0},
+        ],
+    }
+    meg = {
+        **BRAIN,
+        "n_images": 16,
+        "n_subjects": 1,
+        "n_sensors": 4,
+        "noise": 1.0,
+        "noise_smooth": 2.0,
+        "n_test_images": 2,
+        "test_repeats": 2,
+        "n_catch": 2,
+    }
+    return {"seed": 0, "image_size": 16, "fmri": fmri, "meg": meg}  # fmt: skip
+
+
+def test_simulate_study_writes_the_eeg_study_only_when_configured(tmp_path, study_cfg):
+    _store(tmp_path / "stimuli.zarr", {"fmri": 16, "meg": 18, "eeg": N_TRAIN + N_TEST})
+    plain = simulate_study(tmp_path / "plain", "misaligned", study_cfg, tmp_path / "stimuli.zarr")
+    assert "eeg" not in plain and not (tmp_path / "plain" / "things-eeg2").exists()
+    assert not (tmp_path / "plain" / "things-eeg2-images").exists()
+    with_eeg = simulate_study(tmp_path / "eeg", "misaligned", {**study_cfg, "eeg": EEG}, tmp_path / "stimuli.zarr")
+    written = json.loads((tmp_path / "eeg" / "truth.json").read_text())
+    assert written["eeg"] == with_eeg["eeg"] and written["eeg"]["subjects"] == [1, 2, 3]
+    assert written["eeg"]["gradient_latency"][0] < written["eeg"]["gradient_latency"][-1], "misaligned: forward order"
+    assert {k: with_eeg[k] for k in ("fmri", "meg")} == {k: plain[k] for k in ("fmri", "meg")}
+    for part in ("things-meg", "things-images", "nsd/nsddata_betas"):  # the other studies are left as they were
+        files = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain" / part).rglob("*") if p.is_file())
+        assert files and all(
+            (tmp_path / "plain" / f).read_bytes() == (tmp_path / "eeg" / f).read_bytes() for f in files
+        )
+    dataset = {"modality": "meg", "format": "things_eeg2", "simulated": "misaligned",
+               "root": str(tmp_path / "eeg" / "things-eeg2"),
+               "images_root": str(tmp_path / "eeg" / "things-eeg2-images"),
+               "subjects": [1, 2, 3], "heldout": "test",
+               "preprocessing": {"lowpass": 20.0, "sfreq": 30.0, "tmin": -0.2, "tmax": 0.79}}  # fmt: skip
+    assert len(dataset_stimulus_ids(dataset)) == N_TRAIN + N_TEST
+    out = prepare_meg(dataset, 3, tmp_path / "brain" / "sub-3")
+    group = store.open_group(out)
+    assert list(group["split"][...]) == ["train"] * N_TRAIN + ["test"] * N_TEST
+    assert group.attrs["n_channels"] == len(CHANNELS) and group.attrs["n_times"] == 30
