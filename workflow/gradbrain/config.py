@@ -202,3 +202,9 @@ def active_rois(rois: Mapping[str, Any], where: str) -> dict[str, Any]:
             f"{where}: every atlas is null; name at least one atlas and its ROIs (e.g. prf-visualrois: [V1, V2])"
         )
     return kept
+
+
+def study_block(dataset: Mapping[str, Any]) -> str:
+    """The ``simulation`` section whose design a simulated dataset's study has (subjects, images, repeats): ``eeg``
+    for format things_eeg2 (analysed as modality meg), else the dataset's modality."""
+    return "eeg" if dataset.get("format") == "things_eeg2" else dataset["modality"]

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gradbrain.config import study_block
 from gradbrain.data.nsd.paths import TRIALS_PER_SESSION
 from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import EPOCHS
 from gradbrain.encoding.cv import alpha_grid
 from gradbrain.models.catalogue import n_blocks
-from gradbrain.simulation.scenarios import study_block
 
 MB = 2**20
 BASE_MB = 1000

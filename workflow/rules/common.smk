@@ -13,7 +13,7 @@ from gradbrain.data.download import files as dl  # noqa: E402
 from gradbrain.models.catalogue import ENTRY_KEYS, model_spec  # noqa: E402
 from gradbrain.models.catalogue import weight_files  # noqa: E402
 from gradbrain.features.kinds import BASE_KINDS, check_encoded_kinds  # noqa: E402
-from gradbrain.simulation.scenarios import driver_kinds, study_block  # noqa: E402
+from gradbrain.simulation.scenarios import driver_kinds  # noqa: E402
 from gradbrain.encoding.cv import check_folds  # noqa: E402
 from gradbrain.jobsize import simulated_train_images  # noqa: E402
 
@@ -115,10 +115,10 @@ for _m in SIM_DRIVERS:
             "add it there, since the simulated brain is driven by the analysed models"
         )
 for _name, _ds in DATASETS.items():
-    if _ds.get("simulated") and study_block(_ds) not in SIM:
+    if _ds.get("simulated") and config_keys.study_block(_ds) not in SIM:
         raise ValueError(
             f"datasets.{_name}: a simulated {_ds['format']} dataset reads the study that simulation."
-            f"{study_block(_ds)} configures, and the config has no such section; add it "
+            f"{config_keys.study_block(_ds)} configures, and the config has no such section; add it "
             "(config/overlays/sim_eeg2.yaml) or remove the dataset"
         )
 dl.check_subjects(DATASETS, SIM)
@@ -154,7 +154,7 @@ dl.check_local_files(DATASETS)
 # a simulated dataset's training images are known now; a real one's are counted by its encoding job
 for _name, _ds in DATASETS.items():
     if _ds.get("simulated"):
-        _block = study_block(_ds)
+        _block = config_keys.study_block(_ds)
         check_folds(
             simulated_train_images(_ds, SIM),
             int(config["encoding"]["folds"]),

@@ -45,7 +45,7 @@ rule simulate_stimuli:
         "../scripts/simulation.py"
 
 
-# A planted-truth study in the real NSD and THINGS-MEG formats.
+# A planted-truth study in the real NSD and THINGS-MEG formats (and THINGS-EEG2's, with simulation.eeg).
 rule simulate_study:
     input:
         f"{SIM_ROOT}/stimuli.zarr",

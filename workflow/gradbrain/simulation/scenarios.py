@@ -80,12 +80,6 @@ every model at once) or need every direction of the drivers' layers (the stimuli
 ``readout_components``); they are the power grid's."""
 
 
-def study_block(dataset: dict) -> str:
-    """The ``simulation`` section whose design a simulated dataset's study has (subjects, images, repeats): ``eeg``
-    for format things_eeg2 (analysed as modality meg), else the dataset's modality."""
-    return "eeg" if dataset.get("format") == "things_eeg2" else dataset["modality"]
-
-
 @dataclass(frozen=True)
 class Claim:
     """One planted fact of a scenario about a (kind, metric family).

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
+from gradbrain.config import study_block
 from gradbrain.data.nsd.paths import (
     COMPLETED_SESSIONS,
     check_distance_space,
@@ -21,7 +22,6 @@ from gradbrain.data.nsd.paths import (
 )
 from gradbrain.data.things_eeg2 import layout as eeg2
 from gradbrain.data.things_meg.layout import IMAGE_SUFFIXES, PARTICIPANTS, epochs_path
-from gradbrain.simulation.scenarios import study_block
 
 NSD_BUCKET = "natural-scenes-dataset"
 """Public AWS Open Data bucket of NSD (docs/data-formats.md 1.1)."""
