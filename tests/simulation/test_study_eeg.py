@@ -16,6 +16,7 @@ from gradbrain.data.things_eeg2.read import image_ids, load_subject, read_split
 from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation.brain import sensor_truth
 from gradbrain.simulation.eeg import concept_folder, simulate_eeg
+from gradbrain.simulation.photos import crops
 from gradbrain.simulation.rsvp import eeg_responses
 from gradbrain.simulation.study import simulate_study
 
@@ -155,3 +156,29 @@ def test_simulate_study_writes_the_eeg_study_only_when_configured(tmp_path, stud
     group = store.open_group(out)
     assert list(group["split"][...]) == ["train"] * N_TRAIN + ["test"] * N_TEST
     assert group.attrs["n_channels"] == len(CHANNELS) and group.attrs["n_times"] == 30
+
+
+def test_the_stimuli_store_has_an_eeg_part_only_when_configured(tmp_path):
+    """simulate_stimuli crops the EEG study's images (JPEG round-tripped, as the reader returns them) and computes the
+    drivers' features on them only with simulation.eeg; the other parts stay as they are."""
+    import torch
+
+    from gradbrain.models.catalogue import model_spec
+    from gradbrain.models.load import load_model
+
+    torch.manual_seed(0)
+    model = load_model(model_spec("demo_vit", {"weights": {"demo": False}, "n_layers": 2}))
+    cfg = {"seed": 0, "image_size": 32, "readout_components": 4, "fmri": {"n_images": 6},
+           "meg": {"n_images": 6, "n_test_images": 2}}  # fmt: skip
+    sim_stimuli.make_stimuli(tmp_path / "plain.zarr", cfg, [model])
+    sim_stimuli.make_stimuli(tmp_path / "eeg.zarr", {**cfg, "eeg": {"n_images": 8, "n_test_images": 3}}, [model])
+    assert sorted(store.open_group(tmp_path / "plain.zarr").group_keys()) == ["fmri", "meg"]
+    for part in ("fmri", "meg"):
+        plain, with_eeg = (sim_stimuli.load_stimuli(tmp_path / f"{n}.zarr", part) for n in ("plain", "eeg"))
+        np.testing.assert_array_equal(plain[0], with_eeg[0])
+        np.testing.assert_array_equal(plain[2][0].activations[1], with_eeg[2][0].activations[1])
+    images, labels, (driver,) = sim_stimuli.load_stimuli(tmp_path / "eeg.zarr", "eeg")
+    assert images.shape == (11, 32, 32, 3) and len(labels) == 11 and driver.gradients[0].shape[0] == 11
+    raw, raw_labels = crops(11, 32, seed=3)  # seed * 2 + 3: a crop set of its own
+    np.testing.assert_array_equal(images, sim_stimuli.jpeg_roundtrip(raw))
+    np.testing.assert_array_equal(labels, raw_labels)
