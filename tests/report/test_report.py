@@ -14,6 +14,7 @@ from helpers import REPO
 from helpers.config import default_config
 
 from gradbrain import store
+from gradbrain.data.things_eeg2.layout import CHANNELS as EEG2_CHANNELS
 from gradbrain.data.things_meg.layout import channel_names
 from gradbrain.hierarchy.stage import Fit, hierarchy_tables
 from gradbrain.report import fmri as report_fmri
@@ -232,6 +233,19 @@ def test_ctf_layout_puts_sensors_where_their_names_say():
     kind = np.array([n[:3] for n in names])
     assert (pos[np.char.startswith(kind, "ML"), 0] < 0).all() and (pos[np.char.startswith(kind, "MR"), 0] > 0).all()
     assert pos[np.isin(kind, ["MLF", "MRF"]), 1].min() > pos[np.isin(kind, ["MLO", "MRO"]), 1].max()
+
+
+def test_eeg_channels_get_positions_from_the_10_20_montage():
+    """THINGS-EEG2's 17 channels are no CTF sensors: they are placed by their 10-10 names (odd left, even right,
+    occipital behind parietal), so its topomaps are drawn rather than left empty."""
+    names, pos = report_meg.sensor_positions(list(EEG2_CHANNELS))
+    assert names == list(EEG2_CHANNELS)
+    assert np.linalg.norm(pos, axis=1).max() <= 0.095
+    for name, (x, _) in zip(names, pos, strict=True):
+        side = 0 if name.endswith("z") else -1 if int(name[-1]) % 2 else 1
+        assert abs(x) < 0.002 if side == 0 else np.sign(x) == side, f"{name} at x = {x:.4f}"
+    y = dict(zip(names, pos[:, 1], strict=True))
+    assert y["Oz"] < y["POz"] < y["Pz"] and y["O1"] < y["P3"]
 
 
 def test_spread_channels_cover_both_hemispheres_and_every_region():

@@ -77,27 +77,52 @@ def depth_vs_latency(
 # ------------------------------------------------------------------------------------------------ brain maps
 
 
-@lru_cache(maxsize=1)
-def _ctf_layout() -> tuple[dict[str, int], np.ndarray]:
+OLD_1020_NAMES = ("T3", "T4", "T5", "T6")
+"""The standard 10-20 montage's old names of T7, T8, P7, P8 (same positions), left out of the EEG layout."""
+
+
+@lru_cache(maxsize=2)
+def _layout(system: str) -> tuple[dict[str, int], np.ndarray]:
+    """Channel index and 2D centre (scaled to mne's default head sphere) of mne's CTF-275 layout (``ctf``) or of an
+    EEG layout made from mne's colin27 10-20 montage (``eeg``)."""
     import mne
 
-    layout = mne.channels.read_layout("CTF275")
+    if system == "ctf":
+        layout = mne.channels.read_layout("CTF275")
+    else:
+        montage = mne.channels.make_standard_montage("colin27_1020")
+        names = [n for n in montage.ch_names if n not in OLD_1020_NAMES]
+        info = mne.create_info(names, 100.0, "eeg").set_montage(montage)
+        layout = mne.channels.make_eeg_layout(info)
     centres = layout.pos[:, :2] + layout.pos[:, 2:] / 2
     centres = centres - (centres.min(0) + centres.max(0)) / 2
     centres *= 0.095 * 0.92 / np.linalg.norm(centres, axis=1).max()
     return {name: i for i, name in enumerate(layout.names)}, centres
 
 
+LAYOUT_NAMES = {"ctf": "CTF-275 layout", "eeg": "10-20 montage"}
+
+
+def _system(channels) -> str:
+    """``ctf`` when any channel is a CTF sensor (THINGS-MEG), else ``eeg`` (THINGS-EEG2)."""
+    return "ctf" if any(str(c).split("-")[0] in _layout("ctf")[0] for c in channels) else "eeg"
+
+
 def sensor_positions(channels) -> tuple[list[str], np.ndarray]:
-    """2D positions of CTF channels from mne's CTF-275 layout, centred and scaled to mne's default head sphere.
+    """2D positions of the channels, centred and scaled to mne's default head sphere: CTF channels from mne's CTF-275
+    layout, EEG channels (THINGS-EEG2's 10-10 names) from mne's colin27 10-20 montage when none is a CTF channel.
 
     THINGS-MEG names carry a suffix (``MLC11-1609``); the layout's do not. Channels not in the layout are dropped.
     """
-    where, centres = _ctf_layout()
-    kept = [c for c in channels if str(c).split("-")[0] in where]
+    names = [str(c).split("-")[0] for c in channels]
+    system = _system(channels)
+    where, centres = _layout(system)
+    kept = [c for c, n in zip(channels, names, strict=True) if n in where]
     if len(kept) < len(channels):
         log.warning(
-            "%d channels are not in the CTF-275 layout and are left out of the topomaps", len(channels) - len(kept)
+            "%d channels are not in the %s and are left out of the topomaps",
+            len(channels) - len(kept),
+            LAYOUT_NAMES[system],
         )
     return kept, centres[[where[str(c).split("-")[0]] for c in kept]]
 
@@ -173,8 +198,8 @@ def meg_topomaps(topo: pd.DataFrame, title: str, out: Path, max_layers: int = 6)
         )
         fig.colorbar(im, ax=axes[row].tolist(), label="encoding r", shrink=0.8, pad=0.02)
     fig.suptitle(
-        f"{title}: encoding r per sensor at each layer's peak time T_k\n(CTF-275 layout seen from above, "
-        "nose up; group: mean over subjects, each at its own T_k)",
+        f"{title}: encoding r per sensor at each layer's peak time T_k\n({LAYOUT_NAMES[_system(topo.channel)]} seen "
+        "from above, nose up; group: mean over subjects, each at its own T_k)",
         fontsize=10,
     )
     fig.savefig(out, dpi=100)
