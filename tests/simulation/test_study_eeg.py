@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers.simulation import FMRI, stimuli
 
 from gradbrain import store
 from gradbrain.data.prepare import dataset_stimulus_ids, image_reader, prepare_meg
@@ -16,7 +17,7 @@ from gradbrain.data.things_eeg2.read import image_ids, load_subject, read_split
 from gradbrain.simulation import stimuli as sim_stimuli
 from gradbrain.simulation.brain import sensor_truth
 from gradbrain.simulation.eeg import concept_folder, simulate_eeg
-from gradbrain.simulation.photos import crops
+from gradbrain.simulation.photos import PHOTOGRAPHS, crops
 from gradbrain.simulation.rsvp import eeg_responses
 from gradbrain.simulation.study import simulate_study
 
@@ -27,13 +28,8 @@ BRAIN = {"sources_per_layer": 2, "width": 0.04, "activation_latency": [0.08, 0.3
 
 
 def _stimuli(n: int, seed: int = 0) -> tuple:
-    """Smooth images (they survive JPEG), photograph labels and one driver of two layers."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.uint8)
-    images = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
-    layers = [rng.standard_normal((n, 6)) for _ in range(2)]
-    driver = sim_stimuli.DriverFeatures("d", np.array([0.0, 1.0]), layers, [x[:, ::-1].copy() for x in layers])
-    return images, rng.integers(0, 12, n), [driver]
+    """The shared test stimuli, with as many photograph labels as the simulation has."""
+    return stimuli(n, np.random.default_rng(seed), n_labels=len(PHOTOGRAPHS))
 
 
 def test_the_written_study_reads_back_with_the_planted_design(tmp_path):
@@ -100,23 +96,7 @@ def _store(path, parts: dict[str, int]) -> None:
 
 @pytest.fixture(scope="module")
 def study_cfg() -> dict:
-    fmri = {
-        "n_images": 16,
-        "n_subjects": 1,
-        "repeats": 1,
-        "trials_per_session": 16,
-        "n_shared": 2,
-        "voxels_per_roi": 4,
-        "hemisphere_width": 1,
-        "noise": 1.0,
-        "amplitude_psc": 1.5,
-        "gradient_gain": 1.0,
-        "misaligned_rois": 1,
-        "rois": [
-            {"atlas": "prf-visualrois", "name": "V1", "depth": 0.0},
-            {"atlas": "prf-visualrois", "name": "V2", "depth": 1.0},
-        ],
-    }
+    fmri = {**FMRI, "n_images": 16}
     meg = {
         **BRAIN,
         "n_images": 16,
@@ -128,7 +108,7 @@ def study_cfg() -> dict:
         "test_repeats": 2,
         "n_catch": 2,
     }
-    return {"seed": 0, "image_size": 16, "fmri": fmri, "meg": meg}  # fmt: skip
+    return {"seed": 0, "image_size": 16, "fmri": fmri, "meg": meg}
 
 
 def test_simulate_study_writes_the_eeg_study_only_when_configured(tmp_path, study_cfg):
