@@ -17,6 +17,9 @@ from helpers import REPO
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
+from gradbrain import config as config_keys
+from gradbrain.models.catalogue import ENTRY_KEYS
+
 ROOT = REPO
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_PATH = ROOT / "config" / "config.yaml"
@@ -62,6 +65,21 @@ def test_overlay_configs_validate_merged_over_the_default(path):
     update_config(merged, load(path))
     check(merged)
     assert merged["datasets"] == check(load(CONFIG_PATH))["datasets"]  # the overlay only changes the power grid
+
+
+OVERLAY_BASES = {"paper_visual.yaml": "paper.yaml", "things_eeg2.yaml": "paper.yaml", "sim_eeg2.yaml": "config.yaml"}
+"""The config each of config/overlays/*.yaml is given beside (its header says so)."""
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "overlays").glob("*.yaml")), ids=lambda p: p.name)
+def test_dataset_overlays_validate_merged_over_their_base(path):
+    """config/overlays/*.yaml add or change datasets of the study named in their header; merged over it (key by
+    key, as Snakemake does) the result validates and has no unknown key."""
+    assert path.name in OVERLAY_BASES, f"{path.name}: add it to OVERLAY_BASES with the config it overlays"
+    merged = load(ROOT / "config" / OVERLAY_BASES[path.name])
+    update_config(merged, load(path))
+    assert config_keys.unknown_keys(copy.deepcopy(merged), config_keys.load_schema(SCHEMA_PATH), ENTRY_KEYS) == []
+    check(merged)
 
 
 def test_defaults_are_filled_in(config):
