@@ -86,8 +86,11 @@ def test_planted_truth_is_recovered(small_study):
         "p_fdr",
         "n_undefined",
         "note",
+        "scope",
         "layer_identifiability",
     ]
+    whole = tests[(tests.kind == "gradients") & (tests.metric == "spatial_score")]
+    assert len(whole) and whole.scope.str.startswith("not gradient-specific").all()
     assert sorted(p.name for p in (tmp / "results" / "figures").glob("*.png"))
 
 
