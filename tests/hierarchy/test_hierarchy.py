@@ -146,6 +146,18 @@ def test_tests_table_says_which_rows_are_evidence_of_an_error_signal():
     assert scope["gradients", "layer_identifiability"].startswith("descriptive")
 
 
+@pytest.mark.parametrize("detected", [0.0, 1.0])
+def test_a_stouffer_signal_without_any_subject_with_signal_makes_no_group_claim(detected):
+    """Small p in every subject but no subject's own test holding (a forward-only brain reading full-rank
+    directions, docs/power.md): the group row says that no group claim is made."""
+    rows = [("d", "m", str(s), "gradients", "gradient_signal_p", 0.1) for s in range(1, 9)]
+    rows += [("d", "m", str(s), "gradients", "gradient_signal", detected) for s in range(1, 9)]
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
+    row = group_tests(frame).set_index("metric").loc["gradient_signal"]
+    assert row.p < 0.001
+    assert ("no group claim" in row.note) == (detected == 0)
+
+
 def test_spatial_null_detects_a_planted_hierarchy():
     rng = np.random.default_rng(0)
     depths = np.linspace(0, 1, 6)

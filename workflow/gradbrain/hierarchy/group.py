@@ -59,6 +59,10 @@ def scope(kind: str, metric: str) -> str:
 
 
 STOUFFER_NOTE = "Stouffer's combination of the subjects' p; mean: share of subjects with signal"
+NO_SUBJECT_NOTE = (
+    "no subject's own test holds, so no group claim: Stouffer's p adds up small excesses over the placebos that "
+    "forward-only brains reading full-rank directions also give (docs/power.md)"
+)
 
 
 def _signal_tests(scores: pd.DataFrame) -> list[dict]:
@@ -70,9 +74,10 @@ def _signal_tests(scores: pd.DataFrame) -> list[dict]:
         z, p = stats.stouffer(frame.value.to_numpy())
         detected = scores[(scores.dataset == dataset) & (scores.model == model) & (scores.kind == kind)
                           & (scores.metric == "gradient_signal")].value  # fmt: skip
+        note = STOUFFER_NOTE if (detected == 1).any() else f"{STOUFFER_NOTE}; {NO_SUBJECT_NOTE}"
         out.append({"dataset": dataset, "model": model, "kind": kind, "metric": "gradient_signal",
                     "n_subjects": len(frame), "mean": float(detected.mean()), "sem": math.nan, "statistic": z,
-                    "p": p, "n_undefined": 0, "note": STOUFFER_NOTE})  # fmt: skip
+                    "p": p, "n_undefined": 0, "note": note})  # fmt: skip
     return out
 
 
