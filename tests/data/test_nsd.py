@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io
-from helpers.nsd import AFFINE, GRID, VISUAL, hemispheres
+from helpers.nsd import AFFINE, GRID, VISUAL, VISUAL_VOXELS, hemispheres
 
 from gradbrain.data.nsd.paths import (
     FUNC1PT8MM_GRID,
@@ -47,19 +47,6 @@ M = 12  # images per subject (10,000 in real NSD)
 SUBJECTS = {1: N_SES, 2: N_SES}
 SHARED0 = np.array([3, 8, 15, 22])
 FACES = {1: "OFA", 2: "FFA-1", 3: "FFA-2", 4: "mTL-faces", 5: "aTL-faces"}
-VISUAL_VOXELS = {  # left hemisphere for i < 3, right for i >= 3
-    (1, 1, 0): 1,
-    (1, 2, 0): 1,
-    (2, 1, 0): 2,
-    (2, 1, 1): 2,
-    (1, 3, 1): 3,
-    (0, 4, 2): 7,
-    (4, 1, 0): 1,
-    (4, 2, 0): 2,
-    (5, 1, 1): 2,
-    (3, 3, 1): 4,
-    (4, 4, 3): 5,
-}
 FACE_VOXELS = {(0, 4, 2): 2, (1, 4, 3): 2, (3, 0, 3): 1}
 CONSTANT_VOXEL = (1, 4, 3)  # constant in session 2, so it must be excluded
 ROIS = {"prf-visualrois": "all", "floc-faces": ["FFA-1"]}

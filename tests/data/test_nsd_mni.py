@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import zarr
-from helpers.nsd import AFFINE, GRID, VISUAL, hemispheres
+from helpers.nsd import AFFINE, GRID, VISUAL, VISUAL_VOXELS, hemispheres
 from scipy.spatial.distance import cdist
 
 from gradbrain.data import prepare
@@ -31,20 +31,7 @@ from gradbrain.data.nsd.write import (
 )
 
 T = 12
-VOXELS = {  # left hemisphere for i < 3, right for i >= 3
-    (1, 1, 0): 1,
-    (1, 2, 0): 1,
-    (2, 1, 0): 2,
-    (2, 1, 1): 2,
-    (1, 3, 1): 3,
-    (0, 4, 2): 7,
-    (4, 1, 0): 1,
-    (4, 2, 0): 2,
-    (5, 1, 1): 2,
-    (3, 3, 1): 4,
-    (4, 4, 3): 5,
-    (5, 3, 2): 7,
-}
+VOXELS = {**VISUAL_VOXELS, (5, 3, 2): 7}  # a right hV4 voxel more
 NO_MNI = [(1, 3, 1), (2, 1, 1)]  # 9999: a V2 voxel and a left V1 voxel
 OFF_GRID = (4, 4, 3)  # third coordinate below 1
 ROIS = {"prf-visualrois": "all"}
