@@ -71,7 +71,7 @@ def _signal_tests(scores: pd.DataFrame) -> list[dict]:
     out = []
     sel = scores[(scores.metric == "gradient_signal_p") & scores.value.notna()]
     for (dataset, model, kind), frame in sel.groupby(["dataset", "model", "kind"], sort=True):
-        z, p = stats.stouffer(frame.value.to_numpy())
+        z, p = map(float, stats.stouffer(frame.value.to_numpy()))
         detected = scores[(scores.dataset == dataset) & (scores.model == model) & (scores.kind == kind)
                           & (scores.metric == "gradient_signal")].value  # fmt: skip
         note = STOUFFER_NOTE if (detected == 1).any() else f"{STOUFFER_NOTE}; {NO_SUBJECT_NOTE}"

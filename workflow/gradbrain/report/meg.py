@@ -114,17 +114,17 @@ def sensor_positions(channels) -> tuple[list[str], np.ndarray]:
 
     THINGS-MEG names carry a suffix (``MLC11-1609``); the layout's do not. Channels not in the layout are dropped.
     """
-    names = [str(c).split("-")[0] for c in channels]
     system = _system(channels)
     where, centres = _layout(system)
-    kept = [c for c, n in zip(channels, names, strict=True) if n in where]
+    pairs = [(c, str(c).split("-")[0]) for c in channels]
+    kept = [(c, n) for c, n in pairs if n in where]
     if len(kept) < len(channels):
         log.warning(
             "%d channels are not in the %s and are left out of the topomaps",
             len(channels) - len(kept),
             LAYOUT_NAMES[system],
         )
-    return kept, centres[[where[str(c).split("-")[0]] for c in kept]]
+    return [c for c, _ in kept], centres[[where[n] for _, n in kept]]
 
 
 def topomap_layers(depths, max_layers: int = 6) -> list[float]:

@@ -56,10 +56,10 @@ def signed_rank_p(groups: np.ndarray, max_exact: int = 14) -> np.ndarray:
     return np.where(nonzero.any(1), p, np.nan)
 
 
-def stouffer(p: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+def stouffer(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stouffer's combination of independent one-sided p-values along the last axis (``scipy.stats.combine_pvalues``):
     Z = sum_i Phi^-1(1 - p_i) / sqrt(n), p = 1 - Phi(Z); valid for any number of subjects. The p are clipped to
     (0, 1) first so that one subject's p of exactly 0 or 1 does not make Z infinite or undefined."""
     p = np.clip(np.asarray(p, dtype=float), 1e-300, 1 - 1e-16)
     res = stats.combine_pvalues(p, method="stouffer", axis=-1)
-    return (float(res.statistic), float(res.pvalue)) if p.ndim == 1 else (res.statistic, res.pvalue)
+    return res.statistic, res.pvalue
