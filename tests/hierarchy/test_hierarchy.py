@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from gradbrain import stats
 from gradbrain.encoding.significance import best_layers
@@ -146,16 +147,21 @@ def test_tests_table_says_which_rows_are_evidence_of_an_error_signal():
     assert scope["gradients", "layer_identifiability"].startswith("descriptive")
 
 
-@pytest.mark.parametrize("detected", [0.0, 1.0])
-def test_a_stouffer_signal_without_any_subject_with_signal_makes_no_group_claim(detected):
+@pytest.mark.parametrize("smallest", [0.1, 0.001])
+def test_the_group_signal_test_needs_some_subjects_own_test(smallest):
     """Small p in every subject but no subject's own test holding (a forward-only brain reading full-rank
-    directions, docs/power.md): the group row says that no group claim is made."""
-    rows = [("d", "m", str(s), "gradients", "gradient_signal_p", 0.1) for s in range(1, 9)]
-    rows += [("d", "m", str(s), "gradients", "gradient_signal", detected) for s in range(1, 9)]
+    directions, docs/power.md): Stouffer's p alone is tiny, the group's p is the smallest subject's and the note says
+    that no group claim is made; with one subject's test holding, the group's p is Stouffer's (SciPy's)."""
+    p = [smallest] + [0.1] * 7
+    rows = [("d", "m", str(s), "gradients", "gradient_signal_p", p[s - 1]) for s in range(1, 9)]
+    rows += [("d", "m", str(s), "gradients", "gradient_signal", float(p[s - 1] < 0.05)) for s in range(1, 9)]
     frame = pd.DataFrame(rows, columns=["dataset", "model", "subject", "kind", "metric", "value"])
     row = group_tests(frame).set_index("metric").loc["gradient_signal"]
-    assert row.p < 0.001
-    assert ("no group claim" in row.note) == (detected == 0)
+    combined = scipy.stats.combine_pvalues(p, method="stouffer")
+    assert combined.pvalue < 0.001 and row.statistic == pytest.approx(combined.statistic)
+    assert row.p == pytest.approx(max(combined.pvalue, smallest))
+    assert ("no group claim" in row.note) == (smallest >= 0.05)
+    assert row["mean"] == pytest.approx(np.mean(np.array(p) < 0.05))
 
 
 def test_spatial_null_detects_a_planted_hierarchy():

@@ -58,23 +58,28 @@ def scope(kind: str, metric: str) -> str:
     return SCOPE["rules"] if metric == "gain_over_gradients" else SCOPE["whole"]
 
 
-STOUFFER_NOTE = "Stouffer's combination of the subjects' p; mean: share of subjects with signal"
+STOUFFER_NOTE = (
+    "Stouffer's combination of the subjects' p held to the smallest subject's p (p = max of the two: a group claim "
+    "needs some subject's own test); mean: share of subjects with signal"
+)
 NO_SUBJECT_NOTE = (
-    "no subject's own test holds, so no group claim: Stouffer's p adds up small excesses over the placebos that "
-    "forward-only brains reading full-rank directions also give (docs/power.md)"
+    "no subject's own test holds, so no group claim: Stouffer's p alone ({p:.3g}) adds up small excesses over the "
+    "placebos that forward-only brains reading full-rank directions also give (docs/power.md)"
 )
 
 
-def _signal_tests(scores: pd.DataFrame) -> list[dict]:
+def _signal_tests(scores: pd.DataFrame, alpha: float) -> list[dict]:
     """Per (dataset, model, kind): is there gradient-specific signal across subjects? Stouffer's combination of the
-    subjects' p (subjects are independent; valid at any number of subjects, unlike a signed-rank test)."""
+    subjects' p (valid at any number of independent subjects, unlike a signed-rank test), as an intersection-union
+    test with the smallest subject's p (``stats.group.stouffer_with_a_subject``)."""
     out = []
     sel = scores[(scores.metric == "gradient_signal_p") & scores.value.notna()]
     for (dataset, model, kind), frame in sel.groupby(["dataset", "model", "kind"], sort=True):
-        z, p = map(float, stats.stouffer(frame.value.to_numpy()))
+        z, p_combined, p = map(float, stats.stouffer_with_a_subject(frame.value.to_numpy()))
         detected = scores[(scores.dataset == dataset) & (scores.model == model) & (scores.kind == kind)
                           & (scores.metric == "gradient_signal")].value  # fmt: skip
-        note = STOUFFER_NOTE if (detected == 1).any() else f"{STOUFFER_NOTE}; {NO_SUBJECT_NOTE}"
+        alone = p_combined < alpha <= p
+        note = f"{STOUFFER_NOTE}; {NO_SUBJECT_NOTE.format(p=p_combined)}" if alone else STOUFFER_NOTE
         out.append({"dataset": dataset, "model": model, "kind": kind, "metric": "gradient_signal",
                     "n_subjects": len(frame), "mean": float(detected.mean()), "sem": math.nan, "statistic": z,
                     "p": p, "n_undefined": 0, "note": note})  # fmt: skip
@@ -108,7 +113,7 @@ def group_tests(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                          f"{smallest_p(row['n_subjects']):.3g})")  # fmt: skip
             row["statistic"], row["p"] = math.nan, math.nan
         out.append({**row, "n_undefined": len(undefined), "note": "; ".join(notes)})
-    out += _signal_tests(scores)
+    out += _signal_tests(scores, alpha)
     tests = pd.DataFrame(out, columns=[*TEST_COLUMNS, "n_undefined", "note"])
     tests.insert(len(TEST_COLUMNS), "p_fdr", stats.fdr(tests.p.to_numpy()) if len(tests) else [])
     tests["scope"] = [scope(k, m) for k, m in zip(tests.kind, tests.metric, strict=True)]

@@ -5,7 +5,8 @@ in the scenario.
 the claimed sign), per-subject thresholds (the planted scenarios' and their robust analogues), the study's claims
 in order (``CLAIM_PLANTS``: how often a subject gets each), group Wilcoxon tests over groups of k subjects drawn
 from all of the cell's subjects (``group_draws``) and, for the gradient-specific signal, Stouffer's combination of
-the drawn groups' p (``stouffer``, as ``tests.csv`` tests it). Each rate carries
+the drawn groups' p (``stouffer``, as ``tests.csv`` tests it: held to the group's smallest p; ``stouffer_combined``:
+the combination alone). Each rate carries
 ``planted``: ``effect`` (the claim is true in the scenario: a power), ``no_effect`` (false: a false-positive rate) or
 ``unknown`` (the scenario does not decide it), from ``simulation.scenarios.PLANTED``.
 """
@@ -218,8 +219,10 @@ def power_table(cell_tables: Iterable[pd.DataFrame], power: dict[str, Any]) -> p
                         int(power.get("seed", 0)),
                     )
                     if len(groups):
-                        p_group = stats.stouffer(groups)[1]
+                        _, p_combined, p_group = stats.stouffer_with_a_subject(groups)
                         add(int(k), "stouffer", kind, "gradient_signal", "> 0", planted, p_group < alpha, p_group)
+                        add(int(k), "stouffer_combined", kind, "gradient_signal", "> 0", planted,
+                            p_combined < alpha, p_combined)  # fmt: skip
             for metric, plants in CLAIM_PLANTS.items():
                 if metric not in sub.columns or sub[metric].isna().all():
                     continue
